@@ -1,0 +1,122 @@
+//! The byte layout of a stored message (the value of the messages table).
+//!
+//! ```text
+//! u8   format version (1)
+//! u64  produced-at, microseconds since the Unix epoch, little-endian
+//! u32  header count, then per header: u32 name length, name, u32 value length, value
+//! ...  body (the rest)
+//! ```
+//! A version byte leads so the layout can evolve without a migration of old rows.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use flowstream_core::{DriverError, Headers, Message};
+
+const FORMAT_V1: u8 = 1;
+
+pub(crate) fn encode(body: &[u8], headers: &Headers, produced_at: SystemTime) -> Vec<u8> {
+    let header_bytes: usize = headers.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
+    let mut out = Vec::with_capacity(1 + 8 + 4 + header_bytes + body.len());
+    out.push(FORMAT_V1);
+    let micros = produced_at
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    out.extend_from_slice(&micros.to_le_bytes());
+    out.extend_from_slice(&len_u32(headers.len()).to_le_bytes());
+    for (name, value) in headers {
+        for part in [name, value] {
+            out.extend_from_slice(&len_u32(part.len()).to_le_bytes());
+            out.extend_from_slice(part.as_bytes());
+        }
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+/// Lengths are bounded by the producer's body limit and redb's 3 GiB value limit, far below
+/// `u32::MAX`; saturate rather than wrap if that ever changes.
+fn len_u32(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+pub(crate) fn decode(stream: &str, offset: u64, bytes: &[u8]) -> Result<Message, DriverError> {
+    let corrupt = |what: &str| {
+        DriverError::failed(format!(
+            "stored message {stream}/{offset} is corrupt: {what}"
+        ))
+    };
+    let mut reader = Reader { bytes };
+    if reader.take(1).ok_or_else(|| corrupt("empty"))? != [FORMAT_V1] {
+        return Err(corrupt("unknown format version"));
+    }
+    let micros = u64::from_le_bytes(reader.array().ok_or_else(|| corrupt("truncated time"))?);
+    let count = u32::from_le_bytes(reader.array().ok_or_else(|| corrupt("truncated headers"))?);
+    let mut headers = Headers::new();
+    for _ in 0..count {
+        let name = reader.string().ok_or_else(|| corrupt("bad header name"))?;
+        let value = reader.string().ok_or_else(|| corrupt("bad header value"))?;
+        headers.insert(name, value);
+    }
+    Ok(Message::new(
+        stream,
+        offset,
+        reader.bytes.to_vec(),
+        headers,
+        UNIX_EPOCH + Duration::from_micros(micros),
+    ))
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        if self.bytes.len() < n {
+            return None;
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Some(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.try_into().ok()
+    }
+
+    fn string(&mut self) -> Option<String> {
+        let len = u32::from_le_bytes(self.array()?);
+        let bytes = self.take(usize::try_from(len).ok()?)?;
+        String::from_utf8(bytes.to_vec()).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        let mut headers = Headers::new();
+        headers.insert("k".into(), "v".into());
+        headers.insert("empty".into(), String::new());
+        let at = UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
+        let bytes = encode(b"hello", &headers, at);
+        let msg = decode("s", 3, &bytes).expect("decodes");
+        assert_eq!(msg.body(), b"hello");
+        assert_eq!(msg.headers(), &headers);
+        assert_eq!(msg.produced_at(), at);
+        assert_eq!(msg.offset(), 3);
+    }
+
+    #[test]
+    fn truncated_values_are_errors_not_panics() {
+        let mut headers = Headers::new();
+        headers.insert("name".into(), "value".into());
+        let bytes = encode(b"", &headers, SystemTime::now());
+        for cut in 0..bytes.len() {
+            assert!(decode("s", 1, &bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! Embedded storage for flowstream: streams and consumer groups in one [redb] file.
+//!
+//! For a single process that wants a durable event log without a server: every append is a
+//! durable redb commit, notifications are in-process, and every transaction runs on a blocking
+//! thread, never on the async executor.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use flowstream_core::{Consumer, Driver, NewMessage, Producer};
+//! use flowstream_redb::RedbDriver;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), flowstream_core::Error> {
+//! # let dir = tempfile::tempdir().map_err(|e| flowstream_core::DriverError::failed(e))?;
+//! # let path = dir.path().join("streams.redb");
+//! let driver: Arc<dyn Driver> = Arc::new(RedbDriver::open(&path).await?);
+//! Producer::new(driver.clone()).send(NewMessage::new("orders", "order 1")).await?;
+//!
+//! let mut consumer = Consumer::builder(driver, "orders", "billing").build().await?;
+//! let msg = consumer.next().await?.expect("one message");
+//! assert_eq!(msg.body_str(), Some("order 1"));
+//! consumer.commit(msg.offset()).await?;
+//! consumer.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Offsets: each stream's head lives in its own row of the `heads` table and is advanced in the
+//! appending write transaction. redb runs one write transaction at a time, so offsets are
+//! assigned in commit order and readers (who see committed snapshots) never see a gap.
+//!
+//! [redb]: https://docs.rs/redb
+
+mod codec;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use flowstream_core::{
+    ChangeHub, Driver, DriverError, Error, Expected, Message, NewMessage, Record, Revision, Topic,
+};
+use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
+
+/// `(stream, offset) -> encoded message` (see the `codec` module).
+const MESSAGES: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("messages");
+/// `stream -> head offset`.
+const HEADS: TableDefinition<'_, &str, u64> = TableDefinition::new("heads");
+/// `key -> (revision, JSON text)`.
+const RECORDS: TableDefinition<'_, &str, (u64, &str)> = TableDefinition::new("records");
+
+/// A [`Driver`] on a redb database: a file, or memory for tests and throwaway use.
+///
+/// One process at a time may open a file; a second gets [`Error::Locked`].
+#[derive(Clone)]
+pub struct RedbDriver {
+    db: Arc<Database>,
+    hub: ChangeHub,
+    location: Arc<str>,
+}
+
+impl std::fmt::Debug for RedbDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbDriver")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedbDriver {
+    /// Opens (or creates) the database file at `path`. Every append and commit is durable once
+    /// it returns.
+    ///
+    /// Errors: [`Error::Locked`] when another process has the file open, [`Error::Corrupt`]
+    /// when it is not a readable redb file.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path: PathBuf = path.as_ref().to_path_buf();
+        let location: Arc<str> = path.display().to_string().into();
+        let shown = Arc::clone(&location);
+        let db = tokio::task::spawn_blocking(move || {
+            let db = Database::builder()
+                .create(&path)
+                .map_err(|e| open_error(&shown, e))?;
+            create_tables(&db)?;
+            Ok::<_, Error>(db)
+        })
+        .await
+        .map_err(|e| DriverError::failed(format!("opening {location} failed: {e}")))??;
+        tracing::debug!(path = %location, "opened redb store");
+        Ok(Self::from_database(db, location))
+    }
+
+    /// A fresh database in memory: nothing survives the driver.
+    pub fn in_memory() -> Result<Self, Error> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|e| open_error("in-memory database", e))?;
+        create_tables(&db)?;
+        Ok(Self::from_database(db, "in-memory database".into()))
+    }
+
+    fn from_database(db: Database, location: Arc<str>) -> Self {
+        RedbDriver {
+            db: Arc::new(db),
+            hub: ChangeHub::new(),
+            location,
+        }
+    }
+
+    /// Runs `work` on a blocking thread: redb is synchronous and may wait on disk.
+    async fn blocking<T, F>(&self, work: F) -> Result<T, DriverError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, DriverError> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || work(&db))
+            .await
+            .map_err(|e| DriverError::failed(format!("redb task failed: {e}")))?
+    }
+}
+
+fn open_error(location: &str, error: DatabaseError) -> Error {
+    match error {
+        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => Error::Locked {
+            resource: location.to_owned(),
+        },
+        DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => Error::Corrupt {
+            resource: location.to_owned(),
+            source: detail.into(),
+        },
+        DatabaseError::UpgradeRequired(version) => Error::Corrupt {
+            resource: location.to_owned(),
+            source: format!("redb file format {version} needs an upgrade").into(),
+        },
+        other => Error::Storage(DriverError::failed(format!("opening {location}: {other}"))),
+    }
+}
+
+fn create_tables(db: &Database) -> Result<(), Error> {
+    let txn = db.begin_write().map_err(storage)?;
+    txn.open_table(MESSAGES).map_err(storage)?;
+    txn.open_table(HEADS).map_err(storage)?;
+    txn.open_table(RECORDS).map_err(storage)?;
+    txn.commit().map_err(storage)?;
+    Ok(())
+}
+
+fn storage(error: impl Into<redb::Error>) -> DriverError {
+    DriverError::failed(error.into())
+}
+
+#[async_trait]
+impl Driver for RedbDriver {
+    async fn append(&self, messages: Vec<NewMessage>) -> Result<Vec<u64>, DriverError> {
+        let (offsets, streams) = self
+            .blocking(move |db| {
+                let txn = db.begin_write().map_err(storage)?;
+                let mut offsets = Vec::with_capacity(messages.len());
+                let mut heads_now: HashMap<String, u64> = HashMap::new();
+                {
+                    let mut heads = txn.open_table(HEADS).map_err(storage)?;
+                    let mut table = txn.open_table(MESSAGES).map_err(storage)?;
+                    let produced_at = SystemTime::now();
+                    for message in messages {
+                        let (stream, body, headers) = message.into_parts();
+                        if !heads_now.contains_key(&stream) {
+                            let head = heads
+                                .get(stream.as_str())
+                                .map_err(storage)?
+                                .map(|h| h.value())
+                                .unwrap_or(0);
+                            heads_now.insert(stream.clone(), head);
+                        }
+                        let head = heads_now.entry(stream.clone()).or_default();
+                        *head = head.checked_add(1).ok_or_else(|| {
+                            DriverError::InvalidInput(format!("stream {stream} is full"))
+                        })?;
+                        let value = codec::encode(&body, &headers, produced_at);
+                        table
+                            .insert((stream.as_str(), *head), value.as_slice())
+                            .map_err(storage)?;
+                        offsets.push(*head);
+                    }
+                    for (stream, head) in &heads_now {
+                        heads.insert(stream.as_str(), *head).map_err(storage)?;
+                    }
+                }
+                txn.commit().map_err(storage)?;
+                Ok((offsets, heads_now.into_keys().collect::<Vec<_>>()))
+            })
+            .await?;
+        for stream in streams {
+            self.hub.notify(&Topic::Stream(stream));
+        }
+        Ok(offsets)
+    }
+
+    async fn read(
+        &self,
+        stream: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, DriverError> {
+        let Some(first) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let stream = stream.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(MESSAGES).map_err(storage)?;
+            let range = table
+                .range((stream.as_str(), first)..=(stream.as_str(), u64::MAX))
+                .map_err(storage)?;
+            let mut out = Vec::with_capacity(limit.min(1024));
+            for entry in range.take(limit) {
+                let (key, value) = entry.map_err(storage)?;
+                out.push(codec::decode(&stream, key.value().1, value.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn head(&self, stream: &str) -> Result<u64, DriverError> {
+        let stream = stream.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let heads = txn.open_table(HEADS).map_err(storage)?;
+            Ok(heads
+                .get(stream.as_str())
+                .map_err(storage)?
+                .map(|h| h.value())
+                .unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn trim(&self, stream: &str, through: u64) -> Result<u64, DriverError> {
+        let stream = stream.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(storage)?;
+            let mut removed = 0;
+            {
+                let mut table = txn.open_table(MESSAGES).map_err(storage)?;
+                table
+                    .retain_in((stream.as_str(), 1)..=(stream.as_str(), through), |_, _| {
+                        removed += 1;
+                        false
+                    })
+                    .map_err(storage)?;
+            }
+            txn.commit().map_err(storage)?;
+            Ok(removed)
+        })
+        .await
+    }
+
+    async fn get_record(&self, key: &str) -> Result<Option<Record>, DriverError> {
+        let key = key.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let records = txn.open_table(RECORDS).map_err(storage)?;
+            let Some(entry) = records.get(key.as_str()).map_err(storage)? else {
+                return Ok(None);
+            };
+            let (revision, json) = entry.value();
+            let value = serde_json::from_str(json).map_err(|e| {
+                DriverError::failed(format!("record {key:?} holds invalid JSON: {e}"))
+            })?;
+            Ok(Some(Record {
+                value,
+                revision: Revision(revision),
+            }))
+        })
+        .await
+    }
+
+    async fn put_record(
+        &self,
+        key: &str,
+        value: serde_json::Value,
+        expected: Expected,
+        notify: bool,
+    ) -> Result<Revision, DriverError> {
+        let key = key.to_owned();
+        let json = value.to_string();
+        let (key, revision) = self
+            .blocking(move |db| {
+                let txn = db.begin_write().map_err(storage)?;
+                let revision = {
+                    let mut records = txn.open_table(RECORDS).map_err(storage)?;
+                    let current = records
+                        .get(key.as_str())
+                        .map_err(storage)?
+                        .map(|entry| entry.value().0);
+                    let next = match (expected, current) {
+                        (Expected::Absent, None) => 1,
+                        (Expected::Revision(Revision(want)), Some(have)) if want == have => {
+                            have + 1
+                        }
+                        _ => return Err(DriverError::Conflict { key }),
+                    };
+                    records
+                        .insert(key.as_str(), (next, json.as_str()))
+                        .map_err(storage)?;
+                    next
+                };
+                txn.commit().map_err(storage)?;
+                Ok((key, Revision(revision)))
+            })
+            .await?;
+        if notify {
+            self.hub.notify(&Topic::Record(key));
+        }
+        Ok(revision)
+    }
+
+    fn changes(&self) -> &ChangeHub {
+        &self.hub
+    }
+}

@@ -1,0 +1,315 @@
+//! The group state record and every write a consumer makes to it.
+//!
+//! All writes are compare-and-swap on the revision this consumer last saw (guarantee 4). They
+//! are serialised per consumer by `writes`, so a conflict always means either another consumer
+//! wrote, or one of our own writes was applied but its reply was lost (guarantee 6).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::Settings;
+use crate::driver::{Driver, Expected, Record, Revision};
+use crate::error::{DriverError, Error};
+
+/// The revisioned record of a group: who owns it and how far it has committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct GroupState {
+    /// The consumer id of the owner.
+    pub(crate) owner: String,
+    /// Grows by one at every change of owner (Kafka's generation id).
+    pub(crate) generation: u64,
+    /// False once the owner shut down gracefully: a standby may take over at once.
+    pub(crate) active: bool,
+    /// The committed offset: everything up to it has been processed.
+    pub(crate) committed: u64,
+}
+
+/// Record key of a group's state. Names cannot contain `/`, so keys cannot collide.
+pub(crate) fn group_key(stream: &str, group: &str) -> String {
+    format!("group/{stream}/{group}")
+}
+
+/// What this consumer may do right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Standby,
+    /// Active in `generation`; delivery starts right after `resume_after`, the committed offset
+    /// at the moment this consumer became active.
+    Active {
+        generation: u64,
+        resume_after: u64,
+    },
+}
+
+/// The last group state this consumer saw, and when it last wrote.
+#[derive(Debug)]
+struct View {
+    state: Option<(GroupState, Revision)>,
+    last_write: Instant,
+}
+
+/// Attempts of one compare-and-swap before giving up with a retryable error. Conflicts while
+/// we stay owner only come from our own lost replies, so more than a couple means something
+/// else is wrong.
+const MAX_CAS_ATTEMPTS: usize = 5;
+
+/// State shared by a consumer's handle and its background task.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) driver: Arc<dyn Driver>,
+    pub(crate) settings: Settings,
+    pub(crate) id: String,
+    pub(crate) key: String,
+    view: Mutex<View>,
+    writes: tokio::sync::Mutex<()>,
+    role: watch::Sender<Role>,
+}
+
+impl Shared {
+    pub(crate) fn new(driver: Arc<dyn Driver>, settings: Settings, id: String) -> Self {
+        let key = group_key(&settings.stream, &settings.group);
+        Shared {
+            driver,
+            settings,
+            id,
+            key,
+            view: Mutex::new(View {
+                state: None,
+                last_write: Instant::now(),
+            }),
+            writes: tokio::sync::Mutex::new(()),
+            role: watch::channel(Role::Standby).0,
+        }
+    }
+
+    pub(crate) fn role(&self) -> Role {
+        *self.role.borrow()
+    }
+
+    pub(crate) fn watch_role(&self) -> watch::Receiver<Role> {
+        self.role.subscribe()
+    }
+
+    pub(crate) fn last_write(&self) -> Instant {
+        self.lock_view().last_write
+    }
+
+    /// The last committed offset this consumer saw.
+    pub(crate) fn committed(&self) -> Option<u64> {
+        self.lock_view()
+            .state
+            .as_ref()
+            .map(|(state, _)| state.committed)
+    }
+
+    fn lock_view(&self) -> MutexGuard<'_, View> {
+        self.view
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records a state read from (or written to) storage and derives our role from it.
+    pub(crate) fn observe(&self, state: &GroupState, revision: Revision, own_write: bool) {
+        {
+            let mut view = self.lock_view();
+            view.state = Some((state.clone(), revision));
+            if own_write {
+                view.last_write = Instant::now();
+            }
+        }
+        let owned = state.owner == self.id && state.active;
+        self.role.send_if_modified(|role| match (*role, owned) {
+            (Role::Active { generation, .. }, true) if generation == state.generation => false,
+            (_, true) => {
+                *role = Role::Active {
+                    generation: state.generation,
+                    resume_after: state.committed,
+                };
+                true
+            }
+            (Role::Active { .. }, false) if state.owner == self.id => {
+                *role = Role::Standby;
+                true
+            }
+            (Role::Active { generation, .. }, false) => {
+                tracing::warn!(
+                    group = %self.settings.group,
+                    stream = %self.settings.stream,
+                    consumer = %self.id,
+                    generation,
+                    new_owner = %state.owner,
+                    new_generation = state.generation,
+                    "lost the group to another consumer; now standby"
+                );
+                *role = Role::Standby;
+                true
+            }
+            (Role::Standby, false) => false,
+        });
+    }
+
+    /// Reads the group state from storage.
+    pub(crate) async fn read_state(&self) -> Result<Option<(GroupState, Revision)>, Error> {
+        match self.driver.get_record(&self.key).await? {
+            None => Ok(None),
+            Some(record) => Ok(Some(decode(&self.key, record)?)),
+        }
+    }
+
+    async fn write(
+        &self,
+        state: &GroupState,
+        expected: Expected,
+        notify: bool,
+    ) -> Result<Revision, DriverError> {
+        let value = serde_json::to_value(state).map_err(DriverError::failed)?;
+        self.driver
+            .put_record(&self.key, value, expected, notify)
+            .await
+    }
+
+    /// Creates the group with this consumer as its first owner. `Ok(false)`: another consumer
+    /// created it first.
+    pub(crate) async fn create_group(&self, committed: u64) -> Result<bool, Error> {
+        let _serial = self.writes.lock().await;
+        let state = GroupState {
+            owner: self.id.clone(),
+            generation: 1,
+            active: true,
+            committed,
+        };
+        match self.write(&state, Expected::Absent, true).await {
+            Ok(revision) => {
+                tracing::info!(
+                    group = %self.settings.group,
+                    stream = %self.settings.stream,
+                    consumer = %self.id,
+                    committed,
+                    "created group; active"
+                );
+                self.observe(&state, revision, true);
+                Ok(true)
+            }
+            Err(DriverError::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Takes the group over from `current` (read at `revision`): new generation, same committed
+    /// offset. Notifies, so the old owner learns at once that it is out. `Ok(false)`: the state
+    /// changed in between; the caller re-reads.
+    pub(crate) async fn take_over(
+        &self,
+        current: &GroupState,
+        revision: Revision,
+        reason: &'static str,
+    ) -> Result<bool, Error> {
+        let _serial = self.writes.lock().await;
+        let state = GroupState {
+            owner: self.id.clone(),
+            generation: current.generation + 1,
+            active: true,
+            committed: current.committed,
+        };
+        match self.write(&state, Expected::Revision(revision), true).await {
+            Ok(new_revision) => {
+                tracing::info!(
+                    group = %self.settings.group,
+                    stream = %self.settings.stream,
+                    consumer = %self.id,
+                    previous_owner = %current.owner,
+                    generation = state.generation,
+                    committed = state.committed,
+                    reason,
+                    "took over group"
+                );
+                self.observe(&state, new_revision, true);
+                Ok(true)
+            }
+            Err(DriverError::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes the group state as its owner in `generation`, applying `change` to the latest
+    /// state we know. `change` returns false when no write is needed.
+    ///
+    /// On a conflict the state is re-read (guarantee 6): if it still names us as owner in the
+    /// same generation, the conflicting write was one of ours whose reply was lost, so we adopt
+    /// its revision and retry; otherwise another consumer took over, we turn standby and return
+    /// [`Error::Fenced`] with nothing written.
+    pub(crate) async fn write_as_owner(
+        &self,
+        generation: u64,
+        notify: bool,
+        change: impl Fn(&mut GroupState) -> bool,
+    ) -> Result<(), Error> {
+        let _serial = self.writes.lock().await;
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let (mut state, revision) = match self.lock_view().state.clone() {
+                Some((state, revision)) if self.owns(&state, generation) => (state, revision),
+                _ => return Err(self.fenced(generation)),
+            };
+            if !change(&mut state) {
+                return Ok(());
+            }
+            match self
+                .write(&state, Expected::Revision(revision), notify)
+                .await
+            {
+                Ok(new_revision) => {
+                    self.observe(&state, new_revision, true);
+                    return Ok(());
+                }
+                Err(DriverError::Conflict { .. }) => {
+                    let Some((latest, latest_revision)) = self.read_state().await? else {
+                        return Err(self.fenced(generation));
+                    };
+                    self.observe(&latest, latest_revision, false);
+                    if !self.owns(&latest, generation) {
+                        tracing::warn!(
+                            group = %self.settings.group,
+                            consumer = %self.id,
+                            generation,
+                            "write fenced: another consumer owns the group"
+                        );
+                        return Err(self.fenced(generation));
+                    }
+                    tracing::debug!(
+                        group = %self.settings.group,
+                        consumer = %self.id,
+                        "conflict with our own earlier write (lost reply); adopting its revision"
+                    );
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Storage(DriverError::unavailable(format!(
+            "group {:?}: record kept changing under {MAX_CAS_ATTEMPTS} attempts while we own it",
+            self.settings.group
+        ))))
+    }
+
+    fn owns(&self, state: &GroupState, generation: u64) -> bool {
+        state.owner == self.id && state.generation == generation && state.active
+    }
+
+    pub(crate) fn fenced(&self, generation: u64) -> Error {
+        Error::Fenced {
+            group: self.settings.group.clone(),
+            generation,
+        }
+    }
+}
+
+fn decode(key: &str, record: Record) -> Result<(GroupState, Revision), Error> {
+    let state = serde_json::from_value(record.value).map_err(|e| {
+        Error::Storage(DriverError::failed(format!(
+            "group record {key:?} is not a valid group state: {e}"
+        )))
+    })?;
+    Ok((state, record.revision))
+}

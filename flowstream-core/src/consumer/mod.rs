@@ -1,0 +1,497 @@
+//! Reading a stream as a member of a consumer group.
+//!
+//! One consumer of a group is *active*: it receives the messages and commits. The others are
+//! *standby* and take over when the active one shuts down or stops making progress. The group
+//! protocol itself (join, heartbeat, takeover) lives in [`protocol`]; the writes to the group
+//! record and fencing in [`group`]; the `Stream` view in [`stream`].
+
+mod group;
+mod protocol;
+mod stream;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::driver::Driver;
+use crate::error::{Error, NameKind};
+use crate::message::Message;
+use crate::names::validate_name;
+use crate::notify::Topic;
+pub(crate) use group::group_key;
+use group::{Role, Shared};
+use protocol::Watcher;
+pub use stream::ConsumerStream;
+
+/// Default for [`ConsumerBuilder::takeover_after`]: 60 s.
+pub const DEFAULT_TAKEOVER_AFTER: Duration = Duration::from_secs(60);
+/// Default for [`ConsumerBuilder::heartbeat_every`]: 28 s.
+pub const DEFAULT_HEARTBEAT_EVERY: Duration = Duration::from_secs(28);
+/// Default for [`ConsumerBuilder::batch_size`].
+pub const DEFAULT_BATCH_SIZE: usize = 256;
+/// Largest accepted [`ConsumerBuilder::batch_size`].
+pub const MAX_BATCH_SIZE: usize = 10_000;
+
+/// Where a *new* group starts reading. An existing group always resumes after its committed
+/// offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartFrom {
+    /// From the first message of the stream.
+    #[default]
+    Earliest,
+    /// After the last message that exists when the group is created.
+    Latest,
+}
+
+/// Why [`Consumer::wait`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// Messages are ready for `next()`.
+    Messages,
+    /// This consumer has just become the active one; `next()` resumes after the committed
+    /// offset.
+    Activated,
+    /// The timeout passed with nothing to do.
+    TimedOut,
+}
+
+/// Consumer settings, fixed at build time.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) stream: String,
+    pub(crate) group: String,
+    pub(crate) takeover_after: Duration,
+    pub(crate) heartbeat_every: Duration,
+    pub(crate) batch_size: usize,
+    pub(crate) start_from: StartFrom,
+}
+
+/// Configures and starts a [`Consumer`]; see [`Consumer::builder`].
+#[derive(Debug)]
+#[must_use = "call .build().await to start the consumer"]
+pub struct ConsumerBuilder {
+    driver: Arc<dyn Driver>,
+    settings: Settings,
+}
+
+impl ConsumerBuilder {
+    /// How long messages may stay pending, with no sign of life from the active consumer,
+    /// before a standby takes over. Default 60 s. Measured on each consumer's own clock.
+    pub fn takeover_after(mut self, after: Duration) -> Self {
+        self.settings.takeover_after = after;
+        self
+    }
+
+    /// How often the active consumer proves it is alive while messages are pending and it has
+    /// not committed. Default 28 s; must be below `takeover_after`, and the gap between the two
+    /// absorbs notification delay between consumers.
+    pub fn heartbeat_every(mut self, every: Duration) -> Self {
+        self.settings.heartbeat_every = every;
+        self
+    }
+
+    /// How many messages one storage read fetches (1 to [`MAX_BATCH_SIZE`]). Memory use is
+    /// bounded by one batch.
+    pub fn batch_size(mut self, messages: usize) -> Self {
+        self.settings.batch_size = messages;
+        self
+    }
+
+    /// Where the group starts if it does not exist yet. Default [`StartFrom::Earliest`].
+    pub fn start_from(mut self, start: StartFrom) -> Self {
+        self.settings.start_from = start;
+        self
+    }
+
+    /// Validates the settings, joins the group (creating it if needed) and starts the
+    /// background task. When this returns, [`Consumer::is_active`] tells which role it got.
+    pub async fn build(self) -> Result<Consumer, Error> {
+        let s = &self.settings;
+        validate_name(NameKind::Stream, &s.stream)?;
+        validate_name(NameKind::Group, &s.group)?;
+        if s.takeover_after.is_zero() {
+            return Err(Error::InvalidConfig(
+                "takeover_after must be above zero".into(),
+            ));
+        }
+        if s.heartbeat_every.is_zero() || s.heartbeat_every >= s.takeover_after {
+            return Err(Error::InvalidConfig(format!(
+                "heartbeat_every ({:?}) must be above zero and below takeover_after ({:?})",
+                s.heartbeat_every, s.takeover_after
+            )));
+        }
+        if !(1..=MAX_BATCH_SIZE).contains(&s.batch_size) {
+            return Err(Error::InvalidConfig(format!(
+                "batch_size must be between 1 and {MAX_BATCH_SIZE}, got {}",
+                s.batch_size
+            )));
+        }
+
+        let shared = Arc::new(Shared::new(self.driver, self.settings, new_consumer_id()));
+        let mut watcher = Watcher::new(Arc::clone(&shared));
+        // Join before returning, so the caller sees a definite role; settle a lost creation
+        // race or a takeover of an inactive group in the same call.
+        let mut next = watcher.step().await?;
+        while next.is_some_and(|at| at <= Instant::now()) {
+            next = watcher.step().await?;
+        }
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(watcher.run(next, stopped));
+        tracing::debug!(
+            group = %shared.settings.group,
+            stream = %shared.settings.stream,
+            consumer = %shared.id,
+            active = matches!(shared.role(), Role::Active { .. }),
+            "consumer started"
+        );
+        let seen_generation = match shared.role() {
+            Role::Active { generation, .. } => Some(generation),
+            Role::Standby => None,
+        };
+        Ok(Consumer {
+            shared,
+            background: Some(Background { stop, task }),
+            cursor: Cursor::default(),
+            seen_generation,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Background {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+/// Reading position within one claim (generation) of the group.
+#[derive(Debug, Default)]
+struct Cursor {
+    /// The generation these positions belong to; `None` before this consumer was ever active.
+    generation: Option<u64>,
+    /// Highest offset fetched from storage.
+    fetched: u64,
+    /// Highest offset returned by `next()`.
+    delivered: u64,
+    buffer: VecDeque<Message>,
+}
+
+/// A member of a consumer group on one stream.
+///
+/// ```no_run
+/// # async fn demo(driver: std::sync::Arc<dyn flowstream_core::Driver>) -> Result<(), flowstream_core::Error> {
+/// use std::time::Duration;
+/// use flowstream_core::Consumer;
+///
+/// let mut consumer = Consumer::builder(driver, "orders", "billing").build().await?;
+/// loop {
+///     while let Some(msg) = consumer.next().await? {      // None: at the head, or standby
+///         println!("{}: {:?}", msg.offset(), msg.body_str());  // must be idempotent
+///         consumer.commit(msg.offset()).await?;            // or commit every N messages
+///     }
+///     consumer.wait(Duration::from_secs(5)).await?;       // new data, activation or timeout
+/// }
+/// # }
+/// ```
+///
+/// Delivery is at least once: after a crash or a takeover, the group resumes right after its
+/// committed offset, so messages received but not yet committed are delivered again.
+///
+/// Drop it to stop like a crash (a standby takes over after `takeover_after` once messages are
+/// pending); call [`shutdown`](Consumer::shutdown) to hand the group over at once.
+#[derive(Debug)]
+pub struct Consumer {
+    shared: Arc<Shared>,
+    background: Option<Background>,
+    cursor: Cursor,
+    /// The generation the caller has been told about (by `build`, `next` or `wait`), so
+    /// `wait` reports [`Wake::Activated`] only for a claim the caller has not seen.
+    seen_generation: Option<u64>,
+}
+
+impl Consumer {
+    /// Starts configuring a consumer of `stream` in `group`.
+    pub fn builder(
+        driver: Arc<dyn Driver>,
+        stream: impl Into<String>,
+        group: impl Into<String>,
+    ) -> ConsumerBuilder {
+        ConsumerBuilder {
+            driver,
+            settings: Settings {
+                stream: stream.into(),
+                group: group.into(),
+                takeover_after: DEFAULT_TAKEOVER_AFTER,
+                heartbeat_every: DEFAULT_HEARTBEAT_EVERY,
+                batch_size: DEFAULT_BATCH_SIZE,
+                start_from: StartFrom::Earliest,
+            },
+        }
+    }
+
+    /// The next message, or `None` when this consumer is standby or has reached the head of
+    /// the stream (then [`wait`](Consumer::wait) for more).
+    ///
+    /// Fetches a batch from storage when its buffer is empty; otherwise returns at once.
+    ///
+    /// Cancel-safe: if the future is dropped, no message is lost; the next call returns it.
+    pub async fn next(&mut self) -> Result<Option<Message>, Error> {
+        if !self.fill().await? {
+            return Ok(None);
+        }
+        Ok(self.pop())
+    }
+
+    /// Makes sure a message is buffered if one is available to this consumer. `Ok(false)`:
+    /// standby, or at the head.
+    async fn fill(&mut self) -> Result<bool, Error> {
+        let Some(generation) = self.claim(self.shared.role()) else {
+            return Ok(false);
+        };
+        self.seen_generation = Some(generation);
+        if self.cursor.buffer.is_empty() {
+            let settings = &self.shared.settings;
+            let batch = self
+                .shared
+                .driver
+                .read(&settings.stream, self.cursor.fetched, settings.batch_size)
+                .await?;
+            if let Some(last) = batch.last() {
+                self.cursor.fetched = last.offset();
+            }
+            self.cursor.buffer.extend(batch);
+        }
+        Ok(!self.cursor.buffer.is_empty())
+    }
+
+    /// Brings the cursor in line with `role`; returns the generation while active. A new claim
+    /// starts right after the committed offset it began with (guarantee 3).
+    fn claim(&mut self, role: Role) -> Option<u64> {
+        let Role::Active {
+            generation,
+            resume_after,
+        } = role
+        else {
+            self.cursor.buffer.clear();
+            self.seen_generation = None;
+            return None;
+        };
+        if self.cursor.generation != Some(generation) {
+            self.cursor = Cursor {
+                generation: Some(generation),
+                fetched: resume_after,
+                delivered: resume_after,
+                buffer: VecDeque::new(),
+            };
+        }
+        Some(generation)
+    }
+
+    fn pop(&mut self) -> Option<Message> {
+        let message = self.cursor.buffer.pop_front()?;
+        self.cursor.delivered = message.offset();
+        Some(message)
+    }
+
+    /// Commits `offset`: the group has processed every message up to and including it.
+    ///
+    /// - Committing at or below the committed offset does nothing (commits are monotonic).
+    /// - [`Error::CommitBeyondDelivered`] if `next()` has not returned that offset.
+    /// - [`Error::Fenced`] if another consumer took the group over since these messages were
+    ///   delivered: nothing is committed, and this consumer is standby.
+    /// - [`Error::Standby`] if this consumer has not been active.
+    ///
+    /// A retryable storage error means the commit may or may not have been stored; committing
+    /// again is safe.
+    ///
+    /// Cancel-safe in the same sense: a dropped commit may or may not have been stored.
+    pub async fn commit(&mut self, offset: u64) -> Result<(), Error> {
+        let Some(generation) = self.cursor.generation else {
+            return Err(Error::Standby {
+                group: self.shared.settings.group.clone(),
+            });
+        };
+        if !matches!(self.shared.role(), Role::Active { generation: g, .. } if g == generation) {
+            return Err(self.shared.fenced(generation));
+        }
+        if offset > self.cursor.delivered {
+            return Err(Error::CommitBeyondDelivered {
+                offset,
+                delivered: self.cursor.delivered,
+            });
+        }
+        self.shared
+            .write_as_owner(generation, false, |state| {
+                if offset <= state.committed {
+                    return false;
+                }
+                state.committed = offset;
+                true
+            })
+            .await?;
+        tracing::debug!(
+            group = %self.shared.settings.group,
+            consumer = %self.shared.id,
+            offset,
+            "committed"
+        );
+        Ok(())
+    }
+
+    /// Waits until there is something to do: messages past this consumer's position, this
+    /// consumer becoming active, or `timeout`. Woken by the driver's notifications; makes one
+    /// storage read (the head) when called while active, and none while waiting.
+    ///
+    /// Cancel-safe.
+    pub async fn wait(&mut self, timeout: Duration) -> Result<Wake, Error> {
+        let deadline = Instant::now() + timeout;
+        let mut stream_changes = self
+            .shared
+            .driver
+            .changes()
+            .subscribe(Topic::Stream(self.shared.settings.stream.clone()));
+        let mut role_changes = self.shared.watch_role();
+        loop {
+            let role = *role_changes.borrow_and_update();
+            let active = matches!(role, Role::Active { .. });
+            if let Some(generation) = self.claim(role) {
+                if self.seen_generation != Some(generation) {
+                    // Became active since the caller last looked (built active doesn't count).
+                    self.seen_generation = Some(generation);
+                    return Ok(Wake::Activated);
+                }
+                if !self.cursor.buffer.is_empty() {
+                    return Ok(Wake::Messages);
+                }
+                let head = self
+                    .shared
+                    .driver
+                    .head(&self.shared.settings.stream)
+                    .await?;
+                if head > self.cursor.fetched {
+                    return Ok(Wake::Messages);
+                }
+            }
+            tokio::select! {
+                // Subscribed before the head was read: any append notified here is new.
+                () = stream_changes.changed(), if active => return Ok(Wake::Messages),
+                changed = role_changes.changed() => {
+                    if changed.is_err() {
+                        // The background task is gone with the role sender: nothing can wake us.
+                        tokio::time::sleep_until(deadline).await;
+                        return Ok(Wake::TimedOut);
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => return Ok(Wake::TimedOut),
+            }
+        }
+    }
+
+    /// Whether this consumer is the active one of its group right now.
+    pub fn is_active(&self) -> bool {
+        matches!(self.shared.role(), Role::Active { .. })
+    }
+
+    /// This consumer's id, as written in the group state (unique per consumer instance).
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// The stream.
+    pub fn stream(&self) -> &str {
+        &self.shared.settings.stream
+    }
+
+    /// The group.
+    pub fn group(&self) -> &str {
+        &self.shared.settings.group
+    }
+
+    /// The group's committed offset as this consumer last saw it.
+    pub fn committed(&self) -> Option<u64> {
+        self.shared.committed()
+    }
+
+    /// Leaves the group gracefully: stops the background task and, if active, marks the group
+    /// inactive so a standby takes over at once. Uncommitted messages are redelivered to the
+    /// next owner.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        self.stop_background().await;
+        if let Role::Active { generation, .. } = self.shared.role() {
+            match self
+                .shared
+                .write_as_owner(generation, true, |state| {
+                    state.active = false;
+                    true
+                })
+                .await
+            {
+                // Someone else owns the group already: nothing to hand over.
+                Ok(()) | Err(Error::Fenced { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            tracing::info!(
+                group = %self.shared.settings.group,
+                consumer = %self.shared.id,
+                generation,
+                "shut down; group handed over"
+            );
+        }
+        Ok(())
+    }
+
+    async fn stop_background(&mut self) {
+        if let Some(Background { stop, task }) = self.background.take() {
+            drop(stop);
+            // The task only ends by our signal, or by panicking; neither needs reporting here.
+            let _ = task.await;
+        }
+    }
+
+    /// An owned [`futures_core::Stream`] of messages: it yields messages while active and
+    /// waits (on notifications, not polling) at the head or while standby. Commit through
+    /// [`ConsumerStream::commit`].
+    pub fn into_stream(self) -> ConsumerStream {
+        ConsumerStream::new(self)
+    }
+
+    /// Fills the buffer, waiting as long as needed; returns early (with `false`) when
+    /// `recall` is notified.
+    async fn fill_or_wait(&mut self, recall: &tokio::sync::Notify) -> Result<bool, Error> {
+        const IDLE_WAIT: Duration = Duration::from_secs(3600);
+        loop {
+            if self.fill().await? {
+                return Ok(true);
+            }
+            tokio::select! {
+                woke = self.wait(IDLE_WAIT) => { woke?; }
+                () = recall.notified() => return Ok(false),
+            }
+        }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        if let Some(background) = self.background.take() {
+            // Like a crash: no handover; the task stops at its next await point.
+            drop(background.stop);
+            background.task.abort();
+        }
+    }
+}
+
+/// A process-unique, practically globally unique consumer id: pid, start time and a counter.
+fn new_consumer_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:x}-{:x}-{n}", std::process::id(), nanos)
+}

@@ -1,0 +1,211 @@
+//! The background task of a consumer: joining the group, heartbeat and takeover.
+//!
+//! Each consumer runs one [`Watcher`]. It reacts to notifications (the group record changed,
+//! the stream grew) and to its own deadlines, measured on this process's monotonic clock only:
+//!
+//! - **Standby** (guarantee 4): takes over at once when the group is marked inactive (graceful
+//!   shutdown); otherwise when messages past the committed offset have been pending, and the
+//!   group state has not changed, for `takeover_after`. The clock starts at the *later* of the
+//!   last change of the group state it saw and the moment it first saw messages pending, so an
+//!   idle group that gets busy is not mistaken for a dead owner, and a group whose owner died
+//!   while idle is still taken over once messages arrive (its timer is armed by stream
+//!   notifications, not only by group-state changes). While messages are pending it re-reads
+//!   the group state every `takeover_after / 4`, because routine commits and heartbeats do not
+//!   notify.
+//! - **Active** (guarantee 5): writes a heartbeat only when messages are pending and
+//!   `heartbeat_every` has passed since the later of its own last write and the moment it first
+//!   saw them pending. An idle group is never written to.
+//!
+//! Nothing here polls while the group is idle: with no messages pending there is no deadline,
+//! and the task sleeps until a notification arrives (guarantee 8).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::{Instant, sleep_until};
+
+use super::StartFrom;
+use super::group::{GroupState, Shared};
+use crate::driver::Revision;
+use crate::error::Error;
+use crate::notify::{Subscription, Topic};
+
+/// First retry delay after a storage error; doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(20);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// When to look at the group again: `None` means only when notified.
+type NextCheck = Option<Instant>;
+
+pub(crate) struct Watcher {
+    shared: Arc<Shared>,
+    group_changes: Subscription,
+    stream_changes: Subscription,
+    last_revision: Option<Revision>,
+    last_change: Instant,
+    pending_since: Option<Instant>,
+    failures: u32,
+}
+
+impl Watcher {
+    /// Subscribes before the first read, so no change after it can be missed.
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        let hub = shared.driver.changes();
+        let group_changes = hub.subscribe(Topic::Record(shared.key.clone()));
+        let stream_changes = hub.subscribe(Topic::Stream(shared.settings.stream.clone()));
+        Watcher {
+            shared,
+            group_changes,
+            stream_changes,
+            last_revision: None,
+            last_change: Instant::now(),
+            pending_since: None,
+            failures: 0,
+        }
+    }
+
+    /// Runs until `stop` fires or its sender is dropped. `next` is the result of the first
+    /// step, which the builder ran before spawning.
+    pub(crate) async fn run(mut self, mut next: NextCheck, mut stop: oneshot::Receiver<()>) {
+        loop {
+            let deadline = async {
+                match next {
+                    Some(at) => sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = &mut stop => return,
+                () = self.group_changes.changed() => {}
+                () = self.stream_changes.changed() => {}
+                () = deadline => {}
+            }
+            let result = tokio::select! {
+                biased;
+                _ = &mut stop => return,
+                result = self.step() => result,
+            };
+            next = self.schedule(result);
+        }
+    }
+
+    /// Turns a step's outcome into the next deadline, backing off after errors.
+    pub(crate) fn schedule(&mut self, result: Result<NextCheck, Error>) -> NextCheck {
+        match result {
+            Ok(next) => {
+                self.failures = 0;
+                next
+            }
+            Err(error) => {
+                self.failures = self.failures.saturating_add(1);
+                let delay = MIN_BACKOFF
+                    .saturating_mul(1 << self.failures.min(16))
+                    .min(MAX_BACKOFF);
+                tracing::warn!(
+                    group = %self.shared.settings.group,
+                    consumer = %self.shared.id,
+                    %error,
+                    retry_in = ?delay,
+                    "group check failed"
+                );
+                Some(Instant::now() + delay)
+            }
+        }
+    }
+
+    /// Reads the group state and does what the protocol asks of this consumer now.
+    pub(crate) async fn step(&mut self) -> Result<NextCheck, Error> {
+        let shared = Arc::clone(&self.shared);
+        let now = Instant::now();
+        let Some((state, revision)) = shared.read_state().await? else {
+            let committed = match shared.settings.start_from {
+                StartFrom::Earliest => 0,
+                StartFrom::Latest => shared.driver.head(&shared.settings.stream).await?,
+            };
+            shared.create_group(committed).await?;
+            // Look again at once: we either own the group now or someone else created it.
+            return Ok(Some(Instant::now()));
+        };
+        if self.last_revision != Some(revision) {
+            self.last_revision = Some(revision);
+            self.last_change = now;
+        }
+        shared.observe(&state, revision, false);
+
+        if state.owner == shared.id && state.active {
+            return self.heartbeat_if_due(&state).await;
+        }
+        if !state.active {
+            shared
+                .take_over(&state, revision, "previous owner shut down")
+                .await?;
+            return Ok(Some(Instant::now()));
+        }
+        if !self.pending(&state, now).await? {
+            return Ok(None);
+        }
+        let since = self.pending_since.unwrap_or(now);
+        let takeover_at = self.last_change.max(since) + shared.settings.takeover_after;
+        if now >= takeover_at {
+            shared
+                .take_over(
+                    &state,
+                    revision,
+                    "messages pending and the group state unchanged for takeover_after",
+                )
+                .await?;
+            return Ok(Some(Instant::now()));
+        }
+        Ok(Some(
+            takeover_at.min(now + shared.settings.takeover_after / 4),
+        ))
+    }
+
+    async fn heartbeat_if_due(&mut self, state: &GroupState) -> Result<NextCheck, Error> {
+        let shared = Arc::clone(&self.shared);
+        let now = Instant::now();
+        if !self.pending(state, now).await? {
+            return Ok(None);
+        }
+        let since = self.pending_since.unwrap_or(now);
+        let due = shared.last_write().max(since) + shared.settings.heartbeat_every;
+        if now < due {
+            return Ok(Some(due));
+        }
+        match shared
+            .write_as_owner(state.generation, false, |_| true)
+            .await
+        {
+            Ok(()) => {
+                tracing::debug!(
+                    group = %shared.settings.group,
+                    consumer = %shared.id,
+                    generation = state.generation,
+                    "heartbeat"
+                );
+                Ok(Some(Instant::now() + shared.settings.heartbeat_every))
+            }
+            // We are standby now; look at the group again as one.
+            Err(Error::Fenced { .. }) => Ok(Some(Instant::now())),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether messages exist past the committed offset; tracks when we first saw them.
+    async fn pending(&mut self, state: &GroupState, now: Instant) -> Result<bool, Error> {
+        let head = self
+            .shared
+            .driver
+            .head(&self.shared.settings.stream)
+            .await?;
+        if head > state.committed {
+            self.pending_since.get_or_insert(now);
+            Ok(true)
+        } else {
+            self.pending_since = None;
+            Ok(false)
+        }
+    }
+}

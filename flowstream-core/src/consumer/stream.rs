@@ -1,0 +1,147 @@
+//! An owned `futures::Stream` view of a [`Consumer`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_core::Stream;
+use tokio::sync::Notify;
+
+use super::Consumer;
+use crate::error::Error;
+use crate::message::Message;
+
+type Fill = Pin<Box<dyn Future<Output = (Consumer, Result<bool, Error>)> + Send>>;
+
+/// A [`Consumer`] as a [`Stream`] of messages; made by [`Consumer::into_stream`].
+///
+/// The stream never ends on its own: at the head or while standby it waits for notifications.
+/// It yields `Err` for storage errors and keeps going afterwards. Commit what you processed
+/// with [`commit`](ConsumerStream::commit) between items:
+///
+/// ```no_run
+/// # async fn demo(consumer: flowstream_core::Consumer) -> Result<(), flowstream_core::Error> {
+/// use futures_util::StreamExt;
+/// let mut messages = consumer.into_stream();
+/// while let Some(msg) = messages.next().await {
+///     let msg = msg?;
+///     println!("{}", msg.offset());
+///     messages.commit(msg.offset()).await?;
+/// }
+/// # Ok(()) }
+/// ```
+pub struct ConsumerStream {
+    /// Present while no fetch is in flight.
+    consumer: Option<Consumer>,
+    /// A fetch in flight owns the consumer until it completes or is recalled.
+    in_flight: Option<(Fill, Arc<Notify>)>,
+}
+
+impl std::fmt::Debug for ConsumerStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerStream")
+            .field("consumer", &self.consumer)
+            .field("fetch_in_flight", &self.in_flight.is_some())
+            .finish()
+    }
+}
+
+impl ConsumerStream {
+    pub(super) fn new(consumer: Consumer) -> Self {
+        ConsumerStream {
+            consumer: Some(consumer),
+            in_flight: None,
+        }
+    }
+
+    /// Commits `offset`; see [`Consumer::commit`]. If the stream is waiting for messages, the
+    /// wait is interrupted (no message is lost) so the commit can go ahead.
+    pub async fn commit(&mut self, offset: u64) -> Result<(), Error> {
+        self.consumer().await.commit(offset).await
+    }
+
+    /// Whether the consumer is active right now.
+    pub async fn is_active(&mut self) -> bool {
+        self.consumer().await.is_active()
+    }
+
+    /// Hands the group over gracefully; see [`Consumer::shutdown`].
+    pub async fn shutdown(self) -> Result<(), Error> {
+        self.into_consumer().await.shutdown().await
+    }
+
+    /// Gives the consumer back.
+    pub async fn into_consumer(mut self) -> Consumer {
+        self.recall().await;
+        match self.consumer.take() {
+            Some(consumer) => consumer,
+            // `recall` always leaves the consumer in place.
+            None => unreachable_consumer(),
+        }
+    }
+
+    async fn consumer(&mut self) -> &mut Consumer {
+        self.recall().await;
+        match self.consumer.as_mut() {
+            Some(consumer) => consumer,
+            None => unreachable_consumer(),
+        }
+    }
+
+    /// Takes the consumer back from a fetch in flight. A fetch stuck in `wait` returns at
+    /// once; one in a storage read finishes it, and the messages stay buffered in the consumer.
+    async fn recall(&mut self) {
+        if let Some((fill, recall)) = self.in_flight.take() {
+            recall.notify_one();
+            let (consumer, result) = fill.await;
+            if let Err(error) = result {
+                // The next poll fetches again and reports a persisting error itself.
+                tracing::debug!(%error, "fetch interrupted by a commit failed");
+            }
+            self.consumer = Some(consumer);
+        }
+    }
+}
+
+/// The stream keeps the invariant that exactly one of `consumer` and `in_flight` is set; this
+/// marks the impossible other case without a panic in library code.
+fn unreachable_consumer() -> ! {
+    // Reaching this would be a bug in this module, not a user or storage error.
+    unreachable!("ConsumerStream lost its consumer")
+}
+
+impl Stream for ConsumerStream {
+    type Item = Result<Message, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if let Some((fill, _)) = this.in_flight.as_mut() {
+                let (consumer, result) = match fill.as_mut().poll(cx) {
+                    Poll::Ready(done) => done,
+                    Poll::Pending => return Poll::Pending,
+                };
+                this.in_flight = None;
+                this.consumer = Some(consumer);
+                if let Err(error) = result {
+                    return Poll::Ready(Some(Err(error)));
+                }
+            }
+            let Some(mut consumer) = this.consumer.take() else {
+                return Poll::Ready(None);
+            };
+            if let Some(message) = consumer.pop() {
+                this.consumer = Some(consumer);
+                return Poll::Ready(Some(Ok(message)));
+            }
+            let recall = Arc::new(Notify::new());
+            let signal = Arc::clone(&recall);
+            let fill: Fill = Box::pin(async move {
+                let result = consumer.fill_or_wait(&signal).await;
+                (consumer, result)
+            });
+            this.in_flight = Some((fill, recall));
+        }
+    }
+}

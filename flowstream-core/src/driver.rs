@@ -1,0 +1,113 @@
+//! The storage abstraction: logs, revisioned records and change notifications.
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::error::DriverError;
+use crate::message::{Message, NewMessage};
+use crate::notify::ChangeHub;
+
+/// The version of a record. Every successful write produces a new, larger revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Revision(pub u64);
+
+/// A record and the revision it was read at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// The stored JSON value.
+    pub value: Value,
+    /// Its current revision.
+    pub revision: Revision,
+}
+
+/// The precondition of a record write (compare-and-swap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// Create the record; fail with a conflict if it exists.
+    Absent,
+    /// Replace the record; fail with a conflict unless it is still at this revision.
+    Revision(Revision),
+}
+
+/// Storage for flowstream: implement this to put streams on another database.
+///
+/// Used as `Arc<dyn Driver>`; the engine ([`Producer`](crate::Producer),
+/// [`Consumer`](crate::Consumer)) is written against this trait only and knows nothing of SQL or
+/// files. A driver, in turn, knows nothing of consumer groups: it stores logs and records.
+///
+/// # Contract
+///
+/// Every implementation must guarantee the following; the conformance suite in the project's
+/// `tests/` crate checks them against each driver.
+///
+/// **Logs**
+/// - [`append`](Driver::append) is atomic: all messages of the call are stored, or none is.
+///   Messages to one stream get consecutive offsets in call order, starting at 1 for a new
+///   stream; the returned offsets are in the order of the input. It returns only once the
+///   messages are durable (as durable as the storage promises: a committed transaction).
+/// - Offsets are dense and *visibility-ordered*: once a reader can see offset `n`, it can see
+///   every offset below `n` of that stream (no reader may skip a message that commits later).
+/// - [`read`](Driver::read) returns messages with offsets greater than `after`, ascending,
+///   at most `limit` of them, and never blocks waiting for new ones.
+/// - [`head`](Driver::head) returns the highest offset of a stream, 0 when it has none.
+/// - [`trim`](Driver::trim) deletes messages up to and including an offset; offsets are never
+///   reused and the head does not move.
+///
+/// **Records** (small JSON values the engine owns, such as a group's state)
+/// - [`put_record`](Driver::put_record) is a compare-and-swap on the revision: it succeeds only
+///   when [`Expected`] holds, and then returns a revision greater than any the record had;
+///   otherwise it returns [`DriverError::Conflict`] and changes nothing.
+/// - [`get_record`](Driver::get_record) returns the latest committed value and its revision.
+///
+/// **Notifications**
+/// - After an append commits, the driver calls [`ChangeHub::notify`] on
+///   [`Topic::Stream`](crate::Topic::Stream) for each stream it touched; after a record write
+///   with `notify = true` commits, on [`Topic::Record`](crate::Topic::Record). It may notify
+///   more often than asked (spurious wake-ups are allowed), never less, except that
+///   notifications may be lost when the storage connection drops, in which case the driver must
+///   call [`ChangeHub::notify_all`] once it is connected again.
+/// - One hub per driver instance serves every consumer of that instance.
+///
+/// **Errors and safety**
+/// - Storage and connection failures are [`DriverError::Unavailable`] (retrying may help; a
+///   write may or may not have been applied) or [`DriverError::Failed`]. Never a panic.
+/// - Blocking work (file I/O of an embedded store) runs off the async executor.
+/// - Names passed in have been validated by the engine (`[A-Za-z0-9._-]`, at most 249 bytes);
+///   record keys are built from them.
+#[async_trait]
+pub trait Driver: Send + Sync + std::fmt::Debug + 'static {
+    /// Appends messages, possibly to several streams, atomically. Returns one offset per
+    /// message, in input order.
+    async fn append(&self, messages: Vec<NewMessage>) -> Result<Vec<u64>, DriverError>;
+
+    /// Reads up to `limit` messages of `stream` with offsets greater than `after`, ascending.
+    async fn read(
+        &self,
+        stream: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, DriverError>;
+
+    /// The highest offset of `stream`, 0 if it has never had a message.
+    async fn head(&self, stream: &str) -> Result<u64, DriverError>;
+
+    /// Deletes the messages of `stream` with offsets up to and including `through`. Returns
+    /// how many were deleted.
+    async fn trim(&self, stream: &str, through: u64) -> Result<u64, DriverError>;
+
+    /// Reads a record.
+    async fn get_record(&self, key: &str) -> Result<Option<Record>, DriverError>;
+
+    /// Writes a record if `expected` holds (compare-and-swap); returns the new revision.
+    /// With `notify`, subscribers of the record's topic are woken after the commit.
+    async fn put_record(
+        &self,
+        key: &str,
+        value: Value,
+        expected: Expected,
+        notify: bool,
+    ) -> Result<Revision, DriverError>;
+
+    /// The hub this driver notifies of changes.
+    fn changes(&self) -> &ChangeHub;
+}

@@ -1,0 +1,70 @@
+//! Kafka-like streams on the database you already run.
+//!
+//! Producers append messages to named streams; consumer groups read them at least once, with
+//! one active consumer per group and hot standbys that take over when it dies. No broker, no
+//! consensus protocol: the group protocol is a compare-and-swap on one record per group.
+//!
+//! This crate is the engine. Storage comes from a [`Driver`]: `flowstream-redb` (an embedded
+//! file) or `flowstream-postgres`.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use flowstream_core::{Consumer, Driver, NewMessage, Producer, Wake};
+//!
+//! # async fn demo(driver: Arc<dyn Driver>) -> Result<(), flowstream_core::Error> {
+//! let producer = Producer::new(driver.clone());
+//! producer.send(NewMessage::new("orders", "order 1")).await?;
+//!
+//! let mut consumer = Consumer::builder(driver, "orders", "billing").build().await?;
+//! while let Some(msg) = consumer.next().await? {
+//!     println!("{} {:?}", msg.offset(), msg.body_str());
+//!     consumer.commit(msg.offset()).await?;
+//! }
+//! assert_eq!(consumer.wait(Duration::from_millis(10)).await?, Wake::TimedOut);
+//! consumer.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Guarantees
+//!
+//! 1. One `send` is all-or-nothing; its messages to one stream get consecutive offsets.
+//! 2. Offsets are dense and visibility-ordered: no reader skips a message that commits later.
+//! 3. At least once: delivery resumes right after the group's committed offset.
+//! 4. One active consumer per group; standbys take over on graceful shutdown at once, and after
+//!    `takeover_after` of pending messages with no sign of life from the owner.
+//! 5. The active consumer heartbeats only while messages are pending; idle groups write nothing.
+//! 6. Commits are compare-and-swap on the group's revision: a consumer that lost the group is
+//!    [fenced](Error::Fenced), and a lost reply never demotes a healthy one.
+//! 7. Commits are monotonic; committing past what was delivered is an error.
+//! 8. [`Consumer::wait`] is woken by the driver's notifications, never by polling.
+//! 9. Consumers read in batches: memory does not grow with the stream.
+//! 10. `send` returns once the messages are durable.
+//!
+//! The protocol is described in the project's `docs/PROTOCOL.md`.
+
+mod consumer;
+mod driver;
+mod error;
+mod message;
+mod names;
+mod notify;
+mod producer;
+
+pub use consumer::{
+    Consumer, ConsumerBuilder, ConsumerStream, DEFAULT_BATCH_SIZE, DEFAULT_HEARTBEAT_EVERY,
+    DEFAULT_TAKEOVER_AFTER, MAX_BATCH_SIZE, StartFrom, Wake,
+};
+pub use driver::{Driver, Expected, Record, Revision};
+pub use error::{BoxError, DriverError, Error, NameKind};
+pub use message::{Headers, Message, NewMessage};
+pub use names::{MAX_NAME_LEN, validate_name};
+pub use notify::{ChangeHub, Subscription, Topic};
+pub use producer::{DEFAULT_MAX_BODY_SIZE, Producer};
+
+/// The record key under which a group's state is stored, for tools and tests that inspect it
+/// through a [`Driver`]. Its value is JSON with `owner`, `generation`, `active` and
+/// `committed`.
+pub fn group_record_key(stream: &str, group: &str) -> String {
+    consumer::group_key(stream, group)
+}

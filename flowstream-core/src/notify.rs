@@ -1,0 +1,169 @@
+//! In-process fan-out of change notifications.
+//!
+//! A driver owns one [`ChangeHub`] and calls [`ChangeHub::notify`] when a stream's head moves or
+//! a record changes (redb right after its commit; PostgreSQL from its single LISTEN connection).
+//! Every consumer subscribes to the topics it cares about. Waiting costs no storage reads and no
+//! timers: a thousand idle consumers are a thousand parked futures (guarantee 8).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::watch;
+
+/// What changed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// New messages were appended to this stream.
+    Stream(String),
+    /// The record with this key was written.
+    Record(String),
+}
+
+type Topics = HashMap<Topic, watch::Sender<u64>>;
+
+/// Fans change notifications out to any number of in-process subscribers.
+///
+/// Cloning gives another handle to the same hub.
+#[derive(Debug, Clone, Default)]
+pub struct ChangeHub {
+    topics: Arc<Mutex<Topics>>,
+}
+
+impl ChangeHub {
+    /// An empty hub.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Subscribes to one topic. Only changes notified after this call wake the subscription.
+    pub fn subscribe(&self, topic: Topic) -> Subscription {
+        let mut topics = self.lock();
+        let rx = topics
+            .entry(topic.clone())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe();
+        Subscription {
+            hub: self.clone(),
+            topic,
+            rx: Some(rx),
+        }
+    }
+
+    /// Wakes every subscriber of `topic`. Cheap when nobody listens.
+    pub fn notify(&self, topic: &Topic) {
+        let topics = self.lock();
+        if let Some(tx) = topics.get(topic) {
+            tx.send_modify(|version| *version = version.wrapping_add(1));
+        }
+    }
+
+    /// Wakes every subscriber of every topic, e.g. after notifications may have been lost.
+    pub fn notify_all(&self) {
+        let topics = self.lock();
+        for tx in topics.values() {
+            tx.send_modify(|version| *version = version.wrapping_add(1));
+        }
+    }
+
+    /// Number of topics with at least one subscriber.
+    pub fn topic_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Topics> {
+        // The map stays consistent even if a holder panicked: every update is a single call.
+        self.topics
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A subscription to one topic of a [`ChangeHub`]; dropping it unsubscribes.
+#[derive(Debug)]
+pub struct Subscription {
+    hub: ChangeHub,
+    topic: Topic,
+    // Always `Some` until drop, which takes it so the receiver is gone before the count check.
+    rx: Option<watch::Receiver<u64>>,
+}
+
+impl Subscription {
+    /// Waits until the topic is notified. A notification that arrived since the subscription
+    /// was made (or since the last `changed` returned) completes it at once.
+    ///
+    /// Cancel-safe: dropping the future loses no notification.
+    pub async fn changed(&mut self) {
+        let Some(rx) = self.rx.as_mut() else {
+            return std::future::pending().await;
+        };
+        if rx.changed().await.is_err() {
+            // The sender lives in the hub until the last subscription is dropped, so this
+            // cannot happen while we hold one; never spin if it ever does.
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// The topic this subscription listens to.
+    pub fn topic(&self) -> &Topic {
+        &self.topic
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut topics = self.hub.lock();
+        drop(self.rx.take());
+        if topics
+            .get(&self.topic)
+            .is_some_and(|tx| tx.receiver_count() == 0)
+        {
+            topics.remove(&self.topic);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::time::timeout;
+
+    #[tokio::test]
+    async fn notification_after_subscribe_wakes_and_before_does_not() {
+        let hub = ChangeHub::new();
+        let topic = Topic::Stream("s".into());
+        hub.notify(&topic);
+        let mut sub = hub.subscribe(topic.clone());
+        assert!(
+            timeout(Duration::from_millis(20), sub.changed())
+                .await
+                .is_err()
+        );
+        hub.notify(&topic);
+        timeout(Duration::from_secs(5), sub.changed())
+            .await
+            .expect("woken");
+    }
+
+    #[tokio::test]
+    async fn topics_are_independent_and_cleaned_up() {
+        let hub = ChangeHub::new();
+        let mut a = hub.subscribe(Topic::Stream("a".into()));
+        let b = hub.subscribe(Topic::Record("a".into()));
+        assert_eq!(hub.topic_count(), 2);
+        hub.notify(&Topic::Record("a".into()));
+        assert!(
+            timeout(Duration::from_millis(20), a.changed())
+                .await
+                .is_err()
+        );
+        drop(b);
+        assert_eq!(hub.topic_count(), 1);
+        hub.notify_all();
+        timeout(Duration::from_secs(5), a.changed())
+            .await
+            .expect("woken by notify_all");
+        drop(a);
+        assert_eq!(hub.topic_count(), 0);
+    }
+}

@@ -1,0 +1,127 @@
+//! Appending messages to streams.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use tracing::Instrument;
+
+use crate::driver::Driver;
+use crate::error::{Error, NameKind, printable};
+use crate::message::NewMessage;
+use crate::names::validate_name;
+
+/// Default limit on a message body: 1 MiB.
+pub const DEFAULT_MAX_BODY_SIZE: usize = 1024 * 1024;
+
+/// Appends messages to streams. Cheap to clone; share one per driver.
+///
+/// Every message is validated (stream name, body size, headers) before anything is stored, so a
+/// rejected call stores nothing.
+///
+/// ```
+/// # async fn demo(driver: std::sync::Arc<dyn flowstream_core::Driver>) -> Result<(), flowstream_core::Error> {
+/// use flowstream_core::{NewMessage, Producer};
+/// let producer = Producer::new(driver);
+/// let offset = producer.send(NewMessage::new("orders", "order 1")).await?;
+/// let offsets = producer
+///     .send_batch([NewMessage::new("orders", "order 2"), NewMessage::new("audit", "order 2 placed")])
+///     .await?;
+/// assert_eq!(offsets[0], offset + 1);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Producer {
+    driver: Arc<dyn Driver>,
+    max_body_size: usize,
+}
+
+impl Producer {
+    /// A producer with the default body limit ([`DEFAULT_MAX_BODY_SIZE`]).
+    pub fn new(driver: Arc<dyn Driver>) -> Self {
+        Producer {
+            driver,
+            max_body_size: DEFAULT_MAX_BODY_SIZE,
+        }
+    }
+
+    /// Sets the largest accepted body, in bytes.
+    pub fn with_max_body_size(mut self, bytes: usize) -> Self {
+        self.max_body_size = bytes;
+        self
+    }
+
+    /// Appends one message and returns its offset. Once this returns `Ok` the message is
+    /// durable.
+    pub async fn send(&self, message: NewMessage) -> Result<u64, Error> {
+        let offsets = self.send_batch([message]).await?;
+        offsets.first().copied().ok_or_else(|| {
+            Error::Storage(crate::DriverError::failed(
+                "driver returned no offset for an appended message",
+            ))
+        })
+    }
+
+    /// Appends messages, possibly to several streams, all or nothing. Messages to one stream
+    /// get consecutive offsets in the order given; the result has one offset per message, in
+    /// input order.
+    pub async fn send_batch(
+        &self,
+        messages: impl IntoIterator<Item = NewMessage>,
+    ) -> Result<Vec<u64>, Error> {
+        let messages: Vec<NewMessage> = messages.into_iter().collect();
+        self.validate(&messages)?;
+        let count = messages.len();
+        let streams: BTreeSet<&str> = messages.iter().map(NewMessage::stream).collect();
+        let span = tracing::debug_span!("flowstream.produce", count, streams = ?streams);
+        let offsets = self
+            .driver
+            .append(messages)
+            .instrument(span.clone())
+            .await
+            .inspect_err(|error| {
+                tracing::warn!(parent: &span, %error, "produce failed");
+            })?;
+        if offsets.len() != count {
+            return Err(Error::Storage(crate::DriverError::failed(format!(
+                "driver returned {} offsets for {count} messages",
+                offsets.len()
+            ))));
+        }
+        tracing::debug!(parent: &span, first = offsets.first(), "produced");
+        Ok(offsets)
+    }
+
+    fn validate(&self, messages: &[NewMessage]) -> Result<(), Error> {
+        if messages.is_empty() {
+            return Err(Error::EmptyBatch);
+        }
+        for message in messages {
+            validate_name(NameKind::Stream, message.stream())?;
+            if message.body().len() > self.max_body_size {
+                return Err(Error::BodyTooLarge {
+                    stream: message.stream().to_owned(),
+                    size: message.body().len(),
+                    limit: self.max_body_size,
+                });
+            }
+            for (name, value) in message.headers() {
+                // NUL cannot be stored in PostgreSQL text or jsonb; reject it everywhere so a
+                // message valid on one driver is valid on all.
+                let reason = if name.is_empty() {
+                    Some("header names must not be empty")
+                } else if name.contains('\0') || value.contains('\0') {
+                    Some("header names and values must not contain NUL characters")
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    return Err(Error::InvalidHeader {
+                        name: printable(name),
+                        reason,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}

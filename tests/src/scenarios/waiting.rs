@@ -1,0 +1,81 @@
+//! Waiting without polling (guarantee 8).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flowstream_core::{Driver, Wake};
+use tokio::time::Instant;
+
+use super::leadership::settle;
+use crate::{BOUND, Backend, CountingDriver, consumer, drain, produce};
+
+/// Guarantee 8: a consumer blocked in `wait` at the head is woken by an append, long before
+/// its timeout.
+pub async fn g8_wait_wakes_promptly_on_append(backend: &dyn Backend) {
+    let driver = backend.open().await;
+    let mut c = consumer(&driver, "s", "g").build().await.expect("consumer");
+    let waiting = tokio::spawn(async move {
+        let started = Instant::now();
+        let woke = c.wait(Duration::from_secs(600)).await.expect("wait");
+        (woke, started.elapsed(), c)
+    });
+    produce(&driver, "s", "m", 1).await;
+    let (woke, after, mut c) = tokio::time::timeout(BOUND, waiting)
+        .await
+        .expect("woken well before the timeout")
+        .expect("task");
+    assert_eq!(woke, Wake::Messages);
+    assert!(after < BOUND);
+    assert_eq!(drain(&mut c).await.len(), 1);
+}
+
+/// Guarantee 8: with nothing to do, `wait` returns at its timeout.
+pub async fn g8_wait_returns_at_its_timeout(backend: &dyn Backend) {
+    let driver = backend.open().await;
+    let mut c = consumer(&driver, "s", "g").build().await.expect("consumer");
+    let started = Instant::now();
+    assert_eq!(
+        c.wait(Duration::from_millis(200)).await.expect("wait"),
+        Wake::TimedOut
+    );
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    let mut standby = consumer(&driver, "s", "g").build().await.expect("standby");
+    assert_eq!(
+        standby.wait(Duration::from_millis(50)).await.expect("wait"),
+        Wake::TimedOut
+    );
+}
+
+/// Guarantee 8: a thousand consumers waiting on one driver cost no storage reads while idle,
+/// and an append wakes the ones on its stream.
+pub async fn g8_thousand_idle_consumers_make_no_storage_reads(backend: &dyn Backend) {
+    const CONSUMERS: usize = 1_000;
+    let inner = backend.open().await;
+    let counting = CountingDriver::new(inner);
+    let driver: Arc<dyn Driver> = counting.clone();
+
+    let mut waiters = Vec::with_capacity(CONSUMERS);
+    for i in 0..CONSUMERS {
+        let mut c = consumer(&driver, "idle", &format!("group-{i}"))
+            .build()
+            .await
+            .expect("consumer");
+        waiters.push(tokio::spawn(async move {
+            c.wait(Duration::from_secs(600)).await.expect("wait")
+        }));
+    }
+    let (reads, writes) = settle(&counting).await;
+    // Observe a window several takeover periods long: nothing may touch storage.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(counting.reads(), reads, "idle consumers read storage");
+    assert_eq!(counting.writes(), writes, "idle consumers wrote storage");
+
+    produce(&driver, "idle", "m", 1).await;
+    for waiter in waiters {
+        let woke = tokio::time::timeout(BOUND, waiter)
+            .await
+            .expect("woken")
+            .expect("task");
+        assert_eq!(woke, Wake::Messages);
+    }
+}

@@ -61,7 +61,7 @@ mod tests {
             "é",
             &"a".repeat(MAX_NAME_LEN + 1),
         ] {
-            let err = validate_name(NameKind::Group, name).unwrap_err();
+            let err = validate_name(NameKind::Group, name).expect_err("rejected");
             assert!(
                 matches!(
                     err,

@@ -125,7 +125,7 @@ pub async fn g9_reads_are_batched(backend: &dyn Backend) {
     while let Some(message) = c.next().await.expect("next") {
         count += 1;
         assert_eq!(message.offset(), count);
-        if count % 500 == 0 {
+        if count.is_multiple_of(500) {
             c.commit(count).await.expect("commit");
         }
     }

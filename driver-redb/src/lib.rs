@@ -130,6 +130,15 @@ fn open_error(location: &str, error: DatabaseError) -> Error {
             resource: location.to_owned(),
             source: detail.into(),
         },
+        // redb reports a file that is not a redb database (bad magic number) this way.
+        DatabaseError::Storage(redb::StorageError::Io(io))
+            if io.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            Error::Corrupt {
+                resource: location.to_owned(),
+                source: io.into(),
+            }
+        }
         DatabaseError::UpgradeRequired(version) => Error::Corrupt {
             resource: location.to_owned(),
             source: format!("redb file format {version} needs an upgrade").into(),

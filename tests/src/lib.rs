@@ -176,3 +176,8 @@ macro_rules! durability_tests {
         );
     };
 }
+
+/// The README's examples, compiled as doc tests so they cannot rot.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

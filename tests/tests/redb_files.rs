@@ -1,0 +1,70 @@
+//! redb file handling: a file held by another process, and files that are not redb stores.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use flowstream_core::Error;
+use flowstream_redb::RedbDriver;
+
+#[tokio::test]
+async fn file_open_in_another_process_is_a_locked_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("held.redb");
+    let mut holder = Command::new(env!("CARGO_BIN_EXE_redb-open"))
+        .arg(&path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start holder process");
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("holder reports");
+    assert_eq!(line.trim(), "opened");
+
+    let result = RedbDriver::open(&path).await;
+    match result {
+        Err(Error::Locked { resource }) => assert!(resource.contains("held.redb"), "{resource}"),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+
+    // Once the other process is gone, the file opens.
+    drop(holder.stdin.take());
+    holder.wait().expect("holder exits");
+    RedbDriver::open(&path)
+        .await
+        .expect("opens after the holder exited");
+}
+
+#[tokio::test]
+async fn second_process_sees_the_lock_too() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("mine.redb");
+    let _driver = RedbDriver::open(&path).await.expect("open");
+    let output = Command::new(env!("CARGO_BIN_EXE_redb-open"))
+        .arg(&path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run other process");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(3), "{stdout}");
+    assert!(stdout.contains("locked by another process"), "{stdout}");
+}
+
+#[tokio::test]
+async fn file_that_is_not_a_redb_store_is_a_corrupt_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("notes.txt");
+    let mut file = std::fs::File::create(&path).expect("create");
+    file.write_all(&b"this is not a database\n".repeat(200))
+        .expect("write");
+    drop(file);
+    let result = RedbDriver::open(&path).await;
+    assert!(matches!(result, Err(Error::Corrupt { .. })), "{result:?}");
+    let after = std::fs::read(&path).expect("read back");
+    assert_eq!(
+        after,
+        b"this is not a database\n".repeat(200),
+        "the file is left untouched"
+    );
+}

@@ -123,6 +123,17 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// The storage server could not be reached, or refused the connection (wrong password,
+    /// missing database). The message names the server, never the password.
+    #[error("could not connect to {target}: {source}")]
+    Connect {
+        /// What was being connected to, e.g. `PostgreSQL at db.example:5432, database app`.
+        target: String,
+        /// The underlying error.
+        #[source]
+        source: BoxError,
+    },
+
     /// The storage driver failed.
     #[error(transparent)]
     Storage(#[from] DriverError),

@@ -15,6 +15,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Whether a driver from a later [`open`](Backend::open) sees what earlier instances
     /// stored (a file or a server), rather than only what the same instance holds.
     fn durable(&self) -> bool;
+
+    /// Removes what the test stored (e.g. drops its PostgreSQL schema). Runs after a scenario
+    /// that passed.
+    async fn cleanup(&self) {}
 }
 
 /// Drops a driver after waiting (bounded) until nothing else holds it, as a process exit

@@ -1,16 +1,19 @@
 //! The flowstream conformance suite: every guarantee of the design, written once against the
 //! public API and `Arc<dyn Driver>`, run against every driver.
 //!
-//! A driver's test file implements [`Backend`] and expands [`conformance_tests!`] (and
-//! [`durability_tests!`] for stores that survive a restart); each scenario becomes one test
-//! named after the guarantee it checks (`g4_…` checks guarantee 4 of `DESIGN.md`).
+//! A driver's test binary implements [`Backend`] and turns [`suite::trials`] into tests; each
+//! scenario becomes one test named after the guarantee it checks (`g4_…` checks guarantee 4
+//! of the design notes). The binaries use their own `main` (libtest-mimic), so that a resource
+//! such as a PostgreSQL container lives exactly as long as the test run.
 //!
 //! Timing: consumers here use a `takeover_after` of [`TAKEOVER`] and a `heartbeat_every` of
 //! [`HEARTBEAT`]. Tests wait on conditions with generous bounds ([`BOUND`]); the only fixed
 //! waits are observation windows that show something does *not* happen.
 
 mod backend;
+pub mod postgres;
 pub mod scenarios;
+pub mod suite;
 mod wrappers;
 
 use std::sync::Arc;
@@ -118,63 +121,6 @@ pub async fn stored_group(driver: &Arc<dyn Driver>, stream: &str, group: &str) -
         committed: field("committed").as_u64().unwrap_or_default(),
         revision: record.revision.0,
     }
-}
-
-/// Expands to one `#[tokio::test]` per conformance scenario, each building its backend with
-/// `$backend` (an expression evaluated inside the test).
-#[macro_export]
-macro_rules! conformance_tests {
-    ($backend:expr) => {
-        $crate::conformance_tests!(@each $backend;
-            g1_send_assigns_consecutive_offsets_in_call_order,
-            g1_batch_to_several_streams_is_all_or_nothing,
-            g2_concurrent_producers_leave_no_gaps,
-            g3_uncommitted_messages_are_redelivered_after_handover,
-            g3_restarted_consumer_resumes_after_committed_offset,
-            g4_only_one_consumer_in_a_group_receives,
-            g4_shutdown_hands_over_to_a_standby_at_once,
-            g4_standby_takes_over_when_messages_stay_pending,
-            g4_idle_group_is_never_taken_over,
-            g4_owner_that_died_while_idle_is_replaced_once_messages_wait,
-            g4_first_message_after_a_quiet_period_does_not_cause_takeover,
-            g4_generation_grows_with_every_change_of_owner,
-            g5_heartbeat_keeps_a_slow_consumer_active,
-            g5_idle_group_writes_nothing,
-            g6_zombie_commit_is_fenced,
-            g6_lost_commit_reply_does_not_demote,
-            g7_commits_are_monotonic,
-            g7_commit_beyond_delivered_is_rejected,
-            g7_commit_while_standby_is_rejected,
-            g8_wait_wakes_promptly_on_append,
-            g8_wait_returns_at_its_timeout,
-            g8_thousand_idle_consumers_make_no_storage_reads,
-            g9_reads_are_batched,
-            groups_progress_independently,
-            new_group_can_start_at_latest,
-            stream_view_delivers_in_order_and_commits,
-            trim_removes_messages_up_to_an_offset,
-            invalid_input_is_rejected_and_stores_nothing,
-        );
-    };
-    (@each $backend:expr; $($scenario:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $scenario() {
-                let backend = $backend;
-                $crate::scenarios::$scenario(&backend).await;
-            }
-        )*
-    };
-}
-
-/// Expands to the scenarios that need a store surviving a restart (guarantee 10).
-#[macro_export]
-macro_rules! durability_tests {
-    ($backend:expr) => {
-        $crate::conformance_tests!(@each $backend;
-            g10_acknowledged_messages_survive_a_restart,
-        );
-    };
 }
 
 /// The README's examples, compiled as doc tests so they cannot rot.

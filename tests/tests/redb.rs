@@ -1,21 +1,16 @@
 //! The conformance suite against the embedded redb driver, on a file and in memory.
 
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use flowstream_core::Driver;
 use flowstream_redb::RedbDriver;
-use flowstream_tests::{Backend, conformance_tests, durability_tests};
+use flowstream_tests::{Backend, suite};
 
 /// A redb file in a fresh temporary directory; each `open` opens the file again.
 struct FileBackend {
     dir: tempfile::TempDir,
-}
-
-fn file() -> FileBackend {
-    FileBackend {
-        dir: tempfile::tempdir().expect("temp dir"),
-    }
 }
 
 #[async_trait]
@@ -38,12 +33,6 @@ struct MemoryBackend {
     driver: RedbDriver,
 }
 
-fn memory() -> MemoryBackend {
-    MemoryBackend {
-        driver: RedbDriver::in_memory().expect("in-memory redb"),
-    }
-}
-
 #[async_trait]
 impl Backend for MemoryBackend {
     async fn open(&self) -> Arc<dyn Driver> {
@@ -55,13 +44,13 @@ impl Backend for MemoryBackend {
     }
 }
 
-mod redb_file {
-    use super::*;
-    conformance_tests!(file());
-    durability_tests!(file());
-}
-
-mod redb_memory {
-    use super::*;
-    conformance_tests!(memory());
+fn main() -> ExitCode {
+    let args = libtest_mimic::Arguments::from_args();
+    let mut trials = suite::trials("redb_file", || FileBackend {
+        dir: tempfile::tempdir().expect("temp dir"),
+    });
+    trials.extend(suite::trials("redb_memory", || MemoryBackend {
+        driver: RedbDriver::in_memory().expect("in-memory redb"),
+    }));
+    libtest_mimic::run(&args, trials).exit_code()
 }

@@ -1,0 +1,169 @@
+//! One LISTEN connection per driver instance, fanned out to every waiter in the process.
+//!
+//! Writers send one `NOTIFY` per transaction on the schema's channel, naming what changed;
+//! this task turns each notification into [`ChangeHub::notify`] calls. Notifications sent while
+//! the connection is down are lost, so after every reconnection every waiter is woken to
+//! re-read. A slow periodic wake-up of everyone is the safety net for anything else.
+
+use std::time::Duration;
+
+use flowstream_core::{ChangeHub, Topic};
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::task::JoinHandle;
+
+/// PostgreSQL rejects payloads of 8000 bytes or more; past this we send [`WAKE_ALL`].
+const MAX_PAYLOAD: usize = 7_900;
+/// Payload meaning "anything may have changed".
+const WAKE_ALL: &str = "*";
+
+/// What a notification names.
+pub(crate) enum Change<'a> {
+    Stream(&'a str),
+    Record(&'a str),
+}
+
+/// Encodes changes as one line each: `s <stream>` or `r <record key>`. Names never contain
+/// newlines (they are validated), so the format needs no escaping.
+pub(crate) fn payload<'a>(changes: impl Iterator<Item = Change<'a>>) -> String {
+    let mut out = String::new();
+    for change in changes {
+        let (kind, name) = match change {
+            Change::Stream(name) => ('s', name),
+            Change::Record(key) => ('r', key),
+        };
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push(kind);
+        out.push(' ');
+        out.push_str(name);
+        if out.len() > MAX_PAYLOAD {
+            return WAKE_ALL.to_owned();
+        }
+    }
+    out
+}
+
+fn dispatch(hub: &ChangeHub, payload: &str) {
+    if payload == WAKE_ALL {
+        hub.notify_all();
+        return;
+    }
+    for line in payload.lines() {
+        match line.split_once(' ') {
+            Some(("s", stream)) => hub.notify(&Topic::Stream(stream.to_owned())),
+            Some(("r", key)) => hub.notify(&Topic::Record(key.to_owned())),
+            // Unknown kinds come from a newer writer; waking everyone is always correct.
+            _ => hub.notify_all(),
+        }
+    }
+}
+
+/// The running listener; dropping it stops the task.
+#[derive(Debug)]
+pub(crate) struct ListenerTask(JoinHandle<()>);
+
+impl Drop for ListenerTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Connects and starts listening before returning, so no waiter created after `connect`
+/// returns can miss a notification.
+pub(crate) async fn start(
+    pool: &PgPool,
+    channel: String,
+    hub: ChangeHub,
+    fallback_poll: Duration,
+) -> Result<ListenerTask, sqlx::Error> {
+    let listener = listen(pool, &channel).await?;
+    let task = tokio::spawn(run(pool.clone(), channel, hub, fallback_poll, listener));
+    Ok(ListenerTask(task))
+}
+
+async fn listen(pool: &PgPool, channel: &str) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(channel).await?;
+    Ok(listener)
+}
+
+async fn run(
+    pool: PgPool,
+    channel: String,
+    hub: ChangeHub,
+    fallback_poll: Duration,
+    first: PgListener,
+) {
+    let mut listener = Some(first);
+    let mut failures: u32 = 0;
+    let mut safety_net =
+        tokio::time::interval_at(tokio::time::Instant::now() + fallback_poll, fallback_poll);
+    loop {
+        let Some(active) = listener.as_mut() else {
+            match listen(&pool, &channel).await {
+                Ok(reconnected) => {
+                    tracing::info!(%channel, "LISTEN connection re-established; waking all waiters");
+                    listener = Some(reconnected);
+                    failures = 0;
+                    hub.notify_all();
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    let delay = Duration::from_millis(50)
+                        .saturating_mul(1 << failures.min(7))
+                        .min(Duration::from_secs(5));
+                    tracing::warn!(%channel, %error, retry_in = ?delay, "LISTEN connection failed");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+            continue;
+        };
+        tokio::select! {
+            // `try_recv` is cancel-safe: it consumes a message only once it is complete.
+            received = active.try_recv() => match received {
+                Ok(Some(notification)) => dispatch(&hub, notification.payload()),
+                Ok(None) => {
+                    // The connection dropped and the listener re-established it.
+                    tracing::info!(%channel, "LISTEN connection lost and re-established; waking all waiters");
+                    hub.notify_all();
+                }
+                Err(error) => {
+                    tracing::warn!(%channel, %error, "LISTEN connection lost");
+                    listener = None;
+                    hub.notify_all();
+                }
+            },
+            _ = safety_net.tick() => hub.notify_all(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_round_trips_and_falls_back_to_wake_all() {
+        let p = payload([Change::Stream("a"), Change::Record("group/a/g")].into_iter());
+        assert_eq!(p, "s a\nr group/a/g");
+        let long = "x".repeat(200);
+        let names: Vec<String> = (0..100).map(|i| format!("{long}{i}")).collect();
+        assert_eq!(payload(names.iter().map(|n| Change::Stream(n))), WAKE_ALL);
+    }
+
+    #[tokio::test]
+    async fn dispatch_wakes_the_named_topics() {
+        let hub = ChangeHub::new();
+        let mut stream = hub.subscribe(Topic::Stream("a".into()));
+        let mut record = hub.subscribe(Topic::Record("group/a/g".into()));
+        dispatch(&hub, "s a\nr group/a/g");
+        tokio::time::timeout(Duration::from_secs(5), stream.changed())
+            .await
+            .expect("stream");
+        tokio::time::timeout(Duration::from_secs(5), record.changed())
+            .await
+            .expect("record");
+    }
+}

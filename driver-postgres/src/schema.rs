@@ -1,0 +1,179 @@
+//! The schema flowstream owns: its name, its migrations, and the SQL that uses it.
+//!
+//! Every table lives in one schema (default `flowstream`), with the migrations table beside
+//! them (`_flowstream_migrations`), so nothing collides with the application's own tables or
+//! its own sqlx migrations. Migrations are embedded in the binary; sqlx's migrator runs them
+//! under a PostgreSQL advisory lock, so two processes connecting at once apply them once.
+
+use std::sync::Arc;
+
+use flowstream_core::Error;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AssertSqlSafe, SqlSafeStr};
+
+/// Default schema name.
+pub const DEFAULT_SCHEMA: &str = "flowstream";
+
+/// Longest accepted schema name: the notification channel `flowstream.<schema>` must fit
+/// PostgreSQL's 63-byte identifier limit.
+pub const MAX_SCHEMA_LEN: usize = 48;
+
+/// `(version, description, SQL)`; `{schema}` in the SQL is replaced by the schema name.
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "streams", include_str!("migrations/0001_streams.sql")),
+    (2, "records", include_str!("migrations/0002_records.sql")),
+];
+
+/// Checks a schema name: lower-case ASCII letters, digits and `_`, not starting with a digit
+/// or `pg_`, at most [`MAX_SCHEMA_LEN`] bytes. It is spliced into SQL as an identifier, so
+/// nothing else may pass.
+pub fn validate_schema(name: &str) -> Result<(), Error> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_SCHEMA_LEN
+        && !name.starts_with("pg_")
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::InvalidConfig(format!(
+            "schema name {:?} is not a valid identifier: use 1 to {MAX_SCHEMA_LEN} lower-case \
+             ASCII letters, digits or '_', not starting with a digit or 'pg_'",
+            name.escape_debug()
+                .to_string()
+                .chars()
+                .take(80)
+                .collect::<String>()
+        )))
+    }
+}
+
+/// The migrator for `schema`, up to `target` (all migrations when `None`).
+pub(crate) fn migrator(schema: &str, target: Option<i64>) -> Migrator {
+    let migrations = MIGRATIONS
+        .iter()
+        .filter(|(version, _, _)| target.is_none_or(|t| *version <= t))
+        .map(|(version, description, sql)| {
+            Migration::new(
+                *version,
+                (*description).into(),
+                MigrationType::Simple,
+                AssertSqlSafe(sql.replace("{schema}", schema)).into_sql_str(),
+                false,
+            )
+        })
+        .collect();
+    let mut migrator = Migrator::with_migrations(migrations);
+    migrator.dangerous_set_table_name(format!("{schema}._flowstream_migrations"));
+    migrator.create_schema(schema.to_owned());
+    migrator
+}
+
+/// The notification channel of a schema.
+pub(crate) fn channel(schema: &str) -> String {
+    format!("flowstream.{schema}")
+}
+
+/// Every statement the driver runs, with the schema spliced in once at connect time.
+#[derive(Debug)]
+pub(crate) struct Queries {
+    pub(crate) advance_heads: Arc<str>,
+    pub(crate) insert_messages: Arc<str>,
+    pub(crate) read: Arc<str>,
+    pub(crate) head: Arc<str>,
+    pub(crate) trim: Arc<str>,
+    pub(crate) get_record: Arc<str>,
+    pub(crate) create_record: Arc<str>,
+    pub(crate) create_record_notify: Arc<str>,
+    pub(crate) update_record: Arc<str>,
+    pub(crate) update_record_notify: Arc<str>,
+}
+
+impl Queries {
+    pub(crate) fn new(schema: &str) -> Self {
+        let s = schema;
+        let create = format!(
+            "INSERT INTO {s}.records (key, revision, value) VALUES ($1, 1, $2) \
+             ON CONFLICT (key) DO NOTHING RETURNING revision"
+        );
+        let update = format!(
+            "UPDATE {s}.records SET revision = revision + 1, value = $2 \
+             WHERE key = $1 AND revision = $3 RETURNING revision"
+        );
+        // pg_notify runs once per written row: never when the compare-and-swap fails.
+        let notify = |write: &str, channel_param: u8| {
+            format!(
+                "WITH w AS ({write}) SELECT revision, pg_notify(${channel_param}, ${})::text FROM w",
+                channel_param + 1
+            )
+        };
+        Queries {
+            // Rows are processed in name order, so concurrent multi-stream appends lock head
+            // rows in the same order and cannot deadlock.
+            advance_heads: format!(
+                "INSERT INTO {s}.streams AS st (name, head) \
+                 SELECT name, n FROM unnest($1::text[], $2::int8[]) AS t(name, n) ORDER BY name \
+                 ON CONFLICT (name) DO UPDATE SET head = st.head + EXCLUDED.head \
+                 RETURNING name, head"
+            )
+            .into(),
+            insert_messages: format!(
+                "WITH ins AS (INSERT INTO {s}.messages (stream, \"offset\", body, headers) \
+                 SELECT * FROM unnest($1::text[], $2::int8[], $3::bytea[], $4::jsonb[])) \
+                 SELECT pg_notify($5, $6)::text"
+            )
+            .into(),
+            read: format!(
+                "SELECT \"offset\", body, headers, \
+                 (extract(epoch FROM produced_at) * 1000000)::int8 AS produced_micros \
+                 FROM {s}.messages WHERE stream = $1 AND \"offset\" > $2 \
+                 ORDER BY \"offset\" LIMIT $3"
+            )
+            .into(),
+            head: format!("SELECT head FROM {s}.streams WHERE name = $1").into(),
+            trim: format!("DELETE FROM {s}.messages WHERE stream = $1 AND \"offset\" <= $2").into(),
+            get_record: format!("SELECT revision, value FROM {s}.records WHERE key = $1").into(),
+            create_record_notify: notify(&create, 3).into(),
+            create_record: create.into(),
+            update_record_notify: notify(&update, 4).into(),
+            update_record: update.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_identifiers() {
+        for ok in ["flowstream", "_x", "tenant_42", &"a".repeat(MAX_SCHEMA_LEN)] {
+            assert!(validate_schema(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "Flowstream",
+            "1abc",
+            "pg_catalog",
+            "a-b",
+            "a.b",
+            "x\"; DROP SCHEMA public; --",
+            &"a".repeat(MAX_SCHEMA_LEN + 1),
+        ] {
+            assert!(
+                matches!(validate_schema(bad), Err(Error::InvalidConfig(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn channel_fits_an_identifier() {
+        assert!(channel(&"a".repeat(MAX_SCHEMA_LEN)).len() <= 63);
+    }
+}

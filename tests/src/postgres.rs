@@ -45,7 +45,14 @@ impl TestDatabase {
     pub fn url(&self) -> String {
         let resolved = self.url.get_or_init(|| match std::env::var(URL_VAR) {
             Ok(url) if !url.is_empty() => Ok(url),
-            _ => self.start_container(),
+            // On a thread of its own: callers are usually inside a runtime already, and
+            // the container keeps a runtime of its own for its whole life.
+            _ => std::thread::scope(|scope| {
+                scope
+                    .spawn(|| self.start_container())
+                    .join()
+                    .unwrap_or_else(|_| Err("starting the container panicked".to_owned()))
+            }),
         });
         match resolved {
             Ok(url) => url.clone(),
@@ -109,10 +116,10 @@ impl TestDatabase {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
-        if let Some(Container { runtime, handle }) = container {
-            if let Err(error) = runtime.block_on(handle.rm()) {
-                eprintln!("testcontainers: removing the container failed: {error}");
-            }
+        if let Some(Container { runtime, handle }) = container
+            && let Err(error) = runtime.block_on(handle.rm())
+        {
+            eprintln!("testcontainers: removing the container failed: {error}");
         }
     }
 }

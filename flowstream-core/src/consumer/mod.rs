@@ -343,8 +343,9 @@ impl Consumer {
     }
 
     /// Waits until there is something to do: messages past this consumer's position, this
-    /// consumer becoming active, or `timeout`. Woken by the driver's notifications; makes one
-    /// storage read (the head) when called while active, and none while waiting.
+    /// consumer becoming active, or `timeout`. Woken by the driver's notifications, never by
+    /// polling: while active it reads the stream's head once when called and once per
+    /// notification of its stream, and nothing in between.
     ///
     /// Cancel-safe.
     pub async fn wait(&mut self, timeout: Duration) -> Result<Wake, Error> {
@@ -377,8 +378,10 @@ impl Consumer {
                 }
             }
             tokio::select! {
-                // Subscribed before the head was read: any append notified here is new.
-                () = stream_changes.changed(), if active => return Ok(Wake::Messages),
+                // Subscribed before the head was read, so no append is missed; look at the
+                // head again rather than trusting the wake-up, which may be a driver's
+                // catch-all after a reconnection.
+                () = stream_changes.changed(), if active => {}
                 changed = role_changes.changed() => {
                     if changed.is_err() {
                         // The background task is gone with the role sender: nothing can wake us.

@@ -86,7 +86,7 @@ pub fn block_on<F: Future<Output = ()>>(body: F) {
     runtime().block_on(body);
 }
 
-/// One test per scenario, named `{prefix}::{scenario}`, each on a fresh backend from
+/// One test per scenario, named `{prefix}::conformance::{scenario}`, each on a fresh backend from
 /// `make_backend`. Scenarios that need durability are left out for backends without it.
 pub fn trials<B, F>(prefix: &str, make_backend: F) -> Vec<Trial>
 where
@@ -100,7 +100,7 @@ where
         .filter(|scenario| durable || !scenario.durable_only)
         .map(|scenario| {
             let make_backend = Arc::clone(&make_backend);
-            Trial::test(format!("{prefix}::{}", scenario.name), move || {
+            Trial::test(format!("{prefix}::conformance::{}", scenario.name), move || {
                 block_on(async {
                     let backend = make_backend();
                     (scenario.run)(&backend).await;

@@ -66,6 +66,8 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default for [`PgDriverBuilder::fallback_poll`].
 pub const DEFAULT_FALLBACK_POLL: Duration = Duration::from_secs(30);
+/// Default for [`PgDriverBuilder::operation_timeout`].
+pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Configures a [`PgDriver`]; made by [`PgDriver::builder`].
 #[must_use = "call .connect().await"]
@@ -74,6 +76,7 @@ pub struct PgDriverBuilder {
     schema: String,
     max_connections: u32,
     connect_timeout: Duration,
+    operation_timeout: Duration,
     fallback_poll: Duration,
     run_migrations: bool,
     migrate_to: Option<i64>,
@@ -87,6 +90,7 @@ impl std::fmt::Debug for PgDriverBuilder {
             .field("schema", &self.schema)
             .field("max_connections", &self.max_connections)
             .field("connect_timeout", &self.connect_timeout)
+            .field("operation_timeout", &self.operation_timeout)
             .field("fallback_poll", &self.fallback_poll)
             .field("run_migrations", &self.run_migrations)
             .field("application_name", &self.application_name)
@@ -112,6 +116,14 @@ impl PgDriverBuilder {
     /// How long to wait for a connection, at connect and later from the pool (default 10 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// Longest a storage call may take, waiting for a connection included, before it fails
+    /// with a retryable error (default 30 s). Bounds every call when the server hangs
+    /// instead of failing (a frozen host, a stalled network).
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = timeout;
         self
     }
 
@@ -204,6 +216,7 @@ impl PgDriverBuilder {
                 hub,
                 schema: self.schema,
                 channel,
+                operation_timeout: self.operation_timeout,
                 _listener: listener,
             }),
         })
@@ -222,6 +235,7 @@ struct Inner {
     schema: String,
     channel: String,
     sql: Queries,
+    operation_timeout: Duration,
     _listener: ListenerTask,
 }
 
@@ -247,6 +261,7 @@ impl PgDriver {
             schema: DEFAULT_SCHEMA.to_owned(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
             fallback_poll: DEFAULT_FALLBACK_POLL,
             run_migrations: true,
             migrate_to: None,
@@ -263,6 +278,20 @@ impl PgDriver {
     pub fn pool(&self) -> &PgPool {
         &self.inner.pool
     }
+
+    /// Runs one storage call under the operation timeout. A call cut short may or may not
+    /// have been applied, like any other lost connection: the error is retryable.
+    async fn timed<T>(
+        &self,
+        call: impl Future<Output = Result<T, DriverError>>,
+    ) -> Result<T, DriverError> {
+        let limit = self.inner.operation_timeout;
+        tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+            Err(DriverError::unavailable(format!(
+                "PostgreSQL did not answer within {limit:?}"
+            )))
+        })
+    }
 }
 
 fn to_i64(value: u64) -> i64 {
@@ -278,7 +307,7 @@ fn to_u64(value: i64, what: &str) -> Result<u64, DriverError> {
 #[async_trait]
 impl Driver for PgDriver {
     async fn append(&self, messages: Vec<NewMessage>) -> Result<Vec<u64>, DriverError> {
-        self.append_batch(messages).await
+        self.timed(self.append_batch(messages)).await
     }
 
     async fn read(
@@ -287,13 +316,18 @@ impl Driver for PgDriver {
         after: u64,
         limit: usize,
     ) -> Result<Vec<Message>, DriverError> {
-        let rows = sqlx::query(AssertSqlSafe(self.inner.sql.read.clone()))
+        let query = sqlx::query(AssertSqlSafe(self.inner.sql.read.clone()))
             .bind(stream)
             .bind(to_i64(after))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(driver_error)?;
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        let rows = self
+            .timed(async {
+                query
+                    .fetch_all(&self.inner.pool)
+                    .await
+                    .map_err(driver_error)
+            })
+            .await?;
         rows.into_iter()
             .map(|row| {
                 let offset: i64 = row.try_get("offset").map_err(driver_error)?;
@@ -322,30 +356,38 @@ impl Driver for PgDriver {
     }
 
     async fn head(&self, stream: &str) -> Result<u64, DriverError> {
-        let head: Option<i64> = sqlx::query_scalar(AssertSqlSafe(self.inner.sql.head.clone()))
-            .bind(stream)
-            .fetch_optional(&self.inner.pool)
-            .await
-            .map_err(driver_error)?;
+        let query = sqlx::query_scalar(AssertSqlSafe(self.inner.sql.head.clone())).bind(stream);
+        let head: Option<i64> = self
+            .timed(async {
+                query
+                    .fetch_optional(&self.inner.pool)
+                    .await
+                    .map_err(driver_error)
+            })
+            .await?;
         to_u64(head.unwrap_or(0), "head")
     }
 
     async fn trim(&self, stream: &str, through: u64) -> Result<u64, DriverError> {
-        let done = sqlx::query(AssertSqlSafe(self.inner.sql.trim.clone()))
+        let query = sqlx::query(AssertSqlSafe(self.inner.sql.trim.clone()))
             .bind(stream)
-            .bind(to_i64(through))
-            .execute(&self.inner.pool)
-            .await
-            .map_err(driver_error)?;
+            .bind(to_i64(through));
+        let done = self
+            .timed(async { query.execute(&self.inner.pool).await.map_err(driver_error) })
+            .await?;
         Ok(done.rows_affected())
     }
 
     async fn get_record(&self, key: &str) -> Result<Option<Record>, DriverError> {
-        let row = sqlx::query(AssertSqlSafe(self.inner.sql.get_record.clone()))
-            .bind(key)
-            .fetch_optional(&self.inner.pool)
-            .await
-            .map_err(driver_error)?;
+        let query = sqlx::query(AssertSqlSafe(self.inner.sql.get_record.clone())).bind(key);
+        let row = self
+            .timed(async {
+                query
+                    .fetch_optional(&self.inner.pool)
+                    .await
+                    .map_err(driver_error)
+            })
+            .await?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -382,10 +424,14 @@ impl Driver for PgDriver {
                 .bind(&self.inner.channel)
                 .bind(listener::payload(std::iter::once(Change::Record(key))));
         }
-        let row = query
-            .fetch_optional(&self.inner.pool)
-            .await
-            .map_err(driver_error)?;
+        let row = self
+            .timed(async {
+                query
+                    .fetch_optional(&self.inner.pool)
+                    .await
+                    .map_err(driver_error)
+            })
+            .await?;
         let Some(row) = row else {
             return Err(DriverError::Conflict {
                 key: key.to_owned(),

@@ -60,13 +60,17 @@ fn dispatch(hub: &ChangeHub, payload: &str) {
     }
 }
 
-/// The running listener; dropping it stops the task.
+/// The running listener and its safety net; dropping it stops both tasks.
 #[derive(Debug)]
-pub(crate) struct ListenerTask(JoinHandle<()>);
+pub(crate) struct ListenerTask {
+    listen: JoinHandle<()>,
+    safety_net: JoinHandle<()>,
+}
 
 impl Drop for ListenerTask {
     fn drop(&mut self) {
-        self.0.abort();
+        self.listen.abort();
+        self.safety_net.abort();
     }
 }
 
@@ -79,8 +83,19 @@ pub(crate) async fn start(
     fallback_poll: Duration,
 ) -> Result<ListenerTask, sqlx::Error> {
     let listener = listen(pool, &channel).await?;
-    let task = tokio::spawn(run(pool.clone(), channel, hub, fallback_poll, listener));
-    Ok(ListenerTask(task))
+    let safety_net = tokio::spawn(wake_everyone_every(fallback_poll, hub.clone()));
+    let listen = tokio::spawn(run(pool.clone(), channel, hub, listener));
+    Ok(ListenerTask { listen, safety_net })
+}
+
+/// The safety net, in a task of its own so that it never interrupts a receive (and with it
+/// the listener's own reconnection).
+async fn wake_everyone_every(period: Duration, hub: ChangeHub) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        ticks.tick().await;
+        hub.notify_all();
+    }
 }
 
 async fn listen(pool: &PgPool, channel: &str) -> Result<PgListener, sqlx::Error> {
@@ -89,17 +104,9 @@ async fn listen(pool: &PgPool, channel: &str) -> Result<PgListener, sqlx::Error>
     Ok(listener)
 }
 
-async fn run(
-    pool: PgPool,
-    channel: String,
-    hub: ChangeHub,
-    fallback_poll: Duration,
-    first: PgListener,
-) {
+async fn run(pool: PgPool, channel: String, hub: ChangeHub, first: PgListener) {
     let mut listener = Some(first);
     let mut failures: u32 = 0;
-    let mut safety_net =
-        tokio::time::interval_at(tokio::time::Instant::now() + fallback_poll, fallback_poll);
     loop {
         let Some(active) = listener.as_mut() else {
             match listen(&pool, &channel).await {
@@ -120,22 +127,19 @@ async fn run(
             }
             continue;
         };
-        tokio::select! {
-            // `try_recv` is cancel-safe: it consumes a message only once it is complete.
-            received = active.try_recv() => match received {
-                Ok(Some(notification)) => dispatch(&hub, notification.payload()),
-                Ok(None) => {
-                    // The connection dropped and the listener re-established it.
-                    tracing::info!(%channel, "LISTEN connection lost and re-established; waking all waiters");
-                    hub.notify_all();
-                }
-                Err(error) => {
-                    tracing::warn!(%channel, %error, "LISTEN connection lost");
-                    listener = None;
-                    hub.notify_all();
-                }
-            },
-            _ = safety_net.tick() => hub.notify_all(),
+        match active.try_recv().await {
+            Ok(Some(notification)) => dispatch(&hub, notification.payload()),
+            Ok(None) => {
+                // The connection dropped and the listener re-established it (eagerly, before
+                // returning): everything sent in between is lost.
+                tracing::info!(%channel, "LISTEN connection lost and re-established; waking all waiters");
+                hub.notify_all();
+            }
+            Err(error) => {
+                tracing::warn!(%channel, %error, "LISTEN connection lost");
+                listener = None;
+                hub.notify_all();
+            }
         }
     }
 }

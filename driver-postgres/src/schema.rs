@@ -69,6 +69,9 @@ pub(crate) fn migrator(schema: &str, target: Option<i64>) -> Migrator {
         })
         .collect();
     let mut migrator = Migrator::with_migrations(migrations);
+    // A newer binary may have applied migrations this one does not know; they are additive,
+    // so an older binary keeps working during a rolling upgrade.
+    migrator.set_ignore_missing(true);
     migrator.dangerous_set_table_name(format!("{schema}._flowstream_migrations"));
     migrator.create_schema(schema.to_owned());
     migrator

@@ -163,47 +163,48 @@ fn storage(error: impl Into<redb::Error>) -> DriverError {
 #[async_trait]
 impl Driver for RedbDriver {
     async fn append(&self, messages: Vec<NewMessage>) -> Result<Vec<u64>, DriverError> {
-        let (offsets, streams) = self
-            .blocking(move |db| {
-                let txn = db.begin_write().map_err(storage)?;
-                let mut offsets = Vec::with_capacity(messages.len());
-                let mut heads_now: HashMap<String, u64> = HashMap::new();
-                {
-                    let mut heads = txn.open_table(HEADS).map_err(storage)?;
-                    let mut table = txn.open_table(MESSAGES).map_err(storage)?;
-                    let produced_at = SystemTime::now();
-                    for message in messages {
-                        let (stream, body, headers) = message.into_parts();
-                        if !heads_now.contains_key(&stream) {
-                            let head = heads
-                                .get(stream.as_str())
-                                .map_err(storage)?
-                                .map(|h| h.value())
-                                .unwrap_or(0);
-                            heads_now.insert(stream.clone(), head);
-                        }
-                        let head = heads_now.entry(stream.clone()).or_default();
-                        *head = head.checked_add(1).ok_or_else(|| {
-                            DriverError::InvalidInput(format!("stream {stream} is full"))
-                        })?;
-                        let value = codec::encode(&body, &headers, produced_at);
-                        table
-                            .insert((stream.as_str(), *head), value.as_slice())
-                            .map_err(storage)?;
-                        offsets.push(*head);
+        // Notified from the blocking task right after the commit, so that a caller who stops
+        // waiting (a cancelled send) cannot leave an append without its notification.
+        let hub = self.hub.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(storage)?;
+            let mut offsets = Vec::with_capacity(messages.len());
+            let mut heads_now: HashMap<String, u64> = HashMap::new();
+            {
+                let mut heads = txn.open_table(HEADS).map_err(storage)?;
+                let mut table = txn.open_table(MESSAGES).map_err(storage)?;
+                let produced_at = SystemTime::now();
+                for message in messages {
+                    let (stream, body, headers) = message.into_parts();
+                    if !heads_now.contains_key(&stream) {
+                        let head = heads
+                            .get(stream.as_str())
+                            .map_err(storage)?
+                            .map(|h| h.value())
+                            .unwrap_or(0);
+                        heads_now.insert(stream.clone(), head);
                     }
-                    for (stream, head) in &heads_now {
-                        heads.insert(stream.as_str(), *head).map_err(storage)?;
-                    }
+                    let head = heads_now.entry(stream.clone()).or_default();
+                    *head = head.checked_add(1).ok_or_else(|| {
+                        DriverError::InvalidInput(format!("stream {stream} is full"))
+                    })?;
+                    let value = codec::encode(&body, &headers, produced_at);
+                    table
+                        .insert((stream.as_str(), *head), value.as_slice())
+                        .map_err(storage)?;
+                    offsets.push(*head);
                 }
-                txn.commit().map_err(storage)?;
-                Ok((offsets, heads_now.into_keys().collect::<Vec<_>>()))
-            })
-            .await?;
-        for stream in streams {
-            self.hub.notify(&Topic::Stream(stream));
-        }
-        Ok(offsets)
+                for (stream, head) in &heads_now {
+                    heads.insert(stream.as_str(), *head).map_err(storage)?;
+                }
+            }
+            txn.commit().map_err(storage)?;
+            for stream in heads_now.into_keys() {
+                hub.notify(&Topic::Stream(stream));
+            }
+            Ok(offsets)
+        })
+        .await
     }
 
     async fn read(
@@ -295,35 +296,32 @@ impl Driver for RedbDriver {
     ) -> Result<Revision, DriverError> {
         let key = key.to_owned();
         let json = value.to_string();
-        let (key, revision) = self
-            .blocking(move |db| {
-                let txn = db.begin_write().map_err(storage)?;
-                let revision = {
-                    let mut records = txn.open_table(RECORDS).map_err(storage)?;
-                    let current = records
-                        .get(key.as_str())
-                        .map_err(storage)?
-                        .map(|entry| entry.value().0);
-                    let next = match (expected, current) {
-                        (Expected::Absent, None) => 1,
-                        (Expected::Revision(Revision(want)), Some(have)) if want == have => {
-                            have + 1
-                        }
-                        _ => return Err(DriverError::Conflict { key }),
-                    };
-                    records
-                        .insert(key.as_str(), (next, json.as_str()))
-                        .map_err(storage)?;
-                    next
+        let hub = self.hub.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(storage)?;
+            let revision = {
+                let mut records = txn.open_table(RECORDS).map_err(storage)?;
+                let current = records
+                    .get(key.as_str())
+                    .map_err(storage)?
+                    .map(|entry| entry.value().0);
+                let next = match (expected, current) {
+                    (Expected::Absent, None) => 1,
+                    (Expected::Revision(Revision(want)), Some(have)) if want == have => have + 1,
+                    _ => return Err(DriverError::Conflict { key }),
                 };
-                txn.commit().map_err(storage)?;
-                Ok((key, Revision(revision)))
-            })
-            .await?;
-        if notify {
-            self.hub.notify(&Topic::Record(key));
-        }
-        Ok(revision)
+                records
+                    .insert(key.as_str(), (next, json.as_str()))
+                    .map_err(storage)?;
+                next
+            };
+            txn.commit().map_err(storage)?;
+            if notify {
+                hub.notify(&Topic::Record(key));
+            }
+            Ok(Revision(revision))
+        })
+        .await
     }
 
     fn changes(&self) -> &ChangeHub {

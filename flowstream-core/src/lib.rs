@@ -53,7 +53,7 @@ mod producer;
 
 pub use consumer::{
     Consumer, ConsumerBuilder, ConsumerStream, DEFAULT_BATCH_SIZE, DEFAULT_HEARTBEAT_EVERY,
-    DEFAULT_TAKEOVER_AFTER, MAX_BATCH_SIZE, StartFrom, Wake,
+    DEFAULT_TAKEOVER_AFTER, MAX_BATCH_SIZE, MAX_TAKEOVER_AFTER, StartFrom, Wake,
 };
 pub use driver::{Driver, Expected, Record, Revision};
 pub use error::{BoxError, DriverError, Error, NameKind};

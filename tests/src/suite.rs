@@ -51,6 +51,7 @@ pub fn scenarios() -> Vec<Scenario> {
         scenario!(g4_idle_group_is_never_taken_over),
         scenario!(g4_owner_that_died_while_idle_is_replaced_once_messages_wait),
         scenario!(g4_first_message_after_a_quiet_period_does_not_cause_takeover),
+        scenario!(g4_failed_start_does_not_leave_the_group_to_a_ghost),
         scenario!(g4_generation_grows_with_every_change_of_owner),
         scenario!(g5_heartbeat_keeps_a_slow_consumer_active),
         scenario!(g5_idle_group_writes_nothing),
@@ -68,6 +69,7 @@ pub fn scenarios() -> Vec<Scenario> {
         scenario!(new_group_can_start_at_latest),
         scenario!(stream_view_delivers_in_order_and_commits),
         scenario!(trim_removes_messages_up_to_an_offset),
+        scenario!(wait_skips_messages_trimmed_before_delivery),
         scenario!(invalid_input_is_rejected_and_stores_nothing),
     ]
 }
@@ -100,14 +102,17 @@ where
         .filter(|scenario| durable || !scenario.durable_only)
         .map(|scenario| {
             let make_backend = Arc::clone(&make_backend);
-            Trial::test(format!("{prefix}::conformance::{}", scenario.name), move || {
-                block_on(async {
-                    let backend = make_backend();
-                    (scenario.run)(&backend).await;
-                    backend.cleanup().await;
-                });
-                Ok(())
-            })
+            Trial::test(
+                format!("{prefix}::conformance::{}", scenario.name),
+                move || {
+                    block_on(async {
+                        let backend = make_backend();
+                        (scenario.run)(&backend).await;
+                        backend.cleanup().await;
+                    });
+                    Ok(())
+                },
+            )
         })
         .collect()
 }

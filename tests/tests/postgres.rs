@@ -215,7 +215,7 @@ async fn killed_process_is_replaced_by_another_process(schema: String) {
     const TAKEOVER_MS: u64 = 500;
     let driver: Arc<dyn Driver> = Arc::new(builder(&schema).connect().await.expect("connect"));
     let (mut first, first_lines) = spawn_consumer(&schema, TAKEOVER_MS);
-    expect_line(&first_lines, "active");
+    expect_line(&first_lines, "active after 0");
     let (mut second, second_lines) = spawn_consumer(&schema, TAKEOVER_MS);
     expect_line(&second_lines, "standby");
 
@@ -233,6 +233,7 @@ async fn killed_process_is_replaced_by_another_process(schema: String) {
 
     let mut seen = BTreeSet::new();
     let mut first_processed = 0;
+    let mut last_committed_by_first = 0;
     while first_processed < 100 {
         let line = tokio::task::block_in_place(|| first_lines.recv_timeout(BOUND))
             .expect("first consumer output");
@@ -244,26 +245,31 @@ async fn killed_process_is_replaced_by_another_process(schema: String) {
     first.kill().expect("SIGKILL the active consumer");
     first.wait().expect("reap it");
     let killed_at = Instant::now();
-    let committed_at_kill = stored_group(&driver, "jobs", "workers").await.committed;
-    while let Ok(line) = first_lines.try_recv() {
+    // Everything it printed before dying, up to the end of its output.
+    for line in first_lines.iter() {
         if let Some(offset) = processed(&line) {
             seen.insert(offset);
+        } else if let Some(offset) = line.strip_prefix("committed ").and_then(|n| n.parse().ok()) {
+            last_committed_by_first = offset;
         }
     }
 
-    let mut took_over = false;
+    let mut resumed_after = None;
     let mut first_after_takeover = None;
-    while seen.len() < TOTAL as usize || !took_over {
+    while seen.len() < TOTAL as usize || resumed_after.is_none() {
         let line = tokio::task::block_in_place(|| second_lines.recv_timeout(BOUND))
             .expect("second consumer output");
-        if line == "active" {
-            took_over = true;
+        if let Some(committed) = line
+            .strip_prefix("active after ")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
             assert!(
                 killed_at.elapsed() >= Duration::from_millis(TAKEOVER_MS / 2),
                 "took over too early"
             );
+            resumed_after = Some(committed);
         } else if let Some(offset) = processed(&line) {
-            assert!(took_over, "a standby processed a message");
+            assert!(resumed_after.is_some(), "a standby processed a message");
             first_after_takeover.get_or_insert(offset);
             seen.insert(offset);
         }
@@ -272,9 +278,15 @@ async fn killed_process_is_replaced_by_another_process(schema: String) {
     second.kill().expect("stop the second consumer");
     second.wait().expect("reap it");
 
+    let resumed_after = resumed_after.expect("took over");
+    // The dead consumer's last commit may have reached the server after its last line.
+    assert!(
+        resumed_after >= last_committed_by_first,
+        "{resumed_after} < {last_committed_by_first}"
+    );
     assert_eq!(
         first_after_takeover,
-        Some(committed_at_kill + 1),
+        Some(resumed_after + 1),
         "resumes right after the commit"
     );
     assert_eq!(
@@ -402,7 +414,8 @@ async fn consumer_recovers_after_its_connections_are_killed(schema: String) {
         match c.next().await {
             Ok(Some(message)) => break message,
             Ok(None) => {
-                c.wait(Duration::from_secs(1)).await.ok();
+                // A long wait: only a wake-up (after the listener reconnected) ends it in time.
+                c.wait(BOUND).await.ok();
             }
             Err(error) => assert!(error.is_retryable(), "not retryable: {error}"),
         }

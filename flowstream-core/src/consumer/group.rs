@@ -115,6 +115,15 @@ impl Shared {
     pub(crate) fn observe(&self, state: &GroupState, revision: Revision, own_write: bool) {
         {
             let mut view = self.lock_view();
+            // Revisions only grow: a read that started before a newer write we already know
+            // of (ours, or one seen on a conflict) must not roll the view or the role back.
+            if view
+                .state
+                .as_ref()
+                .is_some_and(|(_, seen)| *seen > revision)
+            {
+                return;
+            }
             view.state = Some((state.clone(), revision));
             if own_write {
                 view.last_write = Instant::now();
@@ -266,6 +275,8 @@ impl Shared {
                 }
                 Err(DriverError::Conflict { .. }) => {
                     let Some((latest, latest_revision)) = self.read_state().await? else {
+                        // The record is gone: whatever happened, this claim is over.
+                        self.demote();
                         return Err(self.fenced(generation));
                     };
                     self.observe(&latest, latest_revision, false);
@@ -291,6 +302,47 @@ impl Shared {
             "group {:?}: record kept changing under {MAX_CAS_ATTEMPTS} attempts while we own it",
             self.settings.group
         ))))
+    }
+
+    fn demote(&self) {
+        self.role.send_if_modified(|role| {
+            let was_active = matches!(role, Role::Active { .. });
+            *role = Role::Standby;
+            was_active
+        });
+    }
+
+    /// Marks the group inactive if the stored state names this consumer as its active owner,
+    /// whatever this consumer believes: a takeover or creation whose reply was lost still
+    /// counts. Used on shutdown, so a standby can take over at once.
+    pub(crate) async fn release(&self) -> Result<(), Error> {
+        let Some((state, revision)) = self.read_state().await? else {
+            return Ok(());
+        };
+        self.observe(&state, revision, false);
+        if state.owner != self.id || !state.active {
+            return Ok(());
+        }
+        match self
+            .write_as_owner(state.generation, true, |state| {
+                state.active = false;
+                true
+            })
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(
+                    group = %self.settings.group,
+                    consumer = %self.id,
+                    generation = state.generation,
+                    "released the group for a standby"
+                );
+                Ok(())
+            }
+            // Someone else owns the group already: nothing to hand over.
+            Err(Error::Fenced { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     fn owns(&self, state: &GroupState, generation: u64) -> bool {

@@ -36,6 +36,8 @@ pub const DEFAULT_HEARTBEAT_EVERY: Duration = Duration::from_secs(28);
 pub const DEFAULT_BATCH_SIZE: usize = 256;
 /// Largest accepted [`ConsumerBuilder::batch_size`].
 pub const MAX_BATCH_SIZE: usize = 10_000;
+/// Largest accepted [`ConsumerBuilder::takeover_after`]: one week.
+pub const MAX_TAKEOVER_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Where a *new* group starts reading. An existing group always resumes after its committed
 /// offset.
@@ -114,10 +116,10 @@ impl ConsumerBuilder {
         let s = &self.settings;
         validate_name(NameKind::Stream, &s.stream)?;
         validate_name(NameKind::Group, &s.group)?;
-        if s.takeover_after.is_zero() {
-            return Err(Error::InvalidConfig(
-                "takeover_after must be above zero".into(),
-            ));
+        if s.takeover_after.is_zero() || s.takeover_after > MAX_TAKEOVER_AFTER {
+            return Err(Error::InvalidConfig(format!(
+                "takeover_after must be above zero and at most {MAX_TAKEOVER_AFTER:?}"
+            )));
         }
         if s.heartbeat_every.is_zero() || s.heartbeat_every >= s.takeover_after {
             return Err(Error::InvalidConfig(format!(
@@ -136,10 +138,21 @@ impl ConsumerBuilder {
         let mut watcher = Watcher::new(Arc::clone(&shared));
         // Join before returning, so the caller sees a definite role; settle a lost creation
         // race or a takeover of an inactive group in the same call.
-        let mut next = watcher.step().await?;
-        while next.is_some_and(|at| at <= Instant::now()) {
-            next = watcher.step().await?;
+        let mut next = watcher.step().await;
+        while matches!(next, Ok(Some(at)) if at <= Instant::now()) {
+            next = watcher.step().await;
         }
+        let next = match next {
+            Ok(next) => next,
+            Err(error) => {
+                // A creation or takeover may have been applied with its reply lost: do not
+                // leave the group to an owner that never started.
+                if let Err(release) = shared.release().await {
+                    tracing::warn!(%release, "could not release the group after a failed start");
+                }
+                return Err(error);
+            }
+        };
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(watcher.run(next, stopped));
         tracing::debug!(
@@ -349,7 +362,7 @@ impl Consumer {
     ///
     /// Cancel-safe.
     pub async fn wait(&mut self, timeout: Duration) -> Result<Wake, Error> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let mut stream_changes = self
             .shared
             .driver
@@ -374,7 +387,15 @@ impl Consumer {
                     .head(&self.shared.settings.stream)
                     .await?;
                 if head > self.cursor.fetched {
-                    return Ok(Wake::Messages);
+                    if self.fill().await? {
+                        return Ok(Wake::Messages);
+                    }
+                    if self.cursor.generation == Some(generation) {
+                        // Nothing readable up to the head: those messages were trimmed.
+                        // Skip past them instead of reporting them forever.
+                        self.cursor.fetched = head;
+                        self.cursor.delivered = self.cursor.delivered.max(head);
+                    }
                 }
             }
             tokio::select! {
@@ -424,27 +445,7 @@ impl Consumer {
     /// next owner.
     pub async fn shutdown(mut self) -> Result<(), Error> {
         self.stop_background().await;
-        if let Role::Active { generation, .. } = self.shared.role() {
-            match self
-                .shared
-                .write_as_owner(generation, true, |state| {
-                    state.active = false;
-                    true
-                })
-                .await
-            {
-                // Someone else owns the group already: nothing to hand over.
-                Ok(()) | Err(Error::Fenced { .. }) => {}
-                Err(e) => return Err(e),
-            }
-            tracing::info!(
-                group = %self.shared.settings.group,
-                consumer = %self.shared.id,
-                generation,
-                "shut down; group handed over"
-            );
-        }
-        Ok(())
+        self.shared.release().await
     }
 
     async fn stop_background(&mut self) {
@@ -486,6 +487,14 @@ impl Drop for Consumer {
             background.task.abort();
         }
     }
+}
+
+/// `now + timeout`, saturating far in the future instead of overflowing.
+fn deadline_after(timeout: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    let now = Instant::now();
+    now.checked_add(timeout.min(FAR))
+        .unwrap_or_else(|| now + Duration::from_secs(24 * 3600))
 }
 
 /// A process-unique, practically globally unique consumer id: pid, start time and a counter.

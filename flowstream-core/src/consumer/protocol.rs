@@ -79,14 +79,15 @@ impl Watcher {
                 biased;
                 _ = &mut stop => return,
                 () = self.group_changes.changed() => {}
-                () = self.stream_changes.changed() => {}
+                // New messages only matter while none were known to be pending: once they
+                // are, a deadline is armed and the next look happens then (this also keeps
+                // an error back-off from being cut short by every append).
+                () = self.stream_changes.changed(), if next.is_none() => {}
                 () = deadline => {}
             }
-            let result = tokio::select! {
-                biased;
-                _ = &mut stop => return,
-                result = self.step() => result,
-            };
+            // Not raced with `stop`: a shutdown lets a write in flight (a takeover, say)
+            // finish, so that it can release what that write claimed.
+            let result = self.step().await;
             next = self.schedule(result);
         }
     }

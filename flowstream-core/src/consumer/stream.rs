@@ -4,6 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_core::Stream;
 use tokio::sync::Notify;
@@ -36,6 +37,8 @@ pub struct ConsumerStream {
     consumer: Option<Consumer>,
     /// A fetch in flight owns the consumer until it completes or is recalled.
     in_flight: Option<(Fill, Arc<Notify>)>,
+    /// Storage errors in a row: the next fetch waits a little longer after each.
+    failures: u32,
 }
 
 impl std::fmt::Debug for ConsumerStream {
@@ -52,6 +55,7 @@ impl ConsumerStream {
         ConsumerStream {
             consumer: Some(consumer),
             in_flight: None,
+            failures: 0,
         }
     }
 
@@ -92,9 +96,12 @@ impl ConsumerStream {
     /// Takes the consumer back from a fetch in flight. A fetch stuck in `wait` returns at
     /// once; one in a storage read finishes it, and the messages stay buffered in the consumer.
     async fn recall(&mut self) {
-        if let Some((fill, recall)) = self.in_flight.take() {
+        if let Some((fill, recall)) = self.in_flight.as_mut() {
             recall.notify_one();
-            let (consumer, result) = fill.await;
+            // Awaited in place: if this future is dropped, the fetch (and the consumer it
+            // owns) stays in the stream for the next call.
+            let (consumer, result) = fill.as_mut().await;
+            self.in_flight = None;
             if let Err(error) = result {
                 // The next poll fetches again and reports a persisting error itself.
                 tracing::debug!(%error, "fetch interrupted by a commit failed");
@@ -124,8 +131,13 @@ impl Stream for ConsumerStream {
                 };
                 this.in_flight = None;
                 this.consumer = Some(consumer);
-                if let Err(error) = result {
-                    return Poll::Ready(Some(Err(error)));
+                match result {
+                    Err(error) => {
+                        this.failures = this.failures.saturating_add(1);
+                        return Poll::Ready(Some(Err(error)));
+                    }
+                    Ok(true) => this.failures = 0,
+                    Ok(false) => {}
                 }
             }
             let Some(mut consumer) = this.consumer.take() else {
@@ -137,7 +149,18 @@ impl Stream for ConsumerStream {
             }
             let recall = Arc::new(Notify::new());
             let signal = Arc::clone(&recall);
+            // A caller that keeps polling after errors must not spin against a broken store.
+            let backoff = match this.failures {
+                0 => Duration::ZERO,
+                n => Duration::from_millis(20)
+                    .saturating_mul(1 << n.min(8))
+                    .min(Duration::from_secs(5)),
+            };
             let fill: Fill = Box::pin(async move {
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = signal.notified() => return (consumer, Ok(false)),
+                }
                 let result = consumer.fill_or_wait(&signal).await;
                 (consumer, result)
             });

@@ -1,8 +1,8 @@
 //! Test helper: one consumer of a group on PostgreSQL, in its own process.
 //!
 //! `pg-consumer URL SCHEMA STREAM GROUP TAKEOVER_MS` prints one line per event, flushed at
-//! once so a parent process can follow it: `active` or `standby` after joining, `active` again
-//! whenever it takes over, `processed N` before committing offset N, `committed N` after.
+//! once so a parent process can follow it: `active after C` or `standby` after joining, and
+//! `active after C` whenever it takes over (C: the committed offset it resumes after); `processed N` before committing offset N, `committed N` after.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -38,12 +38,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .batch_size(10)
         .build()
         .await?;
-    say(if consumer.is_active() {
-        "active"
+    if consumer.is_active() {
+        say(format!(
+            "active after {}",
+            consumer.committed().unwrap_or(0)
+        ));
     } else {
-        "standby"
+        say("standby".to_owned());
     }
-    .to_owned());
     loop {
         match consumer.next().await {
             Ok(Some(message)) => {
@@ -55,7 +57,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             Ok(None) => {
                 if consumer.wait(Duration::from_secs(5)).await? == Wake::Activated {
-                    say("active".to_owned());
+                    // Nothing has been committed since the takeover: this is where it resumes.
+                    say(format!(
+                        "active after {}",
+                        consumer.committed().unwrap_or(0)
+                    ));
                 }
             }
             Err(error) => {

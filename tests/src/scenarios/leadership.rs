@@ -138,9 +138,11 @@ pub async fn g4_first_message_after_a_quiet_period_does_not_cause_takeover(backe
     let mut standby = consumer(&driver, "s", "g").build().await.expect("standby");
     let owner_id = owner.id().to_owned();
     let worker = tokio::spawn(async move {
-        // A live owner: processes and commits whatever arrives.
+        // A live owner: processes whatever arrives, taking half of takeover_after over each
+        // message, so the new message stays pending while the standby looks at the group.
         loop {
             while let Some(message) = owner.next().await.expect("next") {
+                tokio::time::sleep(TAKEOVER / 2).await;
                 owner.commit(message.offset()).await.expect("commit");
             }
             owner.wait(BOUND).await.expect("wait");
@@ -166,6 +168,38 @@ pub async fn g4_first_message_after_a_quiet_period_does_not_cause_takeover(backe
         (owner_id.as_str(), 1)
     );
     worker.abort();
+}
+
+/// Guarantee 4: a consumer whose start failed after its claim was stored (the reply was
+/// lost) releases the group, so the next consumer takes over at once instead of waiting for
+/// a ghost owner to time out.
+pub async fn g4_failed_start_does_not_leave_the_group_to_a_ghost(backend: &dyn Backend) {
+    let driver = backend.open().await;
+    produce(&driver, "s", "m", 1).await;
+    let faulty = FaultyDriver::new(driver.clone());
+    let flaky: Arc<dyn Driver> = faulty.clone();
+    faulty.lose_next_write_reply();
+    let failed = consumer(&flaky, "s", "g")
+        .takeover_after(Duration::from_secs(60))
+        .heartbeat_every(Duration::from_secs(28))
+        .build()
+        .await;
+    assert!(
+        failed.as_ref().is_err_and(Error::is_retryable),
+        "{failed:?}"
+    );
+    assert!(
+        !stored_group(&driver, "s", "g").await.active,
+        "the ghost claim was released"
+    );
+
+    let next = consumer(&driver, "s", "g")
+        .takeover_after(Duration::from_secs(60))
+        .heartbeat_every(Duration::from_secs(28))
+        .build()
+        .await
+        .expect("next consumer");
+    assert!(next.is_active(), "took over at once");
 }
 
 /// Guarantee 4: every change of owner increments the generation.
@@ -237,12 +271,13 @@ pub async fn g5_idle_group_writes_nothing(backend: &dyn Backend) {
     assert!(owner.is_active());
 }
 
-/// Waits (bounded) until the call counters of `counting` stop moving; returns them.
+/// Waits (bounded) until the call counters of `counting` stay still for longer than
+/// `takeover_after` (so no deadline a consumer had armed is still to come); returns them.
 pub(crate) async fn settle(counting: &CountingDriver) -> (u64, u64) {
     let deadline = Instant::now() + BOUND;
     let mut last = (counting.reads(), counting.writes());
     loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(TAKEOVER + Duration::from_millis(100)).await;
         let now = (counting.reads(), counting.writes());
         if now == last {
             return now;
@@ -309,7 +344,12 @@ pub async fn g6_lost_commit_reply_does_not_demote(backend: &dyn Backend) {
         .build()
         .await
         .expect("consumer");
-    let _standby = consumer(&driver, "s", "g").build().await.expect("standby");
+    let _standby = consumer(&driver, "s", "g")
+        .takeover_after(Duration::from_secs(60))
+        .heartbeat_every(Duration::from_secs(28))
+        .build()
+        .await
+        .expect("standby");
     assert_eq!(drain(&mut c).await.len(), 3);
 
     faulty.lose_next_write_reply();

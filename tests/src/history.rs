@@ -1,0 +1,571 @@
+//! A history of what a workload did, and a checker of the guarantees over all of it.
+//!
+//! The workload records every acknowledged send, every delivery (with the claim, i.e. the
+//! generation, it happened under), every commit and its outcome. The store contributes two
+//! totally ordered facts: the stream contents at the end, and every write of each group's
+//! state in revision order (an audit trigger on PostgreSQL, a recording driver in process).
+//! Revisions order those writes even when they came from several processes, so fencing and
+//! monotonic commits are checked against what the store actually accepted, not against what
+//! the consumers believed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+/// A send that returned `Ok`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    /// Target stream.
+    pub stream: String,
+    /// The offset `send` returned.
+    pub offset: u64,
+    /// The payload the workload sent (its unique id).
+    pub payload: String,
+}
+
+/// A message `next()` returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Which consumer (an id unique in the history).
+    pub consumer: String,
+    /// The group it belongs to.
+    pub group: String,
+    /// The generation of the claim it was delivered under.
+    pub generation: u64,
+    /// The offset.
+    pub offset: u64,
+}
+
+/// How a commit ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// `commit` returned `Ok`.
+    Accepted,
+    /// `commit` returned `Error::Fenced`.
+    Fenced,
+    /// Any other error (storage, standby).
+    Failed,
+}
+
+/// A call to `commit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    /// Which consumer.
+    pub consumer: String,
+    /// The group.
+    pub group: String,
+    /// The generation of the claim the committed messages were delivered under.
+    pub generation: u64,
+    /// The offset committed.
+    pub offset: u64,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+/// One accepted write of a group's state, as the store recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupWrite {
+    /// The group.
+    pub group: String,
+    /// The record revision this write produced.
+    pub revision: u64,
+    /// Owner written.
+    pub owner: String,
+    /// Generation written.
+    pub generation: u64,
+    /// Whether the owner is active.
+    pub active: bool,
+    /// Committed offset written.
+    pub committed: u64,
+}
+
+/// Everything a workload observed. Per-consumer events must be pushed in the order that
+/// consumer saw them.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    /// Acknowledged sends.
+    pub acks: Vec<Ack>,
+    /// Deliveries.
+    pub deliveries: Vec<Delivery>,
+    /// Commits.
+    pub commits: Vec<Commit>,
+    /// Accepted group-state writes (any order; the checker sorts by revision).
+    pub writes: Vec<GroupWrite>,
+    /// The stream contents at the end: stream -> (offset, payload), read back from the store.
+    pub stored: BTreeMap<String, Vec<(u64, String)>>,
+    /// The groups that were expected to consume each stream.
+    pub groups: BTreeMap<String, Vec<String>>,
+}
+
+/// One broken guarantee, with what shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Violation {
+    /// 1: an acknowledged message never reached a group.
+    NotDelivered {
+        /// Group.
+        group: String,
+        /// Offset.
+        offset: u64,
+    },
+    /// 2: a consumer's deliveries within one claim went backwards or skipped an offset.
+    OutOfOrder {
+        /// Consumer.
+        consumer: String,
+        /// Offset delivered before.
+        previous: u64,
+        /// Offset delivered next.
+        next: u64,
+    },
+    /// 3: the stored committed offset of a group went down.
+    CommittedDecreased {
+        /// Group.
+        group: String,
+        /// Revision at which it happened.
+        revision: u64,
+        /// Before.
+        from: u64,
+        /// After.
+        to: u64,
+    },
+    /// 4: the store accepted a write from a generation that had been superseded, or a
+    /// consumer saw a commit accepted after being told it was fenced.
+    FencedWriteAccepted {
+        /// Group.
+        group: String,
+        /// What happened.
+        detail: String,
+    },
+    /// 5: a message was delivered again although it had been committed before the claim
+    /// that redelivered it began.
+    UnjustifiedRedelivery {
+        /// Group.
+        group: String,
+        /// Offset.
+        offset: u64,
+        /// The claim that redelivered it.
+        generation: u64,
+        /// Where that claim resumed.
+        resumed_after: u64,
+    },
+    /// 6: a stream has a hole, or an acknowledged message is missing or different.
+    NotDense {
+        /// Stream.
+        stream: String,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+impl History {
+    /// Checks every guarantee over the whole history; returns all violations found.
+    pub fn check(&self) -> Result<(), Vec<Violation>> {
+        let mut violations = Vec::new();
+        self.check_dense(&mut violations);
+        self.check_delivered(&mut violations);
+        self.check_order(&mut violations);
+        self.check_writes(&mut violations);
+        self.check_redelivery(&mut violations);
+        self.check_commits_after_fencing(&mut violations);
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(violations)
+        }
+    }
+
+    /// Panics with a readable report if any guarantee is broken.
+    pub fn assert_valid(&self) {
+        if let Err(violations) = self.check() {
+            let shown: Vec<String> = violations
+                .iter()
+                .take(20)
+                .map(|v| format!("  {v}"))
+                .collect();
+            panic!(
+                "{} violation(s) in a history of {} acks, {} deliveries, {} commits, {} writes:\n{}",
+                violations.len(),
+                self.acks.len(),
+                self.deliveries.len(),
+                self.commits.len(),
+                self.writes.len(),
+                shown.join("\n")
+            );
+        }
+    }
+
+    /// 6 (and 1's premise): stored offsets are 1..=n without holes, and every acknowledged
+    /// message is stored at its offset with its payload.
+    fn check_dense(&self, violations: &mut Vec<Violation>) {
+        for (stream, stored) in &self.stored {
+            for (index, (offset, _)) in stored.iter().enumerate() {
+                if *offset != index as u64 + 1 {
+                    violations.push(Violation::NotDense {
+                        stream: stream.clone(),
+                        detail: format!("position {} holds offset {offset}", index + 1),
+                    });
+                    break;
+                }
+            }
+        }
+        for ack in &self.acks {
+            let stored = self
+                .stored
+                .get(&ack.stream)
+                .and_then(|s| s.get((ack.offset as usize).wrapping_sub(1)));
+            if stored != Some(&(ack.offset, ack.payload.clone())) {
+                violations.push(Violation::NotDense {
+                    stream: ack.stream.clone(),
+                    detail: format!(
+                        "acknowledged {:?} at {} but the store has {stored:?}",
+                        ack.payload, ack.offset
+                    ),
+                });
+            }
+        }
+    }
+
+    /// 1: every acknowledged message reached every group of its stream.
+    fn check_delivered(&self, violations: &mut Vec<Violation>) {
+        let mut delivered: HashMap<&str, BTreeSet<u64>> = HashMap::new();
+        for d in &self.deliveries {
+            delivered.entry(&d.group).or_default().insert(d.offset);
+        }
+        for ack in &self.acks {
+            for group in self.groups.get(&ack.stream).into_iter().flatten() {
+                if !delivered
+                    .get(group.as_str())
+                    .is_some_and(|s| s.contains(&ack.offset))
+                {
+                    violations.push(Violation::NotDelivered {
+                        group: group.clone(),
+                        offset: ack.offset,
+                    });
+                }
+            }
+        }
+    }
+
+    /// 2: within one claim, a consumer delivers consecutive offsets, in order.
+    fn check_order(&self, violations: &mut Vec<Violation>) {
+        let mut last: HashMap<(&str, u64), u64> = HashMap::new();
+        for d in &self.deliveries {
+            if let Some(previous) = last.insert((&d.consumer, d.generation), d.offset)
+                && d.offset != previous + 1
+            {
+                violations.push(Violation::OutOfOrder {
+                    consumer: d.consumer.clone(),
+                    previous,
+                    next: d.offset,
+                });
+            }
+        }
+    }
+
+    fn writes_by_group(&self) -> BTreeMap<&str, Vec<&GroupWrite>> {
+        let mut by_group: BTreeMap<&str, Vec<&GroupWrite>> = BTreeMap::new();
+        for w in &self.writes {
+            by_group.entry(&w.group).or_default().push(w);
+        }
+        for writes in by_group.values_mut() {
+            writes.sort_by_key(|w| w.revision);
+        }
+        by_group
+    }
+
+    /// 3 and 4, on what the store accepted: in revision order the committed offset never goes
+    /// down, the generation never goes down, and each generation has a single owner.
+    fn check_writes(&self, violations: &mut Vec<Violation>) {
+        for (group, writes) in self.writes_by_group() {
+            let mut owners: HashMap<u64, &str> = HashMap::new();
+            for pair in writes.windows(2) {
+                let (before, after) = (pair[0], pair[1]);
+                if after.committed < before.committed {
+                    violations.push(Violation::CommittedDecreased {
+                        group: group.to_owned(),
+                        revision: after.revision,
+                        from: before.committed,
+                        to: after.committed,
+                    });
+                }
+                if after.generation < before.generation {
+                    violations.push(Violation::FencedWriteAccepted {
+                        group: group.to_owned(),
+                        detail: format!(
+                            "revision {} was written by generation {} after generation {}",
+                            after.revision, after.generation, before.generation
+                        ),
+                    });
+                }
+            }
+            for w in &writes {
+                let owner = owners.entry(w.generation).or_insert(&w.owner);
+                if *owner != w.owner {
+                    violations.push(Violation::FencedWriteAccepted {
+                        group: group.to_owned(),
+                        detail: format!(
+                            "generation {} written by {} and by {}",
+                            w.generation, owner, w.owner
+                        ),
+                    });
+                }
+            }
+        }
+    }
+
+    /// 5: a claim only delivers messages past the committed offset it resumed after, so a
+    /// message is delivered twice only if a takeover came between its delivery and its commit.
+    fn check_redelivery(&self, violations: &mut Vec<Violation>) {
+        let by_group = self.writes_by_group();
+        // Where each claim resumed: the committed offset of the first write of its generation.
+        let mut resumed: HashMap<(&str, u64), u64> = HashMap::new();
+        for (group, writes) in &by_group {
+            for w in writes {
+                resumed.entry((group, w.generation)).or_insert(w.committed);
+            }
+        }
+        let mut started: BTreeSet<(&str, u64)> = BTreeSet::new();
+        for d in &self.deliveries {
+            let Some(&resumed_after) = resumed.get(&(d.group.as_str(), d.generation)) else {
+                continue;
+            };
+            if d.offset <= resumed_after {
+                violations.push(Violation::UnjustifiedRedelivery {
+                    group: d.group.clone(),
+                    offset: d.offset,
+                    generation: d.generation,
+                    resumed_after,
+                });
+            } else if started.insert((&d.consumer, d.generation)) && d.offset != resumed_after + 1 {
+                // A claim's first delivery is the message right after where it resumed.
+                violations.push(Violation::OutOfOrder {
+                    consumer: d.consumer.clone(),
+                    previous: resumed_after,
+                    next: d.offset,
+                });
+            }
+        }
+    }
+
+    /// 4, as the consumers saw it: once a consumer was told a claim is fenced, no commit of
+    /// that claim is accepted.
+    fn check_commits_after_fencing(&self, violations: &mut Vec<Violation>) {
+        let mut fenced: BTreeSet<(&str, u64)> = BTreeSet::new();
+        for c in &self.commits {
+            let claim = (c.consumer.as_str(), c.generation);
+            match c.outcome {
+                Outcome::Fenced => {
+                    fenced.insert(claim);
+                }
+                Outcome::Accepted if fenced.contains(&claim) => {
+                    violations.push(Violation::FencedWriteAccepted {
+                        group: c.group.clone(),
+                        detail: format!(
+                            "{} had a commit of {} accepted after it was fenced in generation {}",
+                            c.consumer, c.offset, c.generation
+                        ),
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(revision: u64, owner: &str, generation: u64, committed: u64) -> GroupWrite {
+        GroupWrite {
+            group: "g".into(),
+            revision,
+            owner: owner.into(),
+            generation,
+            active: true,
+            committed,
+        }
+    }
+
+    fn delivery(consumer: &str, generation: u64, offset: u64) -> Delivery {
+        Delivery {
+            consumer: consumer.into(),
+            group: "g".into(),
+            generation,
+            offset,
+        }
+    }
+
+    /// Three messages; `a` delivers 1..=3 and commits 1, crashes; `b` takes over after 1 and
+    /// redelivers 2 and 3.
+    fn valid() -> History {
+        let mut h = History::default();
+        for offset in 1..=3 {
+            h.acks.push(Ack {
+                stream: "s".into(),
+                offset,
+                payload: format!("p{offset}"),
+            });
+        }
+        h.stored
+            .insert("s".into(), (1..=3).map(|o| (o, format!("p{o}"))).collect());
+        h.groups.insert("s".into(), vec!["g".into()]);
+        h.deliveries.extend([
+            delivery("a", 1, 1),
+            delivery("a", 1, 2),
+            delivery("a", 1, 3),
+        ]);
+        h.commits.push(Commit {
+            consumer: "a".into(),
+            group: "g".into(),
+            generation: 1,
+            offset: 1,
+            outcome: Outcome::Accepted,
+        });
+        h.writes.extend([
+            write(1, "a", 1, 0),
+            write(2, "a", 1, 1),
+            write(3, "b", 2, 1),
+        ]);
+        h.deliveries
+            .extend([delivery("b", 2, 2), delivery("b", 2, 3)]);
+        h.writes.push(write(4, "b", 2, 3));
+        h
+    }
+
+    fn violations(h: &History) -> Vec<Violation> {
+        h.check().err().unwrap_or_default()
+    }
+
+    #[test]
+    fn a_valid_history_passes() {
+        assert_eq!(valid().check(), Ok(()));
+    }
+
+    #[test]
+    fn undelivered_message_is_caught() {
+        let mut h = valid();
+        h.deliveries.retain(|d| d.offset != 3);
+        assert!(violations(&h).contains(&Violation::NotDelivered {
+            group: "g".into(),
+            offset: 3
+        }));
+    }
+
+    #[test]
+    fn out_of_order_or_skipping_delivery_is_caught() {
+        let mut h = valid();
+        h.deliveries.swap(1, 2);
+        assert!(matches!(
+            violations(&h)[..],
+            [Violation::OutOfOrder { .. }, ..]
+        ));
+        let mut h = valid();
+        h.deliveries.remove(1);
+        assert!(violations(&h).iter().any(|v| matches!(
+            v,
+            Violation::OutOfOrder {
+                previous: 1,
+                next: 3,
+                ..
+            }
+        )));
+    }
+
+    #[test]
+    fn decreasing_commit_is_caught() {
+        let mut h = valid();
+        h.writes.push(write(5, "b", 2, 2));
+        assert!(
+            violations(&h)
+                .iter()
+                .any(|v| matches!(v, Violation::CommittedDecreased { from: 3, to: 2, .. }))
+        );
+    }
+
+    #[test]
+    fn write_from_a_fenced_generation_is_caught() {
+        let mut h = valid();
+        // The zombie `a` (generation 1) got a commit in after `b` took over.
+        h.writes.push(write(5, "a", 1, 3));
+        assert!(
+            violations(&h)
+                .iter()
+                .any(|v| matches!(v, Violation::FencedWriteAccepted { .. }))
+        );
+    }
+
+    #[test]
+    fn generation_with_two_owners_is_caught() {
+        let mut h = valid();
+        h.writes.push(write(5, "c", 2, 3));
+        assert!(
+            violations(&h)
+                .iter()
+                .any(|v| matches!(v, Violation::FencedWriteAccepted { .. }))
+        );
+    }
+
+    #[test]
+    fn accepted_commit_after_being_fenced_is_caught() {
+        let mut h = valid();
+        for outcome in [Outcome::Fenced, Outcome::Accepted] {
+            h.commits.push(Commit {
+                consumer: "a".into(),
+                group: "g".into(),
+                generation: 1,
+                offset: 3,
+                outcome,
+            });
+        }
+        assert!(
+            violations(&h)
+                .iter()
+                .any(|v| matches!(v, Violation::FencedWriteAccepted { .. }))
+        );
+    }
+
+    #[test]
+    fn redelivery_of_a_committed_message_is_caught() {
+        let mut h = valid();
+        // `b` resumed after 1 but delivered 1 again.
+        h.deliveries.insert(3, delivery("b", 2, 1));
+        assert!(violations(&h).iter().any(|v| matches!(
+            v,
+            Violation::UnjustifiedRedelivery {
+                offset: 1,
+                generation: 2,
+                resumed_after: 1,
+                ..
+            }
+        )));
+    }
+
+    #[test]
+    fn hole_or_lost_acknowledged_message_is_caught() {
+        let mut h = valid();
+        h.stored
+            .insert("s".into(), vec![(1, "p1".into()), (3, "p3".into())]);
+        let found = violations(&h);
+        assert!(
+            found
+                .iter()
+                .any(|v| matches!(v, Violation::NotDense { .. })),
+            "{found:?}"
+        );
+        let mut h = valid();
+        h.stored.insert(
+            "s".into(),
+            vec![(1, "p1".into()), (2, "other".into()), (3, "p3".into())],
+        );
+        assert!(
+            violations(&h)
+                .iter()
+                .any(|v| matches!(v, Violation::NotDense { .. }))
+        );
+    }
+}

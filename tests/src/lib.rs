@@ -15,6 +15,7 @@ pub mod history;
 pub mod postgres;
 pub mod scenarios;
 pub mod suite;
+pub mod workload;
 mod wrappers;
 
 use std::sync::Arc;

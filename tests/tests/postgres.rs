@@ -203,8 +203,16 @@ fn expect_line(lines: &mpsc::Receiver<String>, wanted: &str) {
     assert_eq!(line, wanted);
 }
 
+/// The offset of a `delivered G N` line.
 fn processed(line: &str) -> Option<u64> {
-    line.strip_prefix("processed ").and_then(|n| n.parse().ok())
+    let mut words = line.strip_prefix("delivered ")?.split(' ');
+    words.nth(1)?.parse().ok()
+}
+
+/// The offset of a `commit G N accepted` line.
+fn committed(line: &str) -> Option<u64> {
+    let rest = line.strip_prefix("commit ")?.strip_suffix(" accepted")?;
+    rest.split(' ').nth(1)?.parse().ok()
 }
 
 /// Guarantees 3 and 4 across processes: two OS processes in one group; the active one is
@@ -215,7 +223,7 @@ async fn killed_process_is_replaced_by_another_process(schema: String) {
     const TAKEOVER_MS: u64 = 500;
     let driver: Arc<dyn Driver> = Arc::new(builder(&schema).connect().await.expect("connect"));
     let (mut first, first_lines) = spawn_consumer(&schema, TAKEOVER_MS);
-    expect_line(&first_lines, "active after 0");
+    expect_line(&first_lines, "active after 0 gen 1");
     let (mut second, second_lines) = spawn_consumer(&schema, TAKEOVER_MS);
     expect_line(&second_lines, "standby");
 
@@ -249,7 +257,7 @@ async fn killed_process_is_replaced_by_another_process(schema: String) {
     for line in first_lines.iter() {
         if let Some(offset) = processed(&line) {
             seen.insert(offset);
-        } else if let Some(offset) = line.strip_prefix("committed ").and_then(|n| n.parse().ok()) {
+        } else if let Some(offset) = committed(&line) {
             last_committed_by_first = offset;
         }
     }
@@ -261,6 +269,7 @@ async fn killed_process_is_replaced_by_another_process(schema: String) {
             .expect("second consumer output");
         if let Some(committed) = line
             .strip_prefix("active after ")
+            .and_then(|rest| rest.split(' ').next())
             .and_then(|n| n.parse::<u64>().ok())
         {
             assert!(

@@ -166,12 +166,14 @@ impl ConsumerBuilder {
             Role::Active { generation, .. } => Some(generation),
             Role::Standby => None,
         };
-        Ok(Consumer {
+        let mut consumer = Consumer {
             shared,
             background: Some(Background { stop, task }),
             cursor: Cursor::default(),
             seen_generation,
-        })
+        };
+        consumer.claim(consumer.shared.role());
+        Ok(consumer)
     }
 }
 
@@ -433,6 +435,13 @@ impl Consumer {
     /// The group.
     pub fn group(&self) -> &str {
         &self.shared.settings.group
+    }
+
+    /// The generation of the claim under which the last message returned by `next()` was
+    /// delivered (Kafka's generation id); `None` if this consumer has never been active. A
+    /// commit of those messages succeeds only while this claim holds.
+    pub fn generation(&self) -> Option<u64> {
+        self.cursor.generation
     }
 
     /// The group's committed offset as this consumer last saw it.

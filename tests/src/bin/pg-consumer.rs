@@ -1,14 +1,21 @@
 //! Test helper: one consumer of a group on PostgreSQL, in its own process.
 //!
-//! `pg-consumer URL SCHEMA STREAM GROUP TAKEOVER_MS` prints one line per event, flushed at
-//! once so a parent process can follow it: `active after C` or `standby` after joining, and
-//! `active after C` whenever it takes over (C: the committed offset it resumes after); `processed N` before committing offset N, `committed N` after.
+//! `pg-consumer URL SCHEMA STREAM GROUP TAKEOVER_MS [PROCESS_MS]` prints one line per event,
+//! flushed at once so a parent process can follow it and build a history:
+//!
+//! - `standby` after joining as a standby;
+//! - `active after C gen G` after joining or taking over (C: the committed offset it resumes
+//!   after, G: the generation of its claim);
+//! - `delivered G N` when `next()` returns offset N under generation G;
+//! - `commit G N accepted|fenced|failed` after committing N.
+//!
+//! Each message is "processed" for PROCESS_MS (default 0) between delivery and commit.
 
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowstream_core::{Consumer, Driver, Wake};
+use flowstream_core::{Consumer, Driver, Error, Wake};
 use flowstream_postgres::PgDriver;
 
 fn say(line: String) {
@@ -18,17 +25,36 @@ fn say(line: String) {
     let _ = out.flush();
 }
 
+fn say_active(consumer: &Consumer) {
+    say(format!(
+        "active after {} gen {}",
+        consumer.committed().unwrap_or(0),
+        consumer.generation().unwrap_or(0)
+    ));
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, url, schema, stream, group, takeover_ms] = args.as_slice() else {
-        return Err("usage: pg-consumer URL SCHEMA STREAM GROUP TAKEOVER_MS".into());
+    let (url, schema, stream, group, takeover_ms, process_ms) = match args.as_slice() {
+        [_, url, schema, stream, group, takeover] => (url, schema, stream, group, takeover, "0"),
+        [_, url, schema, stream, group, takeover, process] => {
+            (url, schema, stream, group, takeover, process.as_str())
+        }
+        _ => {
+            return Err(
+                "usage: pg-consumer URL SCHEMA STREAM GROUP TAKEOVER_MS [PROCESS_MS]".into(),
+            );
+        }
     };
     let takeover = Duration::from_millis(takeover_ms.parse()?);
+    let processing = Duration::from_millis(process_ms.parse()?);
     let driver: Arc<dyn Driver> = Arc::new(
         PgDriver::builder(url.as_str())
             .schema(schema.as_str())
             .max_connections(4)
+            .connect_timeout(Duration::from_secs(5))
+            .operation_timeout(Duration::from_secs(5))
             .connect()
             .await?,
     );
@@ -39,31 +65,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()
         .await?;
     if consumer.is_active() {
-        say(format!(
-            "active after {}",
-            consumer.committed().unwrap_or(0)
-        ));
+        say_active(&consumer);
     } else {
         say("standby".to_owned());
     }
     loop {
         match consumer.next().await {
             Ok(Some(message)) => {
-                say(format!("processed {}", message.offset()));
-                match consumer.commit(message.offset()).await {
-                    Ok(()) => say(format!("committed {}", message.offset())),
-                    Err(error) => say(format!("commit failed: {error}")),
+                let generation = consumer.generation().unwrap_or(0);
+                say(format!("delivered {generation} {}", message.offset()));
+                if !processing.is_zero() {
+                    tokio::time::sleep(processing).await;
                 }
+                let outcome = match consumer.commit(message.offset()).await {
+                    Ok(()) => "accepted",
+                    Err(Error::Fenced { .. }) => "fenced",
+                    Err(_) => "failed",
+                };
+                say(format!(
+                    "commit {generation} {} {outcome}",
+                    message.offset()
+                ));
             }
-            Ok(None) => {
-                if consumer.wait(Duration::from_secs(5)).await? == Wake::Activated {
-                    // Nothing has been committed since the takeover: this is where it resumes.
-                    say(format!(
-                        "active after {}",
-                        consumer.committed().unwrap_or(0)
-                    ));
-                }
-            }
+            Ok(None) => match consumer.wait(Duration::from_secs(5)).await {
+                Ok(Wake::Activated) => say_active(&consumer),
+                Ok(_) => {}
+                Err(error) => say(format!("error: {error}")),
+            },
             Err(error) => {
                 say(format!("error: {error}"));
                 tokio::time::sleep(Duration::from_millis(50)).await;

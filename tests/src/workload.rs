@@ -1,0 +1,371 @@
+//! Multi-process fault workloads on PostgreSQL: consumer processes (`pg-consumer`) in one
+//! group, a producer in the test process, and the history they leave behind.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flowstream_core::{Driver, NewMessage, Producer};
+use flowstream_postgres::PgDriver;
+use sqlx::{AssertSqlSafe, Row};
+use tokio::time::Instant;
+
+use crate::history::{Ack, Commit, Delivery, GroupWrite, History, Outcome};
+use crate::postgres::DATABASE;
+
+/// The stream and group every workload uses.
+pub const STREAM: &str = "jobs";
+/// The group.
+pub const GROUP: &str = "workers";
+
+/// Records every write of the `records` table in revision order, so the history holds what
+/// the store accepted, whichever process wrote it.
+pub async fn install_audit(driver: &PgDriver) {
+    let s = driver.schema();
+    for statement in [
+        format!(
+            "CREATE TABLE {s}.audit (key text NOT NULL, revision bigint NOT NULL, value jsonb NOT NULL)"
+        ),
+        format!(
+            "CREATE FUNCTION {s}.audit_records() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN INSERT INTO {s}.audit VALUES (NEW.key, NEW.revision, NEW.value); RETURN NEW; END $$"
+        ),
+        format!(
+            "CREATE TRIGGER audit AFTER INSERT OR UPDATE ON {s}.records \
+             FOR EACH ROW EXECUTE FUNCTION {s}.audit_records()"
+        ),
+    ] {
+        sqlx::query(AssertSqlSafe(statement))
+            .execute(driver.pool())
+            .await
+            .expect("install the audit trigger");
+    }
+}
+
+/// One consumer process and everything it printed so far.
+pub struct Process {
+    /// Its label in the history.
+    pub label: String,
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    /// Its output lines, in order.
+    pub events: Vec<String>,
+    /// False once killed.
+    pub alive: bool,
+}
+
+impl Process {
+    /// The OS process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, …) with the system's `kill`.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {} failed", self.pid());
+    }
+
+    /// `kill -9`, then collects everything it printed before dying.
+    pub fn kill(&mut self) {
+        if !self.alive {
+            return;
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.alive = false;
+        // The reader thread ends when the pipe closes: this drains to the very end.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(10)) {
+            self.events.push(line);
+        }
+    }
+
+    fn pump(&mut self) {
+        while let Ok(line) = self.lines.try_recv() {
+            self.events.push(line);
+        }
+    }
+
+    /// Whether its latest role line says it is active.
+    pub fn is_active(&self) -> bool {
+        self.events
+            .iter()
+            .rev()
+            .find(|line| line.starts_with("active ") || *line == "standby")
+            .is_some_and(|line| line.starts_with("active "))
+    }
+
+    /// Deliveries since it last became active.
+    pub fn deliveries_since_active(&self) -> usize {
+        self.events
+            .iter()
+            .rev()
+            .take_while(|line| !line.starts_with("active "))
+            .filter(|line| line.starts_with("delivered "))
+            .count()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // A failing test must not leave consumers running (stopped ones included).
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Consumer processes in one group of one schema, and the producer's acknowledgements.
+pub struct Workload {
+    /// The test schema.
+    pub schema: String,
+    /// A driver on it (for producing and reading back).
+    pub driver: Arc<dyn Driver>,
+    program: String,
+    takeover_ms: u64,
+    process_ms: u64,
+    /// Every consumer process started, dead or alive.
+    pub processes: Vec<Process>,
+    /// Acknowledged sends.
+    pub acks: Arc<Mutex<Vec<Ack>>>,
+}
+
+impl Workload {
+    /// Connects, migrates the schema and installs the audit trigger. `program` is the path
+    /// of the `pg-consumer` test binary.
+    pub async fn new(program: &str, schema: &str, takeover_ms: u64, process_ms: u64) -> Self {
+        let pg = crate::postgres::builder(schema)
+            .connect()
+            .await
+            .expect("connect");
+        install_audit(&pg).await;
+        Workload {
+            schema: schema.to_owned(),
+            driver: Arc::new(pg),
+            program: program.to_owned(),
+            takeover_ms,
+            process_ms,
+            processes: Vec::new(),
+            acks: Arc::default(),
+        }
+    }
+
+    /// Starts one more consumer process; returns its index.
+    pub fn spawn(&mut self) -> usize {
+        let label = format!("p{}", self.processes.len());
+        let mut child = Command::new(&self.program)
+            .args([
+                DATABASE.url(),
+                self.schema.clone(),
+                STREAM.to_owned(),
+                GROUP.to_owned(),
+                self.takeover_ms.to_string(),
+                self.process_ms.to_string(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start a consumer process");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        self.processes.push(Process {
+            label,
+            child,
+            lines,
+            events: Vec::new(),
+            alive: true,
+        });
+        self.processes.len() - 1
+    }
+
+    /// Collects new output, then checks `condition`, until it holds; panics after `bound`.
+    pub async fn wait_until(
+        &mut self,
+        what: &str,
+        bound: Duration,
+        mut condition: impl FnMut(&Workload) -> bool,
+    ) {
+        let deadline = Instant::now() + bound;
+        loop {
+            for process in &mut self.processes {
+                process.pump();
+            }
+            if condition(self) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {bound:?} waiting until {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until some live process has reported itself active; returns it.
+    pub async fn active(&mut self) -> usize {
+        self.wait_until("a process is active", crate::BOUND, |w| {
+            w.processes.iter().any(|p| p.alive && p.is_active())
+        })
+        .await;
+        self.processes
+            .iter()
+            .position(|p| p.alive && p.is_active())
+            .unwrap_or_default()
+    }
+
+    /// Sends `count` messages, one every `every`, recording each acknowledgement. Sends that
+    /// fail with a retryable error are retried as new messages (a send either happened or
+    /// not; only acknowledged ones are promised).
+    pub fn produce(&self, count: usize, every: Duration) -> tokio::task::JoinHandle<()> {
+        let producer = Producer::new(self.driver.clone());
+        let acks = Arc::clone(&self.acks);
+        tokio::spawn(async move {
+            let mut sent = 0;
+            let mut attempt = 0;
+            while sent < count {
+                attempt += 1;
+                let payload = format!("m{sent}-a{attempt}");
+                match producer
+                    .send(NewMessage::new(STREAM, payload.clone()))
+                    .await
+                {
+                    Ok(offset) => {
+                        acks.lock().expect("acks").push(Ack {
+                            stream: STREAM.to_owned(),
+                            offset,
+                            payload,
+                        });
+                        sent += 1;
+                    }
+                    Err(error) => assert!(error.is_retryable(), "send failed: {error}"),
+                }
+                tokio::time::sleep(every).await;
+            }
+        })
+    }
+
+    /// The highest acknowledged offset so far.
+    pub fn last_ack(&self) -> u64 {
+        self.acks
+            .lock()
+            .expect("acks")
+            .iter()
+            .map(|a| a.offset)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Whether some process delivered offset `offset`.
+    pub fn delivered(&self, offset: u64) -> bool {
+        let wanted = offset.to_string();
+        self.processes.iter().any(|p| {
+            p.events.iter().any(|line| {
+                line.strip_prefix("delivered ")
+                    .and_then(|rest| rest.split(' ').nth(1))
+                    .is_some_and(|n| n == wanted)
+            })
+        })
+    }
+
+    /// Kills every process and assembles the history: their events, the audit of group
+    /// writes, the stored stream and the acknowledgements.
+    pub async fn finish(mut self) -> History {
+        for process in &mut self.processes {
+            process.kill();
+        }
+        let mut history = History::default();
+        history
+            .groups
+            .insert(STREAM.to_owned(), vec![GROUP.to_owned()]);
+        history.acks = self.acks.lock().expect("acks").clone();
+        for process in &self.processes {
+            for line in &process.events {
+                let words: Vec<&str> = line.split(' ').collect();
+                match words.as_slice() {
+                    ["delivered", generation, offset] => history.deliveries.push(Delivery {
+                        consumer: process.label.clone(),
+                        group: GROUP.to_owned(),
+                        generation: generation.parse().expect("generation"),
+                        offset: offset.parse().expect("offset"),
+                    }),
+                    ["commit", generation, offset, outcome] => history.commits.push(Commit {
+                        consumer: process.label.clone(),
+                        group: GROUP.to_owned(),
+                        generation: generation.parse().expect("generation"),
+                        offset: offset.parse().expect("offset"),
+                        outcome: match *outcome {
+                            "accepted" => Outcome::Accepted,
+                            "fenced" => Outcome::Fenced,
+                            _ => Outcome::Failed,
+                        },
+                    }),
+                    _ => {}
+                }
+            }
+        }
+        let pg = crate::postgres::builder(&self.schema)
+            .connect()
+            .await
+            .expect("connect");
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT revision, value FROM {}.audit ORDER BY revision",
+            self.schema
+        )))
+        .fetch_all(pg.pool())
+        .await
+        .expect("read the audit");
+        for row in rows {
+            let revision: i64 = row.get("revision");
+            let value: serde_json::Value = row.get("value");
+            let field = |name: &str| value.get(name).cloned().unwrap_or_default();
+            history.writes.push(GroupWrite {
+                group: GROUP.to_owned(),
+                revision: u64::try_from(revision).expect("revision"),
+                owner: field("owner").as_str().unwrap_or_default().to_owned(),
+                generation: field("generation").as_u64().unwrap_or_default(),
+                active: field("active").as_bool().unwrap_or_default(),
+                committed: field("committed").as_u64().unwrap_or_default(),
+            });
+        }
+        let mut stored = Vec::new();
+        loop {
+            let after = stored.last().map(|(offset, _)| *offset).unwrap_or(0);
+            let batch = self
+                .driver
+                .read(STREAM, after, 1_000)
+                .await
+                .expect("read back");
+            if batch.is_empty() {
+                break;
+            }
+            stored.extend(
+                batch
+                    .iter()
+                    .map(|m| (m.offset(), m.body_str().unwrap_or_default().to_owned())),
+            );
+        }
+        history.stored.insert(STREAM.to_owned(), stored);
+        history
+    }
+}
+
+/// Rounds of a fault test: a few in CI, many with `FLOWSTREAM_SOAK=1`.
+pub fn rounds(ci: usize, soak: usize) -> usize {
+    if std::env::var("FLOWSTREAM_SOAK").is_ok_and(|v| !v.is_empty() && v != "0") {
+        soak
+    } else {
+        ci
+    }
+}

@@ -1,0 +1,152 @@
+//! Guarantees 1 and 10 on redb under crashes: a writer process is killed with SIGKILL at
+//! random points, again and again; after each reopen every acknowledged message is there and
+//! no batch is visible in part.
+//!
+//! Random but reproducible: the seed is printed, and `FLOWSTREAM_FAULT_SEED` replays it.
+//! `FLOWSTREAM_SOAK=1` runs many more rounds.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use flowstream_core::Driver;
+use flowstream_redb::RedbDriver;
+use flowstream_tests::workload::rounds;
+
+/// xorshift64*: small, seedable, good enough to pick kill times.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+/// A batch as the writer acknowledged it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Acked {
+    first: u64,
+    size: u64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_writer_loses_no_acknowledged_batch_and_shows_no_partial_one() {
+    let seed = std::env::var("FLOWSTREAM_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        })
+        .max(1);
+    eprintln!("FLOWSTREAM_FAULT_SEED={seed}");
+    let mut rng = Rng(seed);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("crash.redb");
+    let mut acked: BTreeMap<u64, Acked> = BTreeMap::new();
+    let mut next_batch = 0;
+
+    for round in 0..rounds(12, 200) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_redb-writer"))
+            .args([path.display().to_string(), next_batch.to_string()])
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start the writer");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        // Let it get going, then kill it at a random moment while it appends.
+        let first_line = lines
+            .next()
+            .expect("the writer acknowledges")
+            .expect("a line");
+        std::thread::sleep(Duration::from_micros(rng.next() % 40_000));
+        child.kill().expect("SIGKILL the writer");
+        child.wait().expect("reap it");
+        for line in std::iter::once(first_line).chain(lines.map_while(Result::ok)) {
+            let words: Vec<&str> = line.split(' ').collect();
+            let ["acked", batch, first, size] = words.as_slice() else {
+                panic!("unexpected writer output: {line}");
+            };
+            acked.insert(
+                batch.parse().expect("batch"),
+                Acked {
+                    first: first.parse().expect("offset"),
+                    size: size.parse().expect("size"),
+                },
+            );
+        }
+
+        let driver = RedbDriver::open(&path)
+            .await
+            .expect("reopen after the crash");
+        let stored = read_all(&driver).await;
+        let mut batches: BTreeMap<u64, Vec<(u64, u64, u64)>> = BTreeMap::new();
+        for (index, (offset, body)) in stored.iter().enumerate() {
+            assert_eq!(
+                *offset,
+                index as u64 + 1,
+                "round {round}: offsets are dense"
+            );
+            let (batch, rest) = body
+                .strip_prefix('b')
+                .and_then(|b| b.split_once('.'))
+                .expect("body b{batch}.{i}/{k}");
+            let (i, k) = rest.split_once('/').expect("i/k");
+            batches
+                .entry(batch.parse().expect("batch"))
+                .or_default()
+                .push((*offset, i.parse().expect("i"), k.parse().expect("k")));
+        }
+        for (batch, messages) in &batches {
+            let size = messages[0].2;
+            let indexes: Vec<u64> = messages.iter().map(|m| m.1).collect();
+            assert_eq!(
+                indexes,
+                (0..size).collect::<Vec<_>>(),
+                "round {round}: batch {batch} is whole"
+            );
+            let offsets: Vec<u64> = messages.iter().map(|m| m.0).collect();
+            assert!(
+                offsets.windows(2).all(|w| w[1] == w[0] + 1),
+                "batch {batch} is contiguous"
+            );
+        }
+        for (batch, ack) in &acked {
+            let found = batches.get(batch).map(|m| (m[0].0, m.len() as u64));
+            assert_eq!(
+                found,
+                Some((ack.first, ack.size)),
+                "round {round}: acknowledged batch {batch}"
+            );
+        }
+        next_batch = batches.keys().next_back().map_or(0, |b| b + 1);
+        drop(driver);
+    }
+    assert!(
+        acked.len() >= 12,
+        "the writer made progress: {} batches",
+        acked.len()
+    );
+}
+
+async fn read_all(driver: &RedbDriver) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    loop {
+        let after = out.last().map(|(offset, _)| *offset).unwrap_or(0);
+        let batch = driver.read("log", after, 1_000).await.expect("read");
+        if batch.is_empty() {
+            return out;
+        }
+        out.extend(
+            batch
+                .iter()
+                .map(|m| (m.offset(), m.body_str().unwrap_or_default().to_owned())),
+        );
+    }
+}

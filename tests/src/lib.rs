@@ -11,6 +11,7 @@
 //! waits are observation windows that show something does *not* happen.
 
 mod backend;
+pub mod cluster;
 pub mod history;
 pub mod postgres;
 pub mod scenarios;

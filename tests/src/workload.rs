@@ -225,35 +225,9 @@ impl Workload {
             .unwrap_or_default()
     }
 
-    /// Sends `count` messages, one every `every`, recording each acknowledgement. Sends that
-    /// fail with a retryable error are retried as new messages (a send either happened or
-    /// not; only acknowledged ones are promised).
+    /// Sends `count` messages, one every `every`, recording each acknowledgement.
     pub fn produce(&self, count: usize, every: Duration) -> tokio::task::JoinHandle<()> {
-        let producer = Producer::new(self.driver.clone());
-        let acks = Arc::clone(&self.acks);
-        tokio::spawn(async move {
-            let mut sent = 0;
-            let mut attempt = 0;
-            while sent < count {
-                attempt += 1;
-                let payload = format!("m{sent}-a{attempt}");
-                match producer
-                    .send(NewMessage::new(STREAM, payload.clone()))
-                    .await
-                {
-                    Ok(offset) => {
-                        acks.lock().expect("acks").push(Ack {
-                            stream: STREAM.to_owned(),
-                            offset,
-                            payload,
-                        });
-                        sent += 1;
-                    }
-                    Err(error) => assert!(error.is_retryable(), "send failed: {error}"),
-                }
-                tokio::time::sleep(every).await;
-            }
-        })
+        produce_acked(self.driver.clone(), count, every, Arc::clone(&self.acks))
     }
 
     /// The highest acknowledged offset so far.
@@ -319,43 +293,8 @@ impl Workload {
             .connect()
             .await
             .expect("connect");
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT revision, value FROM {}.audit ORDER BY revision",
-            self.schema
-        )))
-        .fetch_all(pg.pool())
-        .await
-        .expect("read the audit");
-        for row in rows {
-            let revision: i64 = row.get("revision");
-            let value: serde_json::Value = row.get("value");
-            let field = |name: &str| value.get(name).cloned().unwrap_or_default();
-            history.writes.push(GroupWrite {
-                group: GROUP.to_owned(),
-                revision: u64::try_from(revision).expect("revision"),
-                owner: field("owner").as_str().unwrap_or_default().to_owned(),
-                generation: field("generation").as_u64().unwrap_or_default(),
-                active: field("active").as_bool().unwrap_or_default(),
-                committed: field("committed").as_u64().unwrap_or_default(),
-            });
-        }
-        let mut stored = Vec::new();
-        loop {
-            let after = stored.last().map(|(offset, _)| *offset).unwrap_or(0);
-            let batch = self
-                .driver
-                .read(STREAM, after, 1_000)
-                .await
-                .expect("read back");
-            if batch.is_empty() {
-                break;
-            }
-            stored.extend(
-                batch
-                    .iter()
-                    .map(|m| (m.offset(), m.body_str().unwrap_or_default().to_owned())),
-            );
-        }
+        history.writes = read_audit(&pg).await;
+        let stored = read_stream(self.driver.as_ref()).await;
         history.stored.insert(STREAM.to_owned(), stored);
         history
     }
@@ -367,5 +306,83 @@ pub fn rounds(ci: usize, soak: usize) -> usize {
         soak
     } else {
         ci
+    }
+}
+
+/// Sends `count` messages to [`STREAM`], one every `every`, recording each acknowledgement.
+/// A send that fails with a retryable error is retried as a new message (it may or may not
+/// have been stored; only acknowledged sends are promised).
+pub fn produce_acked(
+    driver: Arc<dyn Driver>,
+    count: usize,
+    every: Duration,
+    acks: Arc<Mutex<Vec<Ack>>>,
+) -> tokio::task::JoinHandle<()> {
+    let producer = Producer::new(driver);
+    tokio::spawn(async move {
+        let mut sent = 0;
+        let mut attempt = 0;
+        while sent < count {
+            attempt += 1;
+            let payload = format!("m{sent}-a{attempt}");
+            match producer
+                .send(NewMessage::new(STREAM, payload.clone()))
+                .await
+            {
+                Ok(offset) => {
+                    acks.lock().expect("acks").push(Ack {
+                        stream: STREAM.to_owned(),
+                        offset,
+                        payload,
+                    });
+                    sent += 1;
+                }
+                Err(error) => assert!(error.is_retryable(), "send failed: {error}"),
+            }
+            tokio::time::sleep(every).await;
+        }
+    })
+}
+
+/// Every group-state write the audit trigger recorded, in revision order.
+pub async fn read_audit(pg: &PgDriver) -> Vec<GroupWrite> {
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT revision, value FROM {}.audit ORDER BY revision",
+        pg.schema()
+    )))
+    .fetch_all(pg.pool())
+    .await
+    .expect("read the audit");
+    rows.into_iter()
+        .map(|row| {
+            let revision: i64 = row.get("revision");
+            let value: serde_json::Value = row.get("value");
+            let field = |name: &str| value.get(name).cloned().unwrap_or_default();
+            GroupWrite {
+                group: GROUP.to_owned(),
+                revision: u64::try_from(revision).expect("revision"),
+                owner: field("owner").as_str().unwrap_or_default().to_owned(),
+                generation: field("generation").as_u64().unwrap_or_default(),
+                active: field("active").as_bool().unwrap_or_default(),
+                committed: field("committed").as_u64().unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+/// The whole of [`STREAM`] as stored: (offset, body).
+pub async fn read_stream(driver: &dyn Driver) -> Vec<(u64, String)> {
+    let mut stored: Vec<(u64, String)> = Vec::new();
+    loop {
+        let after = stored.last().map(|(offset, _)| *offset).unwrap_or(0);
+        let batch = driver.read(STREAM, after, 1_000).await.expect("read back");
+        if batch.is_empty() {
+            return stored;
+        }
+        stored.extend(
+            batch
+                .iter()
+                .map(|m| (m.offset(), m.body_str().unwrap_or_default().to_owned())),
+        );
     }
 }

@@ -2,13 +2,20 @@
 //! run checked by the history checker. Short in CI; `FLOWSTREAM_SOAK=1` runs many more rounds.
 
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flowstream_tests::BOUND;
+use flowstream_core::{Consumer, Driver, Error};
+use flowstream_postgres::PgDriver;
+use flowstream_tests::cluster::{self, Cluster, Stop};
+use flowstream_tests::history::{Commit, Delivery, History, Outcome};
 use flowstream_tests::postgres::{DATABASE, drop_schema, unique_schema};
-use flowstream_tests::suite;
-use flowstream_tests::workload::{Workload, rounds};
+use flowstream_tests::workload::{
+    GROUP, STREAM, Workload, install_audit, produce_acked, read_audit, read_stream, rounds,
+};
+use flowstream_tests::{BOUND, eventually, suite};
 use libtest_mimic::Trial;
+use tokio::time::Instant;
 
 const CONSUMER: &str = env!("CARGO_BIN_EXE_pg-consumer");
 const TAKEOVER_MS: u64 = 500;
@@ -131,6 +138,168 @@ async fn paused_consumer_is_fenced(schema: String) {
     );
 }
 
+/// Database restarts: a private cluster is restarted (fast shutdown) and killed (immediate
+/// shutdown, recovery at the next start) while a producer and a consumer run. Producers
+/// retry, the consumer recovers, and no acknowledged message is lost.
+async fn database_restarts_lose_nothing() {
+    let cluster = Cluster::start();
+    let pg = PgDriver::builder(cluster.url())
+        .schema("faults")
+        .max_connections(6)
+        .connect_timeout(Duration::from_secs(2))
+        .operation_timeout(Duration::from_secs(3))
+        .connect()
+        .await
+        .expect("connect to the private cluster");
+    install_audit(&pg).await;
+    let driver: Arc<dyn Driver> = Arc::new(pg.clone());
+    let acks = Arc::default();
+    let restarts = rounds(2, 10);
+    let producing = produce_acked(
+        driver.clone(),
+        250 * (restarts + 1),
+        Duration::from_millis(4),
+        Arc::clone(&acks),
+    );
+
+    let log: Arc<Mutex<History>> = Arc::default();
+    let consumer_log = Arc::clone(&log);
+    let consumer_driver = driver.clone();
+    let consuming = tokio::spawn(async move {
+        let mut consumer = loop {
+            match Consumer::builder(consumer_driver.clone(), STREAM, GROUP)
+                .build()
+                .await
+            {
+                Ok(consumer) => break consumer,
+                Err(error) => assert!(error.is_retryable(), "{error}"),
+            }
+        };
+        loop {
+            match consumer.next().await {
+                Ok(Some(message)) => {
+                    let generation = consumer.generation().unwrap_or(0);
+                    consumer_log.lock().expect("log").deliveries.push(Delivery {
+                        consumer: "c".into(),
+                        group: GROUP.into(),
+                        generation,
+                        offset: message.offset(),
+                    });
+                    let outcome = match consumer.commit(message.offset()).await {
+                        Ok(()) => Outcome::Accepted,
+                        Err(Error::Fenced { .. }) => Outcome::Fenced,
+                        Err(error) => {
+                            assert!(error.is_retryable(), "{error}");
+                            Outcome::Failed
+                        }
+                    };
+                    consumer_log.lock().expect("log").commits.push(Commit {
+                        consumer: "c".into(),
+                        group: GROUP.into(),
+                        generation,
+                        offset: message.offset(),
+                        outcome,
+                    });
+                }
+                Ok(None) => {
+                    let _ = consumer.wait(Duration::from_secs(1)).await;
+                }
+                Err(error) => {
+                    assert!(error.is_retryable(), "{error}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+
+    let acked =
+        |acks: &Arc<Mutex<Vec<flowstream_tests::history::Ack>>>| acks.lock().expect("acks").len();
+    for round in 0..restarts {
+        for mode in [Stop::Fast, Stop::Immediate] {
+            let before = acked(&acks);
+            eventually("the producer makes progress", BOUND, || {
+                acked(&acks) >= before + 100
+            })
+            .await;
+            let down = Instant::now();
+            tokio::task::block_in_place(|| cluster.stop(mode));
+            tokio::task::block_in_place(|| cluster.start_server());
+            eprintln!(
+                "round {round}: {mode:?} restart, down for {:?}",
+                down.elapsed()
+            );
+        }
+    }
+    producing.await.expect("producer");
+    let last = acks
+        .lock()
+        .expect("acks")
+        .iter()
+        .map(|a| a.offset)
+        .max()
+        .unwrap_or(0);
+    eventually_delivered(&log, last).await;
+    consuming.abort();
+
+    let mut history = log.lock().expect("log").clone();
+    history.groups.insert(STREAM.into(), vec![GROUP.into()]);
+    history.acks = acks.lock().expect("acks").clone();
+    history.writes = read_audit(&pg).await;
+    history
+        .stored
+        .insert(STREAM.into(), read_stream(driver.as_ref()).await);
+    if history.check().is_err() {
+        eprintln!("server log:\n{}", cluster.log());
+    }
+    history.assert_valid();
+}
+
+async fn eventually_delivered(log: &Arc<Mutex<History>>, last: u64) {
+    eventually(
+        "the consumer delivers the last acknowledged message",
+        BOUND * 2,
+        || {
+            log.lock()
+                .expect("log")
+                .deliveries
+                .iter()
+                .any(|d| d.offset == last)
+        },
+    )
+    .await;
+}
+
+/// A wrong password is a clear connect error naming server and database, never a password.
+async fn wrong_password_is_a_clear_connect_error() {
+    let cluster = Cluster::start();
+    let result = PgDriver::builder(cluster.url_with_password("not-the-password"))
+        .connect()
+        .await;
+    let Err(error @ Error::Connect { .. }) = result else {
+        panic!("expected a connect error, got {result:?}");
+    };
+    let shown = format!("{error} / {error:?}");
+    assert!(
+        shown.contains("127.0.0.1") && shown.contains("database postgres"),
+        "{shown}"
+    );
+    assert!(shown.contains("password authentication failed"), "{shown}");
+    assert!(
+        !shown.contains("not-the-password") && !shown.contains(cluster::PASSWORD),
+        "{shown}"
+    );
+    PgDriver::connect(&cluster.url())
+        .await
+        .expect("the right password works");
+}
+
+fn plain(name: &'static str, body: fn() -> std::pin::Pin<Box<dyn Future<Output = ()>>>) -> Trial {
+    Trial::test(format!("faults::{name}"), move || {
+        suite::block_on(body());
+        Ok(())
+    })
+}
+
 fn with_schema<F, Fut>(name: &'static str, body: F) -> Trial
 where
     F: FnOnce(String) -> Fut + Send + 'static,
@@ -151,6 +320,12 @@ fn main() -> ExitCode {
     let trials = vec![
         with_schema("consumer_crashes", consumer_crashes),
         with_schema("paused_consumer_is_fenced", paused_consumer_is_fenced),
+        plain("database_restarts_lose_nothing", || {
+            Box::pin(database_restarts_lose_nothing())
+        }),
+        plain("wrong_password_is_a_clear_connect_error", || {
+            Box::pin(wrong_password_is_a_clear_connect_error())
+        }),
     ];
     let conclusion = libtest_mimic::run(&args, trials);
     DATABASE.stop();

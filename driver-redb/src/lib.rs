@@ -86,7 +86,20 @@ impl RedbDriver {
             Ok::<_, Error>(db)
         })
         .await
-        .map_err(|e| DriverError::failed(format!("opening {location} failed: {e}")))??;
+        .map_err(|e| {
+            if e.is_panic() {
+                // redb checks what it reads with assertions: a panic while opening means the
+                // file holds something redb never wrote.
+                Error::Corrupt {
+                    resource: location.to_string(),
+                    source: format!("redb could not read it: {e}").into(),
+                }
+            } else {
+                Error::Storage(DriverError::failed(format!(
+                    "opening {location} failed: {e}"
+                )))
+            }
+        })??;
         tracing::debug!(path = %location, "opened redb store");
         Ok(Self::from_database(db, location))
     }

@@ -376,6 +376,12 @@ async fn connect_errors_name_the_server_not_the_password(schema: String) {
         "{error}"
     );
 
+    let bad_url = PgDriver::builder("not a url at all").connect().await;
+    assert!(
+        matches!(bad_url, Err(Error::InvalidConfig(_))),
+        "{bad_url:?}"
+    );
+
     let bad_schema = PgDriver::builder(DATABASE.url())
         .schema("Robert'); DROP TABLE x;--")
         .connect()

@@ -68,3 +68,54 @@ async fn file_that_is_not_a_redb_store_is_a_corrupt_error() {
         "the file is left untouched"
     );
 }
+
+/// A valid store with some data; returns its bytes.
+async fn valid_store(path: &std::path::Path) -> Vec<u8> {
+    let driver = std::sync::Arc::new(RedbDriver::open(path).await.expect("open"));
+    let producer = flowstream_core::Producer::new(driver);
+    for i in 0..200 {
+        producer
+            .send(flowstream_core::NewMessage::new(
+                "s",
+                format!("message {i} {}", "x".repeat(100)),
+            ))
+            .await
+            .expect("send");
+    }
+    drop(producer);
+    std::fs::read(path).expect("read the store")
+}
+
+#[tokio::test]
+async fn truncated_or_damaged_file_is_a_corrupt_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bytes = valid_store(&dir.path().join("good.redb")).await;
+
+    let truncated = dir.path().join("truncated.redb");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).expect("write");
+    let result = RedbDriver::open(&truncated).await;
+    assert!(
+        matches!(result, Err(Error::Corrupt { .. })),
+        "truncated: {result:?}"
+    );
+
+    // Damage the header, then a page of the tree: redb rejects both.
+    for at in [100, 8192] {
+        let mut damaged = bytes.clone();
+        for byte in damaged.iter_mut().skip(at).take(64) {
+            *byte ^= 0xA5;
+        }
+        let path = dir.path().join(format!("damaged-{at}.redb"));
+        std::fs::write(&path, &damaged).expect("write");
+        let result = RedbDriver::open(&path).await;
+        assert!(
+            matches!(result, Err(Error::Corrupt { .. })),
+            "damaged at {at}: {result:?}"
+        );
+        assert_eq!(
+            std::fs::read(&path).expect("read"),
+            damaged,
+            "the file is left as it was"
+        );
+    }
+}

@@ -44,6 +44,16 @@ pub async fn g1_send_assigns_consecutive_offsets_in_call_order(backend: &dyn Bac
             .expect("read")
             .is_empty()
     );
+
+    // Bodies are bytes: anything goes, including what is not UTF-8.
+    let binary = vec![0xff, 0xfe, 0x00, 0x80, b'\n'];
+    let offset = producer
+        .send(NewMessage::new("orders", binary.clone()))
+        .await
+        .expect("send");
+    let stored = driver.read("orders", offset - 1, 1).await.expect("read");
+    assert_eq!(stored[0].body(), binary.as_slice());
+    assert_eq!(stored[0].body_str(), None);
     assert_eq!(driver.read("orders", 2, 2).await.expect("read").len(), 2);
 }
 

@@ -127,6 +127,11 @@ impl FaultyDriver {
         self.partitioned.store(partitioned, Ordering::SeqCst);
     }
 
+    /// Whether the partition is on.
+    pub fn is_partitioned(&self) -> bool {
+        self.partitioned.load(Ordering::SeqCst)
+    }
+
     /// The next `put_record` is applied, then reported as a lost connection.
     pub fn lose_next_write_reply(&self) {
         self.lose_next_write_reply.store(true, Ordering::SeqCst);
@@ -188,6 +193,79 @@ impl Driver for FaultyDriver {
                 "injected fault: write applied, reply lost",
             ));
         }
+        Ok(revision)
+    }
+
+    fn changes(&self) -> &ChangeHub {
+        self.inner.changes()
+    }
+}
+
+/// Records every accepted record write with its revision: the in-process counterpart of the
+/// PostgreSQL audit trigger, for the history checker.
+#[derive(Debug)]
+pub struct RecordingDriver {
+    inner: Arc<dyn Driver>,
+    writes: std::sync::Mutex<Vec<(String, Revision, Value)>>,
+}
+
+impl RecordingDriver {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Driver>) -> Arc<Self> {
+        Arc::new(RecordingDriver {
+            inner,
+            writes: std::sync::Mutex::default(),
+        })
+    }
+
+    /// Every accepted write so far: key, revision, value.
+    pub fn writes(&self) -> Vec<(String, Revision, Value)> {
+        self.writes.lock().expect("writes").clone()
+    }
+}
+
+#[async_trait]
+impl Driver for RecordingDriver {
+    async fn append(&self, messages: Vec<NewMessage>) -> Result<Vec<u64>, DriverError> {
+        self.inner.append(messages).await
+    }
+
+    async fn read(
+        &self,
+        stream: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, DriverError> {
+        self.inner.read(stream, after, limit).await
+    }
+
+    async fn head(&self, stream: &str) -> Result<u64, DriverError> {
+        self.inner.head(stream).await
+    }
+
+    async fn trim(&self, stream: &str, through: u64) -> Result<u64, DriverError> {
+        self.inner.trim(stream, through).await
+    }
+
+    async fn get_record(&self, key: &str) -> Result<Option<Record>, DriverError> {
+        self.inner.get_record(key).await
+    }
+
+    async fn put_record(
+        &self,
+        key: &str,
+        value: Value,
+        expected: Expected,
+        notify: bool,
+    ) -> Result<Revision, DriverError> {
+        let revision = self
+            .inner
+            .put_record(key, value.clone(), expected, notify)
+            .await?;
+        self.writes
+            .lock()
+            .expect("writes")
+            .push((key.to_owned(), revision, value));
         Ok(revision)
     }
 

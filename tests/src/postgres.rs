@@ -74,39 +74,18 @@ impl TestDatabase {
     }
 
     fn start_container(&self) -> Result<String, String> {
-        let image = std::env::var(IMAGE_VAR).unwrap_or_else(|_| DEFAULT_IMAGE.to_owned());
-        let (name, tag) = image
-            .rsplit_once(':')
-            .ok_or_else(|| format!("{IMAGE_VAR}={image:?} is not name:tag"))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .map_err(|e| format!("tokio runtime: {e}"))?;
-        let handle = runtime
-            .block_on(
-                Postgres::default()
-                    .with_host_auth()
-                    .with_name(name)
-                    .with_tag(tag)
-                    .start(),
-            )
-            .map_err(|e| format!("{URL_VAR} is not set and starting {image} failed: {e}"))?;
-        let (host, port) = runtime.block_on(async {
-            (
-                handle.get_host().await,
-                handle.get_host_port_ipv4(5432).await,
-            )
-        });
-        let host = host.map_err(|e| format!("container host: {e}"))?;
-        let port = port.map_err(|e| format!("container port: {e}"))?;
-        eprintln!("testcontainers: started {image} at {host}:{port}");
+        let (handle, url) = runtime.block_on(start_container())?;
         *self
             .container
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) =
             Some(Container { runtime, handle });
-        Ok(format!("postgres://postgres@{host}:{port}/postgres"))
+        Ok(url)
     }
 
     /// Removes the container, if this run started one. Call once all tests are done.
@@ -202,4 +181,55 @@ impl Backend for PgBackend {
     async fn cleanup(&self) {
         drop_schema(&self.schema).await;
     }
+}
+
+/// A test named `{prefix}::{name}` that runs `body` with a fresh schema on the test database,
+/// dropping the schema afterwards if the body passed.
+pub fn schema_trial<F, Fut>(prefix: &str, name: &str, body: F) -> libtest_mimic::Trial
+where
+    F: FnOnce(String) -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    libtest_mimic::Trial::test(format!("{prefix}::{name}"), move || {
+        crate::suite::block_on(async move {
+            let schema = unique_schema();
+            body(schema.clone()).await;
+            drop_schema(&schema).await;
+        });
+        Ok(())
+    })
+}
+
+/// Whether this run starts its own containers (no `FLOWSTREAM_PG_URL`).
+pub fn uses_containers() -> bool {
+    std::env::var(URL_VAR).map_or(true, |url| url.is_empty())
+}
+
+/// Starts a PostgreSQL container of the test image ([`IMAGE_VAR`], or [`DEFAULT_IMAGE`]);
+/// returns it with the URL of its `postgres` database. Dropping the handle removes it.
+pub async fn start_container() -> Result<(ContainerAsync<Postgres>, String), String> {
+    let image = std::env::var(IMAGE_VAR).unwrap_or_else(|_| DEFAULT_IMAGE.to_owned());
+    let (name, tag) = image
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{IMAGE_VAR}={image:?} is not name:tag"))?;
+    let handle = Postgres::default()
+        .with_host_auth()
+        .with_name(name)
+        .with_tag(tag)
+        .start()
+        .await
+        .map_err(|e| format!("{URL_VAR} is not set and starting {image} failed: {e}"))?;
+    let host = handle
+        .get_host()
+        .await
+        .map_err(|e| format!("container host: {e}"))?;
+    let port = handle
+        .get_host_port_ipv4(5432)
+        .await
+        .map_err(|e| format!("container port: {e}"))?;
+    eprintln!("testcontainers: started {image} at {host}:{port}");
+    Ok((
+        handle,
+        format!("postgres://postgres@{host}:{port}/postgres"),
+    ))
 }

@@ -170,16 +170,7 @@ impl Workload {
             .stdout(Stdio::piped())
             .spawn()
             .expect("start a consumer process");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = follow(&mut child);
         self.processes.push(Process {
             label,
             child,
@@ -294,7 +285,7 @@ impl Workload {
             .await
             .expect("connect");
         history.writes = read_audit(&pg).await;
-        let stored = read_stream(self.driver.as_ref()).await;
+        let stored = read_stream(self.driver.as_ref(), STREAM).await;
         history.stored.insert(STREAM.to_owned(), stored);
         history
     }
@@ -370,12 +361,12 @@ pub async fn read_audit(pg: &PgDriver) -> Vec<GroupWrite> {
         .collect()
 }
 
-/// The whole of [`STREAM`] as stored: (offset, body).
-pub async fn read_stream(driver: &dyn Driver) -> Vec<(u64, String)> {
+/// A whole stream as stored: (offset, body).
+pub async fn read_stream(driver: &dyn Driver, stream: &str) -> Vec<(u64, String)> {
     let mut stored: Vec<(u64, String)> = Vec::new();
     loop {
         let after = stored.last().map(|(offset, _)| *offset).unwrap_or(0);
-        let batch = driver.read(STREAM, after, 1_000).await.expect("read back");
+        let batch = driver.read(stream, after, 1_000).await.expect("read back");
         if batch.is_empty() {
             return stored;
         }
@@ -385,4 +376,19 @@ pub async fn read_stream(driver: &dyn Driver) -> Vec<(u64, String)> {
                 .map(|m| (m.offset(), m.body_str().unwrap_or_default().to_owned())),
         );
     }
+}
+
+/// Follows a child process's output, line by line, on a channel that disconnects at its end.
+pub fn follow(child: &mut Child) -> mpsc::Receiver<String> {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
 }

@@ -9,7 +9,7 @@ use flowstream_core::{Consumer, Driver, Error};
 use flowstream_postgres::PgDriver;
 use flowstream_tests::cluster::{self, Cluster, Stop};
 use flowstream_tests::history::{Commit, Delivery, History, Outcome};
-use flowstream_tests::postgres::{DATABASE, drop_schema, unique_schema};
+use flowstream_tests::postgres::{DATABASE, schema_trial};
 use flowstream_tests::workload::{
     GROUP, STREAM, Workload, install_audit, produce_acked, read_audit, read_stream, rounds,
 };
@@ -247,7 +247,7 @@ async fn database_restarts_lose_nothing() {
     history.writes = read_audit(&pg).await;
     history
         .stored
-        .insert(STREAM.into(), read_stream(driver.as_ref()).await);
+        .insert(STREAM.into(), read_stream(driver.as_ref(), STREAM).await);
     if history.check().is_err() {
         eprintln!("server log:\n{}", cluster.log());
     }
@@ -300,26 +300,15 @@ fn plain(name: &'static str, body: fn() -> std::pin::Pin<Box<dyn Future<Output =
     })
 }
 
-fn with_schema<F, Fut>(name: &'static str, body: F) -> Trial
-where
-    F: FnOnce(String) -> Fut + Send + 'static,
-    Fut: Future<Output = ()>,
-{
-    Trial::test(format!("faults::{name}"), move || {
-        suite::block_on(async move {
-            let schema = unique_schema();
-            body(schema.clone()).await;
-            drop_schema(&schema).await;
-        });
-        Ok(())
-    })
-}
-
 fn main() -> ExitCode {
     let args = libtest_mimic::Arguments::from_args();
     let trials = vec![
-        with_schema("consumer_crashes", consumer_crashes),
-        with_schema("paused_consumer_is_fenced", paused_consumer_is_fenced),
+        schema_trial("faults", "consumer_crashes", consumer_crashes),
+        schema_trial(
+            "faults",
+            "paused_consumer_is_fenced",
+            paused_consumer_is_fenced,
+        ),
         plain("database_restarts_lose_nothing", || {
             Box::pin(database_restarts_lose_nothing())
         }),

@@ -2,7 +2,6 @@
 //! `FLOWSTREAM_PG_URL` when set, otherwise a container started by testcontainers.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -10,27 +9,13 @@ use std::time::Duration;
 
 use flowstream_core::{Driver, Error, NewMessage, Producer};
 use flowstream_postgres::PgDriver;
-use flowstream_tests::postgres::{DATABASE, PgBackend, builder, drop_schema, unique_schema};
+use flowstream_tests::postgres::{
+    DATABASE, PgBackend, builder, schema_trial, start_container, uses_containers,
+};
+use flowstream_tests::workload::follow;
 use flowstream_tests::{BOUND, consumer, produce, stored_group, suite};
-use libtest_mimic::Trial;
 use sqlx::{AssertSqlSafe, Row};
 use tokio::time::Instant;
-
-/// Runs `body` with a fresh schema, dropping it afterwards if the body passed.
-fn with_schema<F, Fut>(name: &'static str, body: F) -> Trial
-where
-    F: FnOnce(String) -> Fut + Send + 'static,
-    Fut: Future<Output = ()>,
-{
-    Trial::test(format!("postgres::{name}"), move || {
-        suite::block_on(async move {
-            let schema = unique_schema();
-            body(schema.clone()).await;
-            drop_schema(&schema).await;
-        });
-        Ok(())
-    })
-}
 
 /// Guarantee 2 under real concurrency: 16 producers on separate connections, 2,000 single
 /// sends each, while a consumer tails the stream. It sees exactly 1..=32,000, in order, each
@@ -162,21 +147,6 @@ async fn reader_never_sees_past_a_pending_offset(schema: String) {
         .map(|m| m.offset())
         .collect();
     assert_eq!(seen, vec![1, 2, 3]);
-}
-
-/// Follows a child process's output lines on a channel.
-fn follow(child: &mut Child) -> mpsc::Receiver<String> {
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 fn spawn_consumer(schema: &str, takeover_ms: u64) -> (Child, mpsc::Receiver<String>) {
@@ -478,40 +448,121 @@ async fn thousand_consumers_share_one_listening_connection(schema: String) {
     assert!(total <= 8, "connections stay within the pool: {total}");
 }
 
+/// A frozen server (`docker pause`: connections hang instead of failing) is bounded by the
+/// driver's operation timeout: calls fail with retryable errors instead of hanging, and the
+/// consumer carries on once the server thaws. Runs on a container of its own.
+async fn frozen_server_calls_time_out_and_recover() {
+    let (container, url) = start_container()
+        .await
+        .unwrap_or_else(|why| panic!("{why}"));
+    let driver: Arc<dyn Driver> = Arc::new(
+        PgDriver::builder(url)
+            .operation_timeout(Duration::from_secs(2))
+            .connect_timeout(Duration::from_secs(2))
+            .connect()
+            .await
+            .expect("connect"),
+    );
+    produce(&driver, "s", "m", 2).await;
+    let mut c = consumer(&driver, "s", "g").build().await.expect("consumer");
+    let first = c.next().await.expect("next").expect("message 1");
+
+    container.pause().await.expect("docker pause");
+    let started = Instant::now();
+    let frozen = c.commit(first.offset()).await;
+    let waited = started.elapsed();
+    assert!(
+        frozen.as_ref().is_err_and(Error::is_retryable),
+        "{frozen:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(10),
+        "the call hung for {waited:?}"
+    );
+    container.unpause().await.expect("docker unpause");
+
+    let deadline = Instant::now() + BOUND;
+    loop {
+        match c.commit(first.offset()).await {
+            Ok(()) => break,
+            Err(error) => assert!(error.is_retryable(), "{error}"),
+        }
+        assert!(Instant::now() < deadline, "never recovered after the thaw");
+    }
+    let second = loop {
+        match c.next().await {
+            Ok(Some(message)) => break message,
+            Ok(None) => panic!("message 2 is there"),
+            Err(error) => assert!(error.is_retryable(), "{error}"),
+        }
+    };
+    assert_eq!(second.offset(), 2);
+    c.commit(2).await.expect("commit after the thaw");
+    assert_eq!(stored_group(&driver, "s", "g").await.committed, 2);
+    drop((c, driver));
+    container.rm().await.expect("remove the container");
+}
+
 fn main() -> ExitCode {
     let args = libtest_mimic::Arguments::from_args();
     let mut trials = suite::trials("postgres", PgBackend::new);
     trials.extend([
-        with_schema(
+        schema_trial(
+            "postgres",
             "gapless_under_sixteen_concurrent_producers",
             gapless_under_sixteen_concurrent_producers,
         ),
-        with_schema(
+        schema_trial(
+            "postgres",
             "reader_never_sees_past_a_pending_offset",
             reader_never_sees_past_a_pending_offset,
         ),
-        with_schema(
+        schema_trial(
+            "postgres",
             "killed_process_is_replaced_by_another_process",
             killed_process_is_replaced_by_another_process,
         ),
-        with_schema(
+        schema_trial(
+            "postgres",
             "concurrent_first_connections_migrate_once",
             concurrent_first_connections_migrate_once,
         ),
-        with_schema("upgrade_keeps_existing_data", upgrade_keeps_existing_data),
-        with_schema(
+        schema_trial(
+            "postgres",
+            "upgrade_keeps_existing_data",
+            upgrade_keeps_existing_data,
+        ),
+        schema_trial(
+            "postgres",
             "connect_errors_name_the_server_not_the_password",
             connect_errors_name_the_server_not_the_password,
         ),
-        with_schema(
+        schema_trial(
+            "postgres",
             "consumer_recovers_after_its_connections_are_killed",
             consumer_recovers_after_its_connections_are_killed,
         ),
-        with_schema(
+        schema_trial(
+            "postgres",
             "thousand_consumers_share_one_listening_connection",
             thousand_consumers_share_one_listening_connection,
         ),
     ]);
+    if uses_containers() {
+        trials.push(libtest_mimic::Trial::test(
+            "postgres::container::frozen_server_calls_time_out_and_recover",
+            || {
+                suite::block_on(frozen_server_calls_time_out_and_recover());
+                Ok(())
+            },
+        ));
+    } else {
+        eprintln!(
+            "postgres::container::frozen_server_calls_time_out_and_recover needs containers \
+             of its own: it runs when {} is unset",
+            flowstream_tests::postgres::URL_VAR
+        );
+    }
     let conclusion = libtest_mimic::run(&args, trials);
     if DATABASE.uses_container() {
         eprintln!("testcontainers: the PostgreSQL tests above ran against a container");

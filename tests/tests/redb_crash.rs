@@ -10,9 +10,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use flowstream_core::Driver;
 use flowstream_redb::RedbDriver;
-use flowstream_tests::workload::rounds;
+use flowstream_tests::workload::{read_stream, rounds};
 
 /// xorshift64*: small, seedable, good enough to pick kill times.
 struct Rng(u64);
@@ -85,7 +84,7 @@ async fn killed_writer_loses_no_acknowledged_batch_and_shows_no_partial_one() {
         let driver = RedbDriver::open(&path)
             .await
             .expect("reopen after the crash");
-        let stored = read_all(&driver).await;
+        let stored = read_stream(&driver, "log").await;
         let mut batches: BTreeMap<u64, Vec<(u64, u64, u64)>> = BTreeMap::new();
         for (index, (offset, body)) in stored.iter().enumerate() {
             assert_eq!(
@@ -133,20 +132,4 @@ async fn killed_writer_loses_no_acknowledged_batch_and_shows_no_partial_one() {
         "the writer made progress: {} batches",
         acked.len()
     );
-}
-
-async fn read_all(driver: &RedbDriver) -> Vec<(u64, String)> {
-    let mut out = Vec::new();
-    loop {
-        let after = out.last().map(|(offset, _)| *offset).unwrap_or(0);
-        let batch = driver.read("log", after, 1_000).await.expect("read");
-        if batch.is_empty() {
-            return out;
-        }
-        out.extend(
-            batch
-                .iter()
-                .map(|m| (m.offset(), m.body_str().unwrap_or_default().to_owned())),
-        );
-    }
 }

@@ -50,11 +50,14 @@ fn server_bin() -> PathBuf {
     })
 }
 
+/// A free port below the ephemeral range, so that no client connection (the driver's own
+/// reconnects included) can be given it while the server is down between restarts.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    let start = 20_000 + (std::process::id() % 5_000) as u16;
+    (start..30_000)
+        .chain(20_000..start)
+        .find(|port| TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .expect("a free port between 20000 and 30000")
 }
 
 impl Cluster {

@@ -146,6 +146,21 @@ pub enum Violation {
         /// Where that claim resumed.
         resumed_after: u64,
     },
+    /// 4/7: a commit the store holds does not match what the claim delivered, or a commit
+    /// reported accepted is not in the store.
+    CommitMismatch {
+        /// Group.
+        group: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A delivery or commit names a claim (generation) the store never recorded.
+    UnknownClaim {
+        /// Group.
+        group: String,
+        /// The generation.
+        generation: u64,
+    },
     /// 6: a stream has a hole, or an acknowledged message is missing or different.
     NotDense {
         /// Stream.
@@ -171,6 +186,7 @@ impl History {
         self.check_writes(&mut violations);
         self.check_redelivery(&mut violations);
         self.check_commits_after_fencing(&mut violations);
+        self.check_commits_match(&mut violations);
         if violations.is_empty() {
             Ok(())
         } else {
@@ -331,6 +347,10 @@ impl History {
         let mut started: BTreeSet<(&str, u64)> = BTreeSet::new();
         for d in &self.deliveries {
             let Some(&resumed_after) = resumed.get(&(d.group.as_str(), d.generation)) else {
+                violations.push(Violation::UnknownClaim {
+                    group: d.group.clone(),
+                    generation: d.generation,
+                });
                 continue;
             };
             if d.offset <= resumed_after {
@@ -346,6 +366,51 @@ impl History {
                     consumer: d.consumer.clone(),
                     previous: resumed_after,
                     next: d.offset,
+                });
+            }
+        }
+    }
+
+    /// 4 and 7 against the store: within a claim the stored committed offset never passes
+    /// what that claim delivered (or where it resumed), and every commit reported accepted is
+    /// in the store, written by its claim.
+    fn check_commits_match(&self, violations: &mut Vec<Violation>) {
+        let mut delivered: HashMap<(&str, u64), u64> = HashMap::new();
+        for d in &self.deliveries {
+            let top = delivered.entry((&d.group, d.generation)).or_default();
+            *top = (*top).max(d.offset);
+        }
+        for (group, writes) in self.writes_by_group() {
+            let mut resumed: HashMap<u64, u64> = HashMap::new();
+            for w in &writes {
+                let start = *resumed.entry(w.generation).or_insert(w.committed);
+                let reach = delivered.get(&(group, w.generation)).copied().unwrap_or(0);
+                if w.committed > start.max(reach) {
+                    violations.push(Violation::CommitMismatch {
+                        group: group.to_owned(),
+                        detail: format!(
+                            "revision {} commits {} in generation {}, which delivered up to {reach} after resuming at {start}",
+                            w.revision, w.committed, w.generation
+                        ),
+                    });
+                }
+            }
+        }
+        for c in self
+            .commits
+            .iter()
+            .filter(|c| c.outcome == Outcome::Accepted)
+        {
+            let stored = self.writes.iter().any(|w| {
+                w.group == c.group && w.generation == c.generation && w.committed >= c.offset
+            });
+            if !stored {
+                violations.push(Violation::CommitMismatch {
+                    group: c.group.clone(),
+                    detail: format!(
+                        "{} reported commit {} accepted in generation {}, the store never had it",
+                        c.consumer, c.offset, c.generation
+                    ),
                 });
             }
         }
@@ -543,6 +608,50 @@ mod tests {
                 ..
             }
         )));
+    }
+
+    #[test]
+    fn delivery_under_an_unknown_claim_is_caught() {
+        let mut h = valid();
+        h.deliveries.push(delivery("z", 7, 3));
+        assert!(violations(&h).contains(&Violation::UnknownClaim {
+            group: "g".into(),
+            generation: 7
+        }));
+    }
+
+    #[test]
+    fn commit_past_what_the_claim_delivered_is_caught() {
+        let mut h = valid();
+        // `a` delivered up to 3 in generation 1 but a write of generation 1 claims 5.
+        h.writes.insert(2, write(3, "a", 1, 5));
+        for (i, w) in h.writes.iter_mut().enumerate() {
+            w.revision = i as u64 + 1;
+        }
+        let found = violations(&h);
+        assert!(
+            found
+                .iter()
+                .any(|v| matches!(v, Violation::CommitMismatch { .. })),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn accepted_commit_missing_from_the_store_is_caught() {
+        let mut h = valid();
+        h.commits.push(Commit {
+            consumer: "b".into(),
+            group: "g".into(),
+            generation: 2,
+            offset: 9,
+            outcome: Outcome::Accepted,
+        });
+        assert!(
+            violations(&h)
+                .iter()
+                .any(|v| matches!(v, Violation::CommitMismatch { .. }))
+        );
     }
 
     #[test]

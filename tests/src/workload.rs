@@ -156,6 +156,11 @@ impl Workload {
 
     /// Starts one more consumer process; returns its index.
     pub fn spawn(&mut self) -> usize {
+        self.spawn_processing(self.process_ms)
+    }
+
+    /// Starts one more consumer process that takes `process_ms` over each message.
+    pub fn spawn_processing(&mut self, process_ms: u64) -> usize {
         let label = format!("p{}", self.processes.len());
         let mut child = Command::new(&self.program)
             .args([
@@ -164,9 +169,10 @@ impl Workload {
                 STREAM.to_owned(),
                 GROUP.to_owned(),
                 self.takeover_ms.to_string(),
-                self.process_ms.to_string(),
+                process_ms.to_string(),
             ])
-            .stdin(Stdio::null())
+            // The child exits when this pipe closes: it cannot outlive the test binary.
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .expect("start a consumer process");

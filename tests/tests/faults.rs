@@ -69,9 +69,10 @@ async fn consumer_crashes(schema: String) {
 /// `takeover_after`; a standby takes over. Thawed (SIGCONT), the old consumer's commit is
 /// fenced and it turns standby; nothing it commits afterwards is accepted.
 async fn paused_consumer_is_fenced(schema: String) {
-    // Processing takes 300 ms a message, so the freeze lands in the middle of it.
-    let mut w = Workload::new(CONSUMER, &schema, TAKEOVER_MS, 300).await;
-    let frozen = w.spawn();
+    // The first consumer takes 3 s over each message, so the freeze lands in the middle of
+    // processing; the one taking over processes quickly.
+    let mut w = Workload::new(CONSUMER, &schema, TAKEOVER_MS, 20).await;
+    let frozen = w.spawn_processing(3_000);
     w.wait_until("the first process joins", BOUND, |w| {
         w.processes[frozen].is_active()
     })
@@ -301,7 +302,9 @@ fn plain(name: &'static str, body: fn() -> std::pin::Pin<Box<dyn Future<Output =
 }
 
 fn main() -> ExitCode {
-    let args = libtest_mimic::Arguments::from_args();
+    let mut args = libtest_mimic::Arguments::from_args();
+    // Each fault test runs several processes on tight timings: one at a time.
+    args.test_threads.get_or_insert(1);
     let trials = vec![
         schema_trial("faults", "consumer_crashes", consumer_crashes),
         schema_trial(

@@ -147,6 +147,10 @@ impl Model {
         let Some((offset, generation)) = member.uncommitted.take() else {
             return;
         };
+        if member.consumer.generation() != Some(generation) {
+            // The consumer has since started another claim: that delivery is not its to commit.
+            return;
+        }
         let outcome = match member.consumer.commit(offset).await {
             Ok(()) => Outcome::Accepted,
             Err(Error::Fenced { .. }) => Outcome::Fenced,

@@ -159,7 +159,7 @@ fn spawn_consumer(schema: &str, takeover_ms: u64) -> (Child, mpsc::Receiver<Stri
             &takeover_ms.to_string(),
         ])
         .stdout(Stdio::piped())
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .spawn()
         .expect("start consumer process");
     let lines = follow(&mut child);

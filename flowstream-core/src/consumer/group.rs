@@ -163,7 +163,13 @@ impl Shared {
     /// Reads the group state from storage.
     pub(crate) async fn read_state(&self) -> Result<Option<(GroupState, Revision)>, Error> {
         match self.driver.get_record(&self.key).await? {
-            None => Ok(None),
+            None => {
+                // Deleted (by an operator, say): a recreated record starts its revisions
+                // again, so what we saw before must not make us ignore it.
+                self.lock_view().state = None;
+                self.demote();
+                Ok(None)
+            }
             Some(record) => Ok(Some(decode(&self.key, record)?)),
         }
     }
@@ -276,7 +282,6 @@ impl Shared {
                 Err(DriverError::Conflict { .. }) => {
                     let Some((latest, latest_revision)) = self.read_state().await? else {
                         // The record is gone: whatever happened, this claim is over.
-                        self.demote();
                         return Err(self.fenced(generation));
                     };
                     self.observe(&latest, latest_revision, false);

@@ -47,6 +47,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     };
+    // Exit when the parent goes away (its end of our standard input closes), however it died.
+    std::thread::spawn(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+        std::process::exit(0);
+    });
     let takeover = Duration::from_millis(takeover_ms.parse()?);
     let processing = Duration::from_millis(process_ms.parse()?);
     let driver: Arc<dyn Driver> = Arc::new(

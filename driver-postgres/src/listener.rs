@@ -128,12 +128,24 @@ async fn run(pool: PgPool, channel: String, hub: ChangeHub, first: PgListener) {
             continue;
         };
         match active.try_recv().await {
-            Ok(Some(notification)) => dispatch(&hub, notification.payload()),
+            Ok(Some(notification)) => {
+                failures = 0;
+                dispatch(&hub, notification.payload());
+            }
             Ok(None) => {
                 // The connection dropped and the listener re-established it (eagerly, before
                 // returning): everything sent in between is lost.
                 tracing::info!(%channel, "LISTEN connection lost and re-established; waking all waiters");
                 hub.notify_all();
+                // A server that keeps dropping connections must not turn into a storm of
+                // wake-ups (each one costs every waiter a read).
+                failures = failures.saturating_add(1);
+                tokio::time::sleep(
+                    Duration::from_millis(50)
+                        .saturating_mul(1 << failures.min(7))
+                        .min(Duration::from_secs(5)),
+                )
+                .await;
             }
             Err(error) => {
                 tracing::warn!(%channel, %error, "LISTEN connection lost");

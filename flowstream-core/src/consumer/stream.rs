@@ -157,9 +157,11 @@ impl Stream for ConsumerStream {
                     .min(Duration::from_secs(5)),
             };
             let fill: Fill = Box::pin(async move {
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = signal.notified() => return (consumer, Ok(false)),
+                if !backoff.is_zero() {
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = signal.notified() => return (consumer, Ok(false)),
+                    }
                 }
                 let result = consumer.fill_or_wait(&signal).await;
                 (consumer, result)

@@ -25,7 +25,7 @@ use std::time::Duration;
 use flowstream_core::{Consumer, ConsumerBuilder, Driver, Message, NewMessage, Producer};
 
 pub use backend::{Backend, close};
-pub use wrappers::{CountingDriver, FaultyDriver, RecordingDriver};
+pub use wrappers::{CountingDriver, FaultyDriver, InstrumentedDriver, RecordingDriver};
 
 /// `takeover_after` of the consumers in these tests.
 pub const TAKEOVER: Duration = Duration::from_millis(300);

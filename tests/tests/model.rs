@@ -247,7 +247,7 @@ impl Model {
             }
         }
         let key = flowstream_core::group_record_key(STREAM, GROUP);
-        for (written_key, revision, value) in self.recording.writes() {
+        for (written_key, revision, value) in self.recording.accepted_writes() {
             if written_key != key {
                 continue;
             }

@@ -1,0 +1,221 @@
+//! flowstream itself, on either driver.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flowstream_core::{Consumer, Driver, NewMessage, Producer, Wake};
+
+use crate::BoxError;
+use crate::procstat;
+use crate::system::System;
+use crate::workload::{Latencies, Sizes, body, concurrently, paced, share, stamped_body, unique};
+
+pub(crate) struct Flowstream {
+    label: &'static str,
+    driver: Arc<dyn Driver>,
+    producer: Producer,
+}
+
+impl Flowstream {
+    pub(crate) fn new(label: &'static str, driver: Arc<dyn Driver>) -> Self {
+        let producer = Producer::new(Arc::clone(&driver));
+        Flowstream {
+            label,
+            driver,
+            producer,
+        }
+    }
+
+    async fn fill(&self, stream: &str, count: usize, body: &[u8]) -> Result<(), BoxError> {
+        let mut left = count;
+        while left > 0 {
+            let n = left.min(1000);
+            self.producer
+                .send_batch((0..n).map(|_| NewMessage::new(stream, body.to_vec())))
+                .await?;
+            left -= n;
+        }
+        Ok(())
+    }
+
+    async fn read_all(
+        &self,
+        stream: &str,
+        count: usize,
+        read_batch: usize,
+    ) -> Result<usize, BoxError> {
+        let mut consumer = Consumer::builder(Arc::clone(&self.driver), stream, "bench")
+            .batch_size(read_batch)
+            .build()
+            .await?;
+        let mut seen = 0;
+        let mut since_commit = 0;
+        while seen < count {
+            match consumer.next().await? {
+                Some(message) => {
+                    seen += 1;
+                    since_commit += 1;
+                    if since_commit == read_batch {
+                        consumer.commit(message.offset()).await?;
+                        since_commit = 0;
+                    }
+                }
+                None => {
+                    return Err(format!("stream {stream} ended after {seen} of {count}").into());
+                }
+            }
+        }
+        if since_commit > 0 {
+            consumer.commit(count as u64).await?;
+        }
+        consumer.shutdown().await?;
+        Ok(seen)
+    }
+
+    /// Peak resident memory while consuming a stream of `sizes.consume` messages, and the
+    /// time it took.
+    pub(crate) async fn consume_memory(&self, sizes: &Sizes) -> Result<(Duration, Option<u64>), BoxError> {
+        let stream = unique("consume");
+        self.fill(&stream, sizes.consume, &body(sizes.body)).await?;
+        let reset = procstat::reset_peak_rss();
+        let start = Instant::now();
+        self.read_all(&stream, sizes.consume, sizes.read_batch).await?;
+        let elapsed = start.elapsed();
+        Ok((elapsed, procstat::peak_rss().filter(|_| reset)))
+    }
+
+    /// CPU this process uses while `consumers` consumers, each the active member of its own
+    /// group, wait for messages for `window`.
+    pub(crate) async fn idle_cpu(
+        &self,
+        consumers: usize,
+        window: Duration,
+    ) -> Result<Duration, BoxError> {
+        let stream = unique("idle");
+        self.producer.send(NewMessage::new(&stream, "start")).await?;
+        let mut waiting = tokio::task::JoinSet::new();
+        let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
+        for group in 0..consumers {
+            let mut consumer = Consumer::builder(Arc::clone(&self.driver), &stream, format!("g{group}"))
+                .build()
+                .await?;
+            while consumer.next().await?.is_some() {}
+            let mut stopped = stop.subscribe();
+            waiting.spawn(async move {
+                loop {
+                    tokio::select! {
+                        woke = consumer.wait(Duration::from_secs(3600)) => { woke?; }
+                        _ = stopped.recv() => break,
+                    }
+                }
+                consumer.shutdown().await?;
+                Ok::<(), flowstream_core::Error>(())
+            });
+        }
+        // Let the joins settle before the window opens.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let before = procstat::cpu_time().ok_or("no CPU figures from /proc")?;
+        tokio::time::sleep(window).await;
+        let used = procstat::cpu_time().ok_or("no CPU figures from /proc")? - before;
+        let _ = stop.send(());
+        while let Some(done) = waiting.join_next().await {
+            done??;
+        }
+        Ok(used)
+    }
+}
+
+#[async_trait::async_trait]
+impl System for Flowstream {
+    fn name(&self) -> String {
+        self.label.to_owned()
+    }
+
+    async fn produce_batches(&self, batch: usize, sizes: &Sizes) -> Result<Option<Duration>, BoxError> {
+        let stream = unique("batches");
+        let body = body(sizes.body);
+        let start = Instant::now();
+        let mut left = sizes.produce;
+        while left > 0 {
+            let n = left.min(batch);
+            self.producer
+                .send_batch((0..n).map(|_| NewMessage::new(&stream, body.clone())))
+                .await?;
+            left -= n;
+        }
+        Ok(Some(start.elapsed()))
+    }
+
+    async fn produce_singles(&self, tasks: usize, sizes: &Sizes) -> Result<Option<Duration>, BoxError> {
+        let stream: Arc<str> = unique("singles").into();
+        let body = body(sizes.body);
+        let start = Instant::now();
+        concurrently(tasks, |task| {
+            let producer = self.producer.clone();
+            let stream = Arc::clone(&stream);
+            let body = body.clone();
+            let count = share(sizes.singles, tasks, task);
+            async move {
+                for _ in 0..count {
+                    producer.send(NewMessage::new(&*stream, body.clone())).await?;
+                }
+                Ok(())
+            }
+        })
+        .await?;
+        Ok(Some(start.elapsed()))
+    }
+
+    async fn consume(&self, sizes: &Sizes) -> Result<Option<Duration>, BoxError> {
+        let stream = unique("consume");
+        self.fill(&stream, sizes.consume, &body(sizes.body)).await?;
+        let start = Instant::now();
+        self.read_all(&stream, sizes.consume, sizes.read_batch).await?;
+        Ok(Some(start.elapsed()))
+    }
+
+    async fn latency(
+        &self,
+        rate: u64,
+        duration: Duration,
+        sizes: &Sizes,
+    ) -> Result<Option<Latencies>, BoxError> {
+        let stream: Arc<str> = unique("latency").into();
+        let expected = (rate as f64 * duration.as_secs_f64()) as usize;
+        let mut consumer = Consumer::builder(Arc::clone(&self.driver), &*stream, "bench")
+            .batch_size(sizes.read_batch)
+            .build()
+            .await?;
+        let receiver = tokio::spawn(async move {
+            let mut latencies = Latencies::with_capacity(expected);
+            while latencies.len() < expected {
+                let mut last = None;
+                while let Some(message) = consumer.next().await? {
+                    latencies.record(message.body());
+                    last = Some(message.offset());
+                }
+                if let Some(offset) = last {
+                    consumer.commit(offset).await?;
+                }
+                if latencies.len() < expected
+                    && consumer.wait(Duration::from_secs(10)).await? == Wake::TimedOut
+                {
+                    return Err(format!("{} of {expected} messages arrived", latencies.len()).into());
+                }
+            }
+            consumer.shutdown().await?;
+            Ok::<_, BoxError>(latencies)
+        });
+        let size = sizes.body;
+        paced(rate, duration, || {
+            let producer = self.producer.clone();
+            let stream = Arc::clone(&stream);
+            async move {
+                producer.send(NewMessage::new(&*stream, stamped_body(size))).await?;
+                Ok(())
+            }
+        })
+        .await?;
+        Ok(Some(receiver.await??))
+    }
+}

@@ -1,0 +1,253 @@
+//! flowstream's benchmark: produce, consume, latency, memory and idle cost, each flowstream
+//! figure measured in the same run as the raw storage ceiling (plain SQL on PostgreSQL, plain
+//! tables on redb) and the peers on this machine (Redis Streams, NATS JetStream).
+//!
+//! ```text
+//! cargo run --release -p flowstream-bench -- [--driver postgres|redb|all] [--smoke] [--no-peers]
+//! ```
+//! `--help` lists every option. It prints each figure as it is measured, then a Markdown table
+//! with `flowstream ÷ this` ratios, and writes the figures as JSON.
+
+mod flow;
+mod nats_peer;
+mod options;
+mod procstat;
+mod raw_pg;
+mod raw_redb;
+mod redis_peer;
+mod report;
+mod system;
+mod workload;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flowstream_core::Driver;
+use flowstream_postgres::PgDriver;
+use flowstream_redb::RedbDriver;
+
+use crate::flow::Flowstream;
+use crate::options::{Backend, Options};
+use crate::raw_pg::{RawPg, Write};
+use crate::raw_redb::RawRedb;
+use crate::report::Report;
+use crate::system::System;
+
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The schema flowstream's own PostgreSQL tables go in; dropped and recreated at every run.
+const PG_SCHEMA: &str = "flowstream_bench";
+
+#[tokio::main]
+async fn main() {
+    let options = match Options::parse(std::env::args().skip(1)) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("{message}\n\n{}", options::USAGE);
+            std::process::exit(2);
+        }
+    };
+    match run(&options).await {
+        Ok(true) => {}
+        Ok(false) => {
+            eprintln!("some flowstream figures could not be measured (see above)");
+            std::process::exit(1);
+        }
+        Err(error) => {
+            eprintln!("benchmark failed: {error}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Runs every scenario; `Ok(false)` when a flowstream figure failed.
+async fn run(options: &Options) -> Result<bool, BoxError> {
+    let sizes = options.sizes();
+    let mut flows: Vec<Flowstream> = Vec::new();
+    let mut others: Vec<Box<dyn System>> = Vec::new();
+    let mut report = Report::default();
+
+    if options.backends.contains(&Backend::Postgres) {
+        reset_pg_schema(&options.pg_url).await?;
+        RawPg::reset(&options.pg_url).await?;
+        let driver = PgDriver::builder(&options.pg_url)
+            .schema(PG_SCHEMA)
+            .max_connections(16)
+            .application_name("flowstream-bench")
+            .connect()
+            .await?;
+        flows.push(Flowstream::new("flowstream (postgres)", Arc::new(driver)));
+        for write in [Write::LockedInsert, Write::Insert, Write::Copy] {
+            others.push(Box::new(RawPg::connect(&options.pg_url, write).await?));
+        }
+    }
+    if options.backends.contains(&Backend::Redb) {
+        std::fs::create_dir_all(&options.dir)?;
+        let flow_file = options.dir.join("flowstream.redb");
+        let raw_file = options.dir.join("raw.redb");
+        for file in [&flow_file, &raw_file] {
+            if file.exists() {
+                std::fs::remove_file(file)?;
+            }
+        }
+        let driver: Arc<dyn Driver> = Arc::new(RedbDriver::open(&flow_file).await?);
+        flows.push(Flowstream::new("flowstream (redb)", driver));
+        others.push(Box::new(RawRedb::create(&raw_file)?));
+    }
+    let mut redis_saved = None;
+    if options.peers {
+        match redis_peer::RedisPeer::connect(&options.redis_url).await {
+            Ok((memory, durable, saved)) => {
+                others.push(Box::new(memory));
+                others.push(Box::new(durable));
+                redis_saved = Some(saved);
+            }
+            Err(error) => report.skip("all", "Redis Streams", error.to_string()),
+        }
+        match nats_peer::NatsPeer::connect(&options.nats_url).await {
+            Ok(nats) => others.push(Box::new(nats)),
+            Err(error) => report.skip("all", "NATS JetStream", error.to_string()),
+        }
+    }
+
+    let mut ok = true;
+    let mut systems: Vec<(&dyn System, bool)> = flows.iter().map(|f| (f as &dyn System, true)).collect();
+    systems.extend(others.iter().map(|o| (o.as_ref(), false)));
+
+    for batch in [100, 1000] {
+        let scenario = format!("produce, batches of {}", report::group_digits(batch as f64));
+        println!("{scenario}");
+        for &(system, is_flow) in &systems {
+            let result = system.produce_batches(batch, &sizes).await;
+            ok &= record_rate(&mut report, &scenario, system, sizes.produce, result, is_flow);
+        }
+    }
+
+    let scenario = format!("produce, {} tasks × single sends", options.tasks);
+    println!("{scenario}");
+    for &(system, is_flow) in &systems {
+        let result = system.produce_singles(options.tasks, &sizes).await;
+        ok &= record_rate(&mut report, &scenario, system, sizes.singles, result, is_flow);
+    }
+
+    let scenario = format!(
+        "consume {} messages, one group",
+        report::group_digits(sizes.consume as f64)
+    );
+    println!("{scenario} (reads and acks of {} messages)", sizes.read_batch);
+    for flow in &flows {
+        match flow.consume_memory(&sizes).await {
+            Ok((elapsed, rss)) => {
+                report.rate(&scenario, &flow.name(), sizes.consume as f64 / elapsed.as_secs_f64());
+                if let Some(rss) = rss {
+                    report.push("peak RSS while consuming", &flow.name(), rss as f64 / 1048576.0, "MiB", true);
+                }
+            }
+            Err(error) => {
+                report.skip(&scenario, &flow.name(), error.to_string());
+                ok = false;
+            }
+        }
+    }
+    for system in &others {
+        let result = system.consume(&sizes).await;
+        record_rate(&mut report, &scenario, system.as_ref(), sizes.consume, result, false);
+    }
+
+    for &rate in &options.rates {
+        let label = report::group_digits(rate as f64);
+        println!("end-to-end latency at {label} msg/s for {:?}", options.latency_for);
+        for &(system, is_flow) in &systems {
+            match system.latency(rate, options.latency_for, &sizes).await {
+                Ok(Some(latencies)) => {
+                    if let Some((p50, p99, max)) = latencies.summary() {
+                        for (name, value) in [("p50", p50), ("p99", p99), ("max", max)] {
+                            let scenario = format!("latency {name} at {label} msg/s");
+                            report.push(&scenario, &system.name(), value.as_secs_f64() * 1000.0, "ms", true);
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    report.skip(&format!("latency at {label} msg/s"), &system.name(), error.to_string());
+                    ok &= !is_flow;
+                }
+            }
+        }
+    }
+
+    let scenario = format!(
+        "idle: {} waiting consumers, CPU over {:?}",
+        options.idle_consumers, options.idle_for
+    );
+    println!("{scenario}");
+    for flow in &flows {
+        match flow.idle_cpu(options.idle_consumers, options.idle_for).await {
+            Ok(used) => {
+                let share = used.as_secs_f64() / options.idle_for.as_secs_f64() * 100.0;
+                report.push(&scenario, &flow.name(), share, "% of a core", true);
+            }
+            Err(error) => {
+                report.skip(&scenario, &flow.name(), error.to_string());
+                ok = false;
+            }
+        }
+    }
+
+    if let Some(saved) = redis_saved {
+        saved.restore().await?;
+    }
+
+    let table = report.table();
+    println!("\n{table}");
+    let run = serde_json::json!({
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "body_bytes": sizes.body,
+        "produce_messages": sizes.produce,
+        "single_sends": sizes.singles,
+        "consume_messages": sizes.consume,
+        "read_batch": sizes.read_batch,
+        "latency_seconds": options.latency_for.as_secs_f64(),
+    });
+    if let Some(parent) = options.json.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&options.json, serde_json::to_string_pretty(&report.json(run))?)?;
+    println!("figures written to {}", options.json.display());
+    Ok(ok)
+}
+
+/// Records `count / elapsed` or the failure; returns false if a flowstream figure failed.
+fn record_rate(
+    report: &mut Report,
+    scenario: &str,
+    system: &dyn System,
+    count: usize,
+    result: Result<Option<Duration>, BoxError>,
+    is_flow: bool,
+) -> bool {
+    match result {
+        Ok(Some(elapsed)) => {
+            report.rate(scenario, &system.name(), count as f64 / elapsed.as_secs_f64());
+            true
+        }
+        Ok(None) => true,
+        Err(error) => {
+            report.skip(scenario, &system.name(), error.to_string());
+            !is_flow
+        }
+    }
+}
+
+async fn reset_pg_schema(url: &str) -> Result<(), BoxError> {
+    use sqlx::Executor;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await?;
+    pool.execute(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE")))
+        .await?;
+    pool.close().await;
+    Ok(())
+}

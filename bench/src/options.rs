@@ -1,0 +1,126 @@
+//! Command-line options.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::workload::Sizes;
+
+pub(crate) const USAGE: &str = "\
+usage: flowstream-bench [options]
+
+  --driver postgres|redb|all   which flowstream drivers to measure (default all)
+  --pg-url URL                 PostgreSQL (default $FLOWSTREAM_PG_URL, else
+                               postgres://postgres@127.0.0.1:5432/postgres)
+  --redis-url URL              Redis (default redis://127.0.0.1:6379)
+  --nats-url URL               NATS with JetStream (default 127.0.0.1:4222)
+  --no-peers                   skip Redis and NATS
+  --smoke                      tiny counts: checks that every row runs, measures nothing
+  --body BYTES                 message body size (default 100)
+  --messages N                 length of the stream the consume rows read (default 1000000)
+  --dir PATH                   where redb files go (default target/flowstream-bench)
+  --json PATH                  where figures go (default target/flowstream-bench/results.json)
+
+The bench drops and recreates the PostgreSQL schemas flowstream_bench and
+flowstream_bench_raw, and switches Redis's persistence for the appendfsync
+rows, restoring it afterwards.";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Postgres,
+    Redb,
+}
+
+#[derive(Debug)]
+pub(crate) struct Options {
+    pub(crate) backends: Vec<Backend>,
+    pub(crate) pg_url: String,
+    pub(crate) redis_url: String,
+    pub(crate) nats_url: String,
+    pub(crate) peers: bool,
+    pub(crate) smoke: bool,
+    pub(crate) body: usize,
+    pub(crate) messages: usize,
+    pub(crate) dir: PathBuf,
+    pub(crate) json: PathBuf,
+    pub(crate) tasks: usize,
+    pub(crate) rates: Vec<u64>,
+    pub(crate) latency_for: Duration,
+    pub(crate) idle_consumers: usize,
+    pub(crate) idle_for: Duration,
+}
+
+impl Options {
+    pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, String> {
+        let mut options = Options {
+            backends: vec![Backend::Postgres, Backend::Redb],
+            pg_url: std::env::var("FLOWSTREAM_PG_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned()),
+            redis_url: "redis://127.0.0.1:6379".to_owned(),
+            nats_url: "127.0.0.1:4222".to_owned(),
+            peers: true,
+            smoke: false,
+            body: 100,
+            messages: 1_000_000,
+            dir: PathBuf::from("target/flowstream-bench"),
+            json: PathBuf::from("target/flowstream-bench/results.json"),
+            tasks: 64,
+            rates: vec![1_000, 10_000],
+            latency_for: Duration::from_secs(5),
+            idle_consumers: 1_000,
+            idle_for: Duration::from_secs(10),
+        };
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
+            match arg.as_str() {
+                "--driver" => {
+                    options.backends = match value()?.as_str() {
+                        "postgres" => vec![Backend::Postgres],
+                        "redb" => vec![Backend::Redb],
+                        "all" => vec![Backend::Postgres, Backend::Redb],
+                        other => return Err(format!("unknown driver {other:?}")),
+                    }
+                }
+                "--pg-url" => options.pg_url = value()?,
+                "--redis-url" => options.redis_url = value()?,
+                "--nats-url" => options.nats_url = value()?,
+                "--no-peers" => options.peers = false,
+                "--smoke" => options.smoke = true,
+                "--body" => options.body = number(&arg, &value()?)?,
+                "--messages" => options.messages = number(&arg, &value()?)?,
+                "--dir" => options.dir = value()?.into(),
+                "--json" => options.json = value()?.into(),
+                "--help" | "-h" => return Err("flowstream-bench".to_owned()),
+                other => return Err(format!("unknown option {other:?}")),
+            }
+        }
+        if options.body < 8 {
+            return Err("--body must be at least 8 (latency rows stamp the body)".to_owned());
+        }
+        if options.smoke {
+            options.messages = options.messages.min(5_000);
+            options.latency_for = Duration::from_millis(200);
+            options.idle_consumers = 20;
+            options.idle_for = Duration::from_secs(1);
+        }
+        Ok(options)
+    }
+
+    pub(crate) fn sizes(&self) -> Sizes {
+        let (produce, singles) = if self.smoke { (2_000, 640) } else { (200_000, 20_000) };
+        Sizes {
+            body: self.body,
+            produce,
+            singles,
+            consume: self.messages,
+            read_batch: 1_000,
+        }
+    }
+}
+
+fn number(option: &str, value: &str) -> Result<usize, String> {
+    value
+        .replace('_', "")
+        .parse()
+        .map_err(|_| format!("{option} takes a number, got {value:?}"))
+}

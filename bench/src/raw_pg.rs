@@ -1,0 +1,213 @@
+//! PostgreSQL ceilings: the same rows written and read with plain SQL, no flowstream in
+//! between, into a table shaped like flowstream's own.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{AssertSqlSafe, Executor, PgPool};
+
+use crate::BoxError;
+use crate::system::System;
+use crate::workload::{Sizes, body, concurrently, share, unique};
+
+const SCHEMA: &str = "flowstream_bench_raw";
+
+/// How a raw producer writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Write {
+    /// One transaction per batch: advance the stream's head row (the lock that keeps offsets
+    /// in commit order, as flowstream does), then one multi-row INSERT.
+    LockedInsert,
+    /// One multi-row INSERT per batch with offsets from the client: no ordering guarantee.
+    Insert,
+    /// `COPY … FROM STDIN` per batch, offsets from the client.
+    Copy,
+}
+
+pub(crate) struct RawPg {
+    pool: PgPool,
+    write: Write,
+}
+
+impl RawPg {
+    pub(crate) async fn connect(url: &str, write: Write) -> Result<Self, BoxError> {
+        let pool = PgPoolOptions::new().max_connections(70).connect(url).await?;
+        Ok(RawPg { pool, write })
+    }
+
+    /// Recreates the raw tables (dropping an earlier run's data).
+    pub(crate) async fn reset(url: &str) -> Result<(), BoxError> {
+        let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
+        pool.execute(AssertSqlSafe(
+            format!(
+                "DROP SCHEMA IF EXISTS {SCHEMA} CASCADE; CREATE SCHEMA {SCHEMA};
+                 CREATE TABLE {SCHEMA}.streams (name text PRIMARY KEY, head bigint NOT NULL)
+                   WITH (fillfactor = 50);
+                 CREATE TABLE {SCHEMA}.messages (
+                   stream text NOT NULL, \"offset\" bigint NOT NULL, body bytea NOT NULL,
+                   headers jsonb NOT NULL DEFAULT '{{}}',
+                   produced_at timestamptz NOT NULL DEFAULT now(),
+                   PRIMARY KEY (stream, \"offset\"));"
+            ),
+        ))
+        .await?;
+        pool.close().await;
+        Ok(())
+    }
+
+    async fn create_stream(&self, stream: &str) -> Result<(), BoxError> {
+        sqlx::query(AssertSqlSafe(format!("INSERT INTO {SCHEMA}.streams VALUES ($1, 0)")))
+            .bind(stream)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Appends `count` copies of `body` to `stream`, whose head is `head` before the call
+    /// (ignored by `LockedInsert`, which takes it from the head row).
+    async fn write_batch(&self, stream: &str, head: i64, count: usize, body: &[u8]) -> Result<(), BoxError> {
+        let bodies = vec![body.to_vec(); count];
+        match self.write {
+            Write::LockedInsert => {
+                let mut tx = self.pool.begin().await?;
+                let (new_head,): (i64,) = sqlx::query_as(AssertSqlSafe(format!(
+                    "UPDATE {SCHEMA}.streams SET head = head + $2 WHERE name = $1 RETURNING head"
+                )))
+                .bind(stream)
+                .bind(count as i64)
+                .fetch_one(&mut *tx)
+                .await?;
+                insert(&mut *tx, stream, new_head - count as i64, &bodies).await?;
+                tx.commit().await?;
+            }
+            Write::Insert => insert(&self.pool, stream, head, &bodies).await?,
+            Write::Copy => {
+                let mut conn = self.pool.acquire().await?;
+                let mut copy = conn
+                    .copy_in_raw(&format!(
+                        "COPY {SCHEMA}.messages (stream, \"offset\", body) FROM STDIN"
+                    ))
+                    .await?;
+                let hex: String = body.iter().map(|b| format!("{b:02x}")).collect();
+                let mut data = String::with_capacity(count * (stream.len() + hex.len() + 32));
+                for i in 1..=count as i64 {
+                    data.push_str(&format!("{stream}\t{}\t\\\\x{hex}\n", head + i));
+                }
+                copy.send(data.as_bytes()).await?;
+                copy.finish().await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn insert<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    stream: &str,
+    after: i64,
+    bodies: &[Vec<u8>],
+) -> Result<(), BoxError> {
+    let offsets: Vec<i64> = (1..=bodies.len() as i64).map(|i| after + i).collect();
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {SCHEMA}.messages (stream, \"offset\", body) \
+         SELECT $1, * FROM unnest($2::int8[], $3::bytea[])"
+    )))
+    .bind(stream)
+    .bind(&offsets)
+    .bind(bodies)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl System for RawPg {
+    fn name(&self) -> String {
+        match self.write {
+            Write::LockedInsert => "raw pg: head-locked INSERT",
+            Write::Insert => "raw pg: multi-row INSERT",
+            Write::Copy => "raw pg: COPY",
+        }
+        .to_owned()
+    }
+
+    async fn produce_batches(&self, batch: usize, sizes: &Sizes) -> Result<Option<Duration>, BoxError> {
+        let stream = unique("batches");
+        self.create_stream(&stream).await?;
+        let body = body(sizes.body);
+        let start = Instant::now();
+        let mut head = 0;
+        while head < sizes.produce {
+            let n = batch.min(sizes.produce - head);
+            self.write_batch(&stream, head as i64, n, &body).await?;
+            head += n;
+        }
+        Ok(Some(start.elapsed()))
+    }
+
+    /// The naive way: one transaction per message, each locking the head row.
+    async fn produce_singles(&self, tasks: usize, sizes: &Sizes) -> Result<Option<Duration>, BoxError> {
+        if self.write != Write::LockedInsert {
+            return Ok(None);
+        }
+        let stream: Arc<str> = unique("singles").into();
+        self.create_stream(&stream).await?;
+        let body = body(sizes.body);
+        let pool = self.pool.clone();
+        let start = Instant::now();
+        concurrently(tasks, |task| {
+            let raw = RawPg { pool: pool.clone(), write: Write::LockedInsert };
+            let stream = Arc::clone(&stream);
+            let body = body.clone();
+            let count = share(sizes.singles, tasks, task);
+            async move {
+                for _ in 0..count {
+                    raw.write_batch(&stream, 0, 1, &body).await?;
+                }
+                Ok(())
+            }
+        })
+        .await?;
+        Ok(Some(start.elapsed()))
+    }
+
+    /// Keyset reads of `read_batch` rows per query.
+    async fn consume(&self, sizes: &Sizes) -> Result<Option<Duration>, BoxError> {
+        if self.write != Write::Copy {
+            return Ok(None);
+        }
+        let stream = unique("consume");
+        let body = body(sizes.body);
+        let mut head = 0;
+        while head < sizes.consume {
+            let n = 10_000.min(sizes.consume - head);
+            self.write_batch(&stream, head as i64, n, &body).await?;
+            head += n;
+        }
+        let start = Instant::now();
+        let mut position = 0_i64;
+        let mut seen = 0;
+        let sql = format!(
+            "SELECT \"offset\", body, headers, \
+             (extract(epoch FROM produced_at) * 1000000)::int8 AS produced_micros \
+             FROM {SCHEMA}.messages \
+             WHERE stream = $1 AND \"offset\" > $2 ORDER BY \"offset\" LIMIT $3"
+        );
+        while seen < sizes.consume {
+            let rows: Vec<(i64, Vec<u8>, serde_json::Value, i64)> =
+                sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                    .bind(&stream)
+                    .bind(position)
+                    .bind(sizes.read_batch as i64)
+                    .fetch_all(&self.pool)
+                    .await?;
+            let Some(last) = rows.last() else {
+                return Err("raw stream ended early".into());
+            };
+            position = last.0;
+            seen += rows.len();
+        }
+        Ok(Some(start.elapsed()))
+    }
+}

@@ -1,0 +1,138 @@
+//! redb ceilings: plain tables written and read directly, every write transaction committed
+//! durably as flowstream's are.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redb::{Database, ReadableDatabase, TableDefinition};
+
+use crate::BoxError;
+use crate::system::System;
+use crate::workload::{Sizes, body, concurrently, share};
+
+const RAW: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("raw");
+
+pub(crate) struct RawRedb {
+    db: Arc<Database>,
+}
+
+impl RawRedb {
+    pub(crate) fn create(path: &Path) -> Result<Self, BoxError> {
+        Ok(RawRedb {
+            db: Arc::new(Database::create(path)?),
+        })
+    }
+
+    /// Appends `count` copies of `body` after `head` in one durable transaction, on a
+    /// blocking thread.
+    async fn write_batch(&self, head: u64, count: usize, body: Arc<[u8]>) -> Result<(), BoxError> {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || {
+            let tx = db.begin_write()?;
+            {
+                let mut table = tx.open_table(RAW)?;
+                for i in 1..=count as u64 {
+                    table.insert(head + i, &*body)?;
+                }
+            }
+            tx.commit()?;
+            Ok::<_, BoxError>(())
+        })
+        .await?
+    }
+
+    async fn clear(&self) -> Result<(), BoxError> {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || {
+            let tx = db.begin_write()?;
+            tx.delete_table(RAW)?;
+            tx.commit()?;
+            Ok::<_, BoxError>(())
+        })
+        .await?
+    }
+}
+
+#[async_trait::async_trait]
+impl System for RawRedb {
+    fn name(&self) -> String {
+        "raw redb".to_owned()
+    }
+
+    async fn produce_batches(&self, batch: usize, sizes: &Sizes) -> Result<Option<Duration>, BoxError> {
+        self.clear().await?;
+        let body: Arc<[u8]> = body(sizes.body).into();
+        let start = Instant::now();
+        let mut head = 0;
+        while head < sizes.produce {
+            let n = batch.min(sizes.produce - head);
+            self.write_batch(head as u64, n, Arc::clone(&body)).await?;
+            head += n;
+        }
+        Ok(Some(start.elapsed()))
+    }
+
+    /// One durable transaction per message; redb has one writer, so they queue.
+    async fn produce_singles(&self, tasks: usize, sizes: &Sizes) -> Result<Option<Duration>, BoxError> {
+        self.clear().await?;
+        let body: Arc<[u8]> = body(sizes.body).into();
+        let singles = sizes.singles;
+        let start = Instant::now();
+        concurrently(tasks, |task| {
+            let raw = RawRedb { db: Arc::clone(&self.db) };
+            let body = Arc::clone(&body);
+            let count = share(singles, tasks, task);
+            async move {
+                for i in 0..count {
+                    // Keys only need to be distinct here.
+                    let key = (task * singles + i) as u64;
+                    raw.write_batch(key, 1, Arc::clone(&body)).await?;
+                }
+                Ok(())
+            }
+        })
+        .await?;
+        Ok(Some(start.elapsed()))
+    }
+
+    /// A range scan in slices of `read_batch` keys, each slice its own read transaction, the
+    /// bodies copied out as a reader would.
+    async fn consume(&self, sizes: &Sizes) -> Result<Option<Duration>, BoxError> {
+        self.clear().await?;
+        let body: Arc<[u8]> = body(sizes.body).into();
+        let mut head = 0;
+        while head < sizes.consume {
+            let n = 100_000.min(sizes.consume - head);
+            self.write_batch(head as u64, n, Arc::clone(&body)).await?;
+            head += n;
+        }
+        let db = Arc::clone(&self.db);
+        let (total, read_batch) = (sizes.consume as u64, sizes.read_batch as u64);
+        let start = Instant::now();
+        let seen = tokio::task::spawn_blocking(move || {
+            let mut seen = 0_u64;
+            let mut bytes = 0_usize;
+            while seen < total {
+                let tx = db.begin_read()?;
+                let table = tx.open_table(RAW)?;
+                let mut batch: Vec<(u64, Vec<u8>)> = Vec::with_capacity(read_batch as usize);
+                for entry in table.range(seen + 1..=seen + read_batch)? {
+                    let (key, value) = entry?;
+                    batch.push((key.value(), value.value().to_vec()));
+                }
+                if batch.is_empty() {
+                    break;
+                }
+                seen += batch.len() as u64;
+                bytes += batch.iter().map(|(_, v)| v.len()).sum::<usize>();
+            }
+            Ok::<_, BoxError>((seen, bytes))
+        })
+        .await??;
+        if seen.0 != total {
+            return Err(format!("raw redb scan saw {} of {total}", seen.0).into());
+        }
+        Ok(Some(start.elapsed()))
+    }
+}

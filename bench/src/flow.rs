@@ -42,9 +42,10 @@ impl Flowstream {
         &self,
         stream: &str,
         count: usize,
+        group: &str,
         read_batch: usize,
     ) -> Result<usize, BoxError> {
-        let mut consumer = Consumer::builder(Arc::clone(&self.driver), stream, "bench")
+        let mut consumer = Consumer::builder(Arc::clone(&self.driver), stream, group)
             .batch_size(read_batch)
             .build()
             .await?;
@@ -72,16 +73,36 @@ impl Flowstream {
         Ok(seen)
     }
 
-    /// Peak resident memory while consuming a stream of `sizes.consume` messages, and the
-    /// time it took.
-    pub(crate) async fn consume_memory(&self, sizes: &Sizes) -> Result<(Duration, Option<u64>), BoxError> {
+    /// Fills a stream of `sizes.consume` messages and reads it as one group; returns the
+    /// reading time and the stream, which the memory figure reads again in a fresh process.
+    pub(crate) async fn consume_stream(
+        &self,
+        sizes: &Sizes,
+    ) -> Result<(Duration, String), BoxError> {
         let stream = unique("consume");
         self.fill(&stream, sizes.consume, &body(sizes.body)).await?;
-        let reset = procstat::reset_peak_rss();
         let start = Instant::now();
-        self.read_all(&stream, sizes.consume, sizes.read_batch).await?;
+        self.read_all(&stream, sizes.consume, "bench", sizes.read_batch)
+            .await?;
+        Ok((start.elapsed(), stream))
+    }
+
+    /// Reads `stream` (`count` messages) as a new group and returns the time it took and the
+    /// peak resident memory of this process; run in a process of its own, which does nothing
+    /// else.
+    pub(crate) async fn consume_alone(
+        &self,
+        stream: &str,
+        count: usize,
+        read_batch: usize,
+    ) -> Result<(Duration, u64), BoxError> {
+        let start = Instant::now();
+        self.read_all(stream, count, "memory", read_batch).await?;
         let elapsed = start.elapsed();
-        Ok((elapsed, procstat::peak_rss().filter(|_| reset)))
+        Ok((
+            elapsed,
+            procstat::peak_rss().ok_or("no memory figures from /proc")?,
+        ))
     }
 
     /// CPU this process uses while `consumers` consumers, each the active member of its own
@@ -92,14 +113,20 @@ impl Flowstream {
         window: Duration,
     ) -> Result<Duration, BoxError> {
         let stream = unique("idle");
-        self.producer.send(NewMessage::new(&stream, "start")).await?;
+        self.producer
+            .send(NewMessage::new(&stream, "start"))
+            .await?;
         let mut waiting = tokio::task::JoinSet::new();
         let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
         for group in 0..consumers {
-            let mut consumer = Consumer::builder(Arc::clone(&self.driver), &stream, format!("g{group}"))
-                .build()
-                .await?;
-            while consumer.next().await?.is_some() {}
+            let mut consumer =
+                Consumer::builder(Arc::clone(&self.driver), &stream, format!("g{group}"))
+                    .build()
+                    .await?;
+            // Commit what is there, so the group is idle (nothing pending, no heartbeats).
+            while let Some(message) = consumer.next().await? {
+                consumer.commit(message.offset()).await?;
+            }
             let mut stopped = stop.subscribe();
             waiting.spawn(async move {
                 loop {
@@ -131,7 +158,11 @@ impl System for Flowstream {
         self.label.to_owned()
     }
 
-    async fn produce_batches(&self, batch: usize, sizes: &Sizes) -> Result<Option<Duration>, BoxError> {
+    async fn produce_batches(
+        &self,
+        batch: usize,
+        sizes: &Sizes,
+    ) -> Result<Option<Duration>, BoxError> {
         let stream = unique("batches");
         let body = body(sizes.body);
         let start = Instant::now();
@@ -146,7 +177,11 @@ impl System for Flowstream {
         Ok(Some(start.elapsed()))
     }
 
-    async fn produce_singles(&self, tasks: usize, sizes: &Sizes) -> Result<Option<Duration>, BoxError> {
+    async fn produce_singles(
+        &self,
+        tasks: usize,
+        sizes: &Sizes,
+    ) -> Result<Option<Duration>, BoxError> {
         let stream: Arc<str> = unique("singles").into();
         let body = body(sizes.body);
         let start = Instant::now();
@@ -157,7 +192,9 @@ impl System for Flowstream {
             let count = share(sizes.singles, tasks, task);
             async move {
                 for _ in 0..count {
-                    producer.send(NewMessage::new(&*stream, body.clone())).await?;
+                    producer
+                        .send(NewMessage::new(&*stream, body.clone()))
+                        .await?;
                 }
                 Ok(())
             }
@@ -170,7 +207,8 @@ impl System for Flowstream {
         let stream = unique("consume");
         self.fill(&stream, sizes.consume, &body(sizes.body)).await?;
         let start = Instant::now();
-        self.read_all(&stream, sizes.consume, sizes.read_batch).await?;
+        self.read_all(&stream, sizes.consume, "bench", sizes.read_batch)
+            .await?;
         Ok(Some(start.elapsed()))
     }
 
@@ -200,7 +238,9 @@ impl System for Flowstream {
                 if latencies.len() < expected
                     && consumer.wait(Duration::from_secs(10)).await? == Wake::TimedOut
                 {
-                    return Err(format!("{} of {expected} messages arrived", latencies.len()).into());
+                    return Err(
+                        format!("{} of {expected} messages arrived", latencies.len()).into(),
+                    );
                 }
             }
             consumer.shutdown().await?;
@@ -211,7 +251,9 @@ impl System for Flowstream {
             let producer = self.producer.clone();
             let stream = Arc::clone(&stream);
             async move {
-                producer.send(NewMessage::new(&*stream, stamped_body(size))).await?;
+                producer
+                    .send(NewMessage::new(&*stream, stamped_body(size)))
+                    .await?;
                 Ok(())
             }
         })

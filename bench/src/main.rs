@@ -47,6 +47,13 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    if let Some((backend, stream)) = &options.memory_child {
+        if let Err(error) = consume_alone(*backend, stream, &options).await {
+            eprintln!("{error}");
+            std::process::exit(1);
+        }
+        return;
+    }
     match run(&options).await {
         Ok(true) => {}
         Ok(false) => {
@@ -63,36 +70,34 @@ async fn main() {
 /// Runs every scenario; `Ok(false)` when a flowstream figure failed.
 async fn run(options: &Options) -> Result<bool, BoxError> {
     let sizes = options.sizes();
-    let mut flows: Vec<Flowstream> = Vec::new();
+    let mut flows: Vec<(Backend, Flowstream)> = Vec::new();
     let mut others: Vec<Box<dyn System>> = Vec::new();
     let mut report = Report::default();
 
     if options.backends.contains(&Backend::Postgres) {
         reset_pg_schema(&options.pg_url).await?;
         RawPg::reset(&options.pg_url).await?;
-        let driver = PgDriver::builder(&options.pg_url)
-            .schema(PG_SCHEMA)
-            .max_connections(16)
-            .application_name("flowstream-bench")
-            .connect()
-            .await?;
-        flows.push(Flowstream::new("flowstream (postgres)", Arc::new(driver)));
+        flows.push((
+            Backend::Postgres,
+            open_flowstream(Backend::Postgres, options).await?,
+        ));
         for write in [Write::LockedInsert, Write::Insert, Write::Copy] {
             others.push(Box::new(RawPg::connect(&options.pg_url, write).await?));
         }
     }
     if options.backends.contains(&Backend::Redb) {
         std::fs::create_dir_all(&options.dir)?;
-        let flow_file = options.dir.join("flowstream.redb");
-        let raw_file = options.dir.join("raw.redb");
-        for file in [&flow_file, &raw_file] {
+        for file in [FLOW_FILE, RAW_FILE] {
+            let file = options.dir.join(file);
             if file.exists() {
                 std::fs::remove_file(file)?;
             }
         }
-        let driver: Arc<dyn Driver> = Arc::new(RedbDriver::open(&flow_file).await?);
-        flows.push(Flowstream::new("flowstream (redb)", driver));
-        others.push(Box::new(RawRedb::create(&raw_file)?));
+        flows.push((
+            Backend::Redb,
+            open_flowstream(Backend::Redb, options).await?,
+        ));
+        others.push(Box::new(RawRedb::create(&options.dir.join(RAW_FILE))?));
     }
     let mut redis_saved = None;
     if options.peers {
@@ -111,7 +116,10 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
     }
 
     let mut ok = true;
-    let mut systems: Vec<(&dyn System, bool)> = flows.iter().map(|f| (f as &dyn System, true)).collect();
+    let mut systems: Vec<(&dyn System, bool)> = flows
+        .iter()
+        .map(|(_, f)| (f as &dyn System, true))
+        .collect();
     systems.extend(others.iter().map(|o| (o.as_ref(), false)));
 
     for batch in [100, 1000] {
@@ -119,7 +127,14 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
         println!("{scenario}");
         for &(system, is_flow) in &systems {
             let result = system.produce_batches(batch, &sizes).await;
-            ok &= record_rate(&mut report, &scenario, system, sizes.produce, result, is_flow);
+            ok &= record_rate(
+                &mut report,
+                &scenario,
+                system,
+                sizes.produce,
+                result,
+                is_flow,
+            );
         }
     }
 
@@ -127,21 +142,34 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
     println!("{scenario}");
     for &(system, is_flow) in &systems {
         let result = system.produce_singles(options.tasks, &sizes).await;
-        ok &= record_rate(&mut report, &scenario, system, sizes.singles, result, is_flow);
+        ok &= record_rate(
+            &mut report,
+            &scenario,
+            system,
+            sizes.singles,
+            result,
+            is_flow,
+        );
     }
 
     let scenario = format!(
         "consume {} messages, one group",
         report::group_digits(sizes.consume as f64)
     );
-    println!("{scenario} (reads and acks of {} messages)", sizes.read_batch);
-    for flow in &flows {
-        match flow.consume_memory(&sizes).await {
-            Ok((elapsed, rss)) => {
-                report.rate(&scenario, &flow.name(), sizes.consume as f64 / elapsed.as_secs_f64());
-                if let Some(rss) = rss {
-                    report.push("peak RSS while consuming", &flow.name(), rss as f64 / 1048576.0, "MiB", true);
-                }
+    println!(
+        "{scenario} (reads and acks of {} messages)",
+        sizes.read_batch
+    );
+    let mut consumed: Vec<(Backend, String)> = Vec::new();
+    for (backend, flow) in &flows {
+        match flow.consume_stream(&sizes).await {
+            Ok((elapsed, stream)) => {
+                report.rate(
+                    &scenario,
+                    &flow.name(),
+                    sizes.consume as f64 / elapsed.as_secs_f64(),
+                );
+                consumed.push((*backend, stream));
             }
             Err(error) => {
                 report.skip(&scenario, &flow.name(), error.to_string());
@@ -151,25 +179,45 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
     }
     for system in &others {
         let result = system.consume(&sizes).await;
-        record_rate(&mut report, &scenario, system.as_ref(), sizes.consume, result, false);
+        record_rate(
+            &mut report,
+            &scenario,
+            system.as_ref(),
+            sizes.consume,
+            result,
+            false,
+        );
     }
 
     for &rate in &options.rates {
         let label = report::group_digits(rate as f64);
-        println!("end-to-end latency at {label} msg/s for {:?}", options.latency_for);
+        println!(
+            "end-to-end latency at {label} msg/s for {:?}",
+            options.latency_for
+        );
         for &(system, is_flow) in &systems {
             match system.latency(rate, options.latency_for, &sizes).await {
                 Ok(Some(latencies)) => {
                     if let Some((p50, p99, max)) = latencies.summary() {
                         for (name, value) in [("p50", p50), ("p99", p99), ("max", max)] {
                             let scenario = format!("latency {name} at {label} msg/s");
-                            report.push(&scenario, &system.name(), value.as_secs_f64() * 1000.0, "ms", true);
+                            report.push(
+                                &scenario,
+                                &system.name(),
+                                value.as_secs_f64() * 1000.0,
+                                "ms",
+                                true,
+                            );
                         }
                     }
                 }
                 Ok(None) => {}
                 Err(error) => {
-                    report.skip(&format!("latency at {label} msg/s"), &system.name(), error.to_string());
+                    report.skip(
+                        &format!("latency at {label} msg/s"),
+                        &system.name(),
+                        error.to_string(),
+                    );
                     ok &= !is_flow;
                 }
             }
@@ -181,8 +229,11 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
         options.idle_consumers, options.idle_for
     );
     println!("{scenario}");
-    for flow in &flows {
-        match flow.idle_cpu(options.idle_consumers, options.idle_for).await {
+    for (_, flow) in &flows {
+        match flow
+            .idle_cpu(options.idle_consumers, options.idle_for)
+            .await
+        {
             Ok(used) => {
                 let share = used.as_secs_f64() / options.idle_for.as_secs_f64() * 100.0;
                 report.push(&scenario, &flow.name(), share, "% of a core", true);
@@ -196,6 +247,28 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
 
     if let Some(saved) = redis_saved {
         saved.restore().await?;
+    }
+
+    // Memory is measured in a fresh process that only consumes, so nothing this one did
+    // before (filling the stream, other scenarios) counts. redb allows one process per file:
+    // close ours first.
+    drop(systems);
+    drop(others);
+    drop(flows);
+    let scenario = format!(
+        "peak RSS of a process consuming {} messages",
+        report::group_digits(sizes.consume as f64)
+    );
+    println!("{scenario}");
+    for (backend, stream) in consumed {
+        let name = format!("flowstream ({})", backend.name());
+        match measure_in_child(backend, &stream, options).await {
+            Ok(rss) => report.push(&scenario, &name, rss as f64 / 1048576.0, "MiB", true),
+            Err(error) => {
+                report.skip(&scenario, &name, error.to_string());
+                ok = false;
+            }
+        }
     }
 
     let table = report.table();
@@ -213,9 +286,78 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
     if let Some(parent) = options.json.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(&options.json, serde_json::to_string_pretty(&report.json(run))?)?;
+    std::fs::write(
+        &options.json,
+        serde_json::to_string_pretty(&report.json(run))?,
+    )?;
     println!("figures written to {}", options.json.display());
     Ok(ok)
+}
+
+/// The redb files, in `--dir`.
+const FLOW_FILE: &str = "flowstream.redb";
+const RAW_FILE: &str = "raw.redb";
+
+async fn open_flowstream(backend: Backend, options: &Options) -> Result<Flowstream, BoxError> {
+    let driver: Arc<dyn Driver> = match backend {
+        Backend::Postgres => Arc::new(
+            PgDriver::builder(&options.pg_url)
+                .schema(PG_SCHEMA)
+                .max_connections(16)
+                .application_name("flowstream-bench")
+                .connect()
+                .await?,
+        ),
+        Backend::Redb => Arc::new(RedbDriver::open(options.dir.join(FLOW_FILE)).await?),
+    };
+    Ok(Flowstream::new(
+        match backend {
+            Backend::Postgres => "flowstream (postgres)",
+            Backend::Redb => "flowstream (redb)",
+        },
+        driver,
+    ))
+}
+
+/// Runs this program again to consume `stream` and report its peak resident memory.
+async fn measure_in_child(
+    backend: Backend,
+    stream: &str,
+    options: &Options,
+) -> Result<u64, BoxError> {
+    let output = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["--memory-child", backend.name(), "--stream", stream])
+        .args(["--messages", &options.messages.to_string()])
+        .args(["--pg-url", &options.pg_url])
+        .arg("--dir")
+        .arg(&options.dir)
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!(
+            "consumer process failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )
+        .into());
+    }
+    let rss = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("peak_rss_bytes "))
+        .ok_or("consumer process printed no peak_rss_bytes line")?;
+    Ok(rss.trim().parse()?)
+}
+
+/// The child side of [`measure_in_child`].
+async fn consume_alone(backend: Backend, stream: &str, options: &Options) -> Result<(), BoxError> {
+    let flow = open_flowstream(backend, options).await?;
+    let (elapsed, rss) = flow
+        .consume_alone(stream, options.messages, options.sizes().read_batch)
+        .await?;
+    println!("elapsed_seconds {}", elapsed.as_secs_f64());
+    println!("peak_rss_bytes {rss}");
+    Ok(())
 }
 
 /// Records `count / elapsed` or the failure; returns false if a flowstream figure failed.
@@ -229,7 +371,11 @@ fn record_rate(
 ) -> bool {
     match result {
         Ok(Some(elapsed)) => {
-            report.rate(scenario, &system.name(), count as f64 / elapsed.as_secs_f64());
+            report.rate(
+                scenario,
+                &system.name(),
+                count as f64 / elapsed.as_secs_f64(),
+            );
             true
         }
         Ok(None) => true,
@@ -246,8 +392,10 @@ async fn reset_pg_schema(url: &str) -> Result<(), BoxError> {
         .max_connections(1)
         .connect(url)
         .await?;
-    pool.execute(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE")))
-        .await?;
+    pool.execute(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE"
+    )))
+    .await?;
     pool.close().await;
     Ok(())
 }

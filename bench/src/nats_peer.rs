@@ -60,7 +60,11 @@ impl Scratch {
             let n = left.min(batch);
             let mut acks = Vec::with_capacity(n);
             for _ in 0..n {
-                acks.push(self.js.publish(self.name.clone(), body.to_vec().into()).await?);
+                acks.push(
+                    self.js
+                        .publish(self.name.clone(), body.to_vec().into())
+                        .await?,
+                );
             }
             try_join_all(acks.into_iter().map(|ack| ack.into_future())).await?;
             left -= n;
@@ -89,16 +93,26 @@ impl System for NatsPeer {
         "NATS JetStream (file)".to_owned()
     }
 
-    async fn produce_batches(&self, batch: usize, sizes: &Sizes) -> Result<Option<Duration>, BoxError> {
+    async fn produce_batches(
+        &self,
+        batch: usize,
+        sizes: &Sizes,
+    ) -> Result<Option<Duration>, BoxError> {
         let scratch = Scratch::create(&self.js, "batches").await?;
         let start = Instant::now();
-        scratch.publish(sizes.produce, batch, &body(sizes.body)).await?;
+        scratch
+            .publish(sizes.produce, batch, &body(sizes.body))
+            .await?;
         let elapsed = start.elapsed();
         scratch.delete().await?;
         Ok(Some(elapsed))
     }
 
-    async fn produce_singles(&self, tasks: usize, sizes: &Sizes) -> Result<Option<Duration>, BoxError> {
+    async fn produce_singles(
+        &self,
+        tasks: usize,
+        sizes: &Sizes,
+    ) -> Result<Option<Duration>, BoxError> {
         let scratch = Scratch::create(&self.js, "singles").await?;
         let subject: Arc<str> = scratch.name.clone().into();
         let body = body(sizes.body);
@@ -110,7 +124,9 @@ impl System for NatsPeer {
             let count = share(sizes.singles, tasks, task);
             async move {
                 for _ in 0..count {
-                    js.publish(subject.to_string(), body.clone().into()).await?.await?;
+                    js.publish(subject.to_string(), body.clone().into())
+                        .await?
+                        .await?;
                 }
                 Ok(())
             }
@@ -125,7 +141,9 @@ impl System for NatsPeer {
     /// acknowledgement confirmed by the server) for the whole batch.
     async fn consume(&self, sizes: &Sizes) -> Result<Option<Duration>, BoxError> {
         let scratch = Scratch::create(&self.js, "consume").await?;
-        scratch.publish(sizes.consume, 1000, &body(sizes.body)).await?;
+        scratch
+            .publish(sizes.consume, 1000, &body(sizes.body))
+            .await?;
         let consumer = scratch.consumer().await?;
         let start = Instant::now();
         let mut seen = 0;
@@ -166,7 +184,9 @@ impl System for NatsPeer {
             while latencies.len() < expected {
                 let next = tokio::time::timeout(Duration::from_secs(10), messages.next()).await;
                 let Ok(Some(message)) = next else {
-                    return Err(format!("{} of {expected} messages arrived", latencies.len()).into());
+                    return Err(
+                        format!("{} of {expected} messages arrived", latencies.len()).into(),
+                    );
                 };
                 let message = message?;
                 latencies.record(&message.payload);
@@ -180,7 +200,9 @@ impl System for NatsPeer {
             let js = self.js.clone();
             let subject = Arc::clone(&subject);
             async move {
-                js.publish(subject.to_string(), stamped_body(size).into()).await?.await?;
+                js.publish(subject.to_string(), stamped_body(size).into())
+                    .await?
+                    .await?;
                 Ok(())
             }
         })

@@ -30,6 +30,23 @@ pub(crate) enum Backend {
     Redb,
 }
 
+impl Backend {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgres",
+            Backend::Redb => "redb",
+        }
+    }
+
+    fn parse(name: &str) -> Result<Self, String> {
+        match name {
+            "postgres" => Ok(Backend::Postgres),
+            "redb" => Ok(Backend::Redb),
+            other => Err(format!("unknown driver {other:?}")),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Options {
     pub(crate) backends: Vec<Backend>,
@@ -47,6 +64,8 @@ pub(crate) struct Options {
     pub(crate) latency_for: Duration,
     pub(crate) idle_consumers: usize,
     pub(crate) idle_for: Duration,
+    /// Internal: run as the consumer process of the memory figure, reading this stream.
+    pub(crate) memory_child: Option<(Backend, String)>,
 }
 
 impl Options {
@@ -68,19 +87,22 @@ impl Options {
             latency_for: Duration::from_secs(5),
             idle_consumers: 1_000,
             idle_for: Duration::from_secs(10),
+            memory_child: None,
         };
+        let mut child_backend = None;
+        let mut child_stream = None;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
             match arg.as_str() {
                 "--driver" => {
                     options.backends = match value()?.as_str() {
-                        "postgres" => vec![Backend::Postgres],
-                        "redb" => vec![Backend::Redb],
                         "all" => vec![Backend::Postgres, Backend::Redb],
-                        other => return Err(format!("unknown driver {other:?}")),
+                        other => vec![Backend::parse(other)?],
                     }
                 }
+                "--memory-child" => child_backend = Some(Backend::parse(&value()?)?),
+                "--stream" => child_stream = Some(value()?),
                 "--pg-url" => options.pg_url = value()?,
                 "--redis-url" => options.redis_url = value()?,
                 "--nats-url" => options.nats_url = value()?,
@@ -94,6 +116,7 @@ impl Options {
                 other => return Err(format!("unknown option {other:?}")),
             }
         }
+        options.memory_child = child_backend.zip(child_stream);
         if options.body < 8 {
             return Err("--body must be at least 8 (latency rows stamp the body)".to_owned());
         }
@@ -107,7 +130,11 @@ impl Options {
     }
 
     pub(crate) fn sizes(&self) -> Sizes {
-        let (produce, singles) = if self.smoke { (2_000, 640) } else { (200_000, 20_000) };
+        let (produce, singles) = if self.smoke {
+            (2_000, 640)
+        } else {
+            (200_000, 20_000)
+        };
         Sizes {
             body: self.body,
             produce,

@@ -22,9 +22,3 @@ pub(crate) fn peak_rss() -> Option<u64> {
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
-
-/// Resets the peak to the current resident size, so the next [`peak_rss`] covers only what
-/// follows. Returns false where the kernel does not allow it.
-pub(crate) fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}

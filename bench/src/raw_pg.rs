@@ -32,16 +32,18 @@ pub(crate) struct RawPg {
 
 impl RawPg {
     pub(crate) async fn connect(url: &str, write: Write) -> Result<Self, BoxError> {
-        let pool = PgPoolOptions::new().max_connections(70).connect(url).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(70)
+            .connect(url)
+            .await?;
         Ok(RawPg { pool, write })
     }
 
     /// Recreates the raw tables (dropping an earlier run's data).
     pub(crate) async fn reset(url: &str) -> Result<(), BoxError> {
         let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
-        pool.execute(AssertSqlSafe(
-            format!(
-                "DROP SCHEMA IF EXISTS {SCHEMA} CASCADE; CREATE SCHEMA {SCHEMA};
+        pool.execute(AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {SCHEMA} CASCADE; CREATE SCHEMA {SCHEMA};
                  CREATE TABLE {SCHEMA}.streams (name text PRIMARY KEY, head bigint NOT NULL)
                    WITH (fillfactor = 50);
                  CREATE TABLE {SCHEMA}.messages (
@@ -49,24 +51,31 @@ impl RawPg {
                    headers jsonb NOT NULL DEFAULT '{{}}',
                    produced_at timestamptz NOT NULL DEFAULT now(),
                    PRIMARY KEY (stream, \"offset\"));"
-            ),
-        ))
+        )))
         .await?;
         pool.close().await;
         Ok(())
     }
 
     async fn create_stream(&self, stream: &str) -> Result<(), BoxError> {
-        sqlx::query(AssertSqlSafe(format!("INSERT INTO {SCHEMA}.streams VALUES ($1, 0)")))
-            .bind(stream)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {SCHEMA}.streams VALUES ($1, 0)"
+        )))
+        .bind(stream)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     /// Appends `count` copies of `body` to `stream`, whose head is `head` before the call
     /// (ignored by `LockedInsert`, which takes it from the head row).
-    async fn write_batch(&self, stream: &str, head: i64, count: usize, body: &[u8]) -> Result<(), BoxError> {
+    async fn write_batch(
+        &self,
+        stream: &str,
+        head: i64,
+        count: usize,
+        body: &[u8],
+    ) -> Result<(), BoxError> {
         let bodies = vec![body.to_vec(); count];
         match self.write {
             Write::LockedInsert => {
@@ -132,7 +141,11 @@ impl System for RawPg {
         .to_owned()
     }
 
-    async fn produce_batches(&self, batch: usize, sizes: &Sizes) -> Result<Option<Duration>, BoxError> {
+    async fn produce_batches(
+        &self,
+        batch: usize,
+        sizes: &Sizes,
+    ) -> Result<Option<Duration>, BoxError> {
         let stream = unique("batches");
         self.create_stream(&stream).await?;
         let body = body(sizes.body);
@@ -147,7 +160,11 @@ impl System for RawPg {
     }
 
     /// The naive way: one transaction per message, each locking the head row.
-    async fn produce_singles(&self, tasks: usize, sizes: &Sizes) -> Result<Option<Duration>, BoxError> {
+    async fn produce_singles(
+        &self,
+        tasks: usize,
+        sizes: &Sizes,
+    ) -> Result<Option<Duration>, BoxError> {
         if self.write != Write::LockedInsert {
             return Ok(None);
         }
@@ -157,7 +174,10 @@ impl System for RawPg {
         let pool = self.pool.clone();
         let start = Instant::now();
         concurrently(tasks, |task| {
-            let raw = RawPg { pool: pool.clone(), write: Write::LockedInsert };
+            let raw = RawPg {
+                pool: pool.clone(),
+                write: Write::LockedInsert,
+            };
             let stream = Arc::clone(&stream);
             let body = body.clone();
             let count = share(sizes.singles, tasks, task);

@@ -60,7 +60,11 @@ impl System for RawRedb {
         "raw redb".to_owned()
     }
 
-    async fn produce_batches(&self, batch: usize, sizes: &Sizes) -> Result<Option<Duration>, BoxError> {
+    async fn produce_batches(
+        &self,
+        batch: usize,
+        sizes: &Sizes,
+    ) -> Result<Option<Duration>, BoxError> {
         self.clear().await?;
         let body: Arc<[u8]> = body(sizes.body).into();
         let start = Instant::now();
@@ -74,13 +78,19 @@ impl System for RawRedb {
     }
 
     /// One durable transaction per message; redb has one writer, so they queue.
-    async fn produce_singles(&self, tasks: usize, sizes: &Sizes) -> Result<Option<Duration>, BoxError> {
+    async fn produce_singles(
+        &self,
+        tasks: usize,
+        sizes: &Sizes,
+    ) -> Result<Option<Duration>, BoxError> {
         self.clear().await?;
         let body: Arc<[u8]> = body(sizes.body).into();
         let singles = sizes.singles;
         let start = Instant::now();
         concurrently(tasks, |task| {
-            let raw = RawRedb { db: Arc::clone(&self.db) };
+            let raw = RawRedb {
+                db: Arc::clone(&self.db),
+            };
             let body = Arc::clone(&body);
             let count = share(singles, tasks, task);
             async move {

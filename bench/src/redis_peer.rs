@@ -51,13 +51,21 @@ async fn connect(client: &Client) -> Result<MultiplexedConnection, BoxError> {
 }
 
 async fn get_config(con: &mut MultiplexedConnection, name: &str) -> Result<String, BoxError> {
-    let pair: Vec<String> = redis::cmd("CONFIG").arg("GET").arg(name).query_async(con).await?;
+    let pair: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg(name)
+        .query_async(con)
+        .await?;
     pair.get(1)
         .cloned()
         .ok_or_else(|| format!("Redis has no setting {name}").into())
 }
 
-async fn set_config(con: &mut MultiplexedConnection, name: &str, value: &str) -> Result<(), BoxError> {
+async fn set_config(
+    con: &mut MultiplexedConnection,
+    name: &str,
+    value: &str,
+) -> Result<(), BoxError> {
     let () = redis::cmd("CONFIG")
         .arg("SET")
         .arg(name)
@@ -81,7 +89,11 @@ impl RedisPeer {
             client: client.clone(),
             persistence,
         };
-        Ok((peer(Persistence::None), peer(Persistence::FsyncAlways), saved))
+        Ok((
+            peer(Persistence::None),
+            peer(Persistence::FsyncAlways),
+            saved,
+        ))
     }
 
     /// Puts the server in this peer's persistence mode and returns a connection.
@@ -97,7 +109,10 @@ impl RedisPeer {
             // Turning the AOF on starts a rewrite; measure once it has finished.
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
-                let info: String = redis::cmd("INFO").arg("persistence").query_async(&mut con).await?;
+                let info: String = redis::cmd("INFO")
+                    .arg("persistence")
+                    .query_async(&mut con)
+                    .await?;
                 let busy = info.lines().any(|l| {
                     l.trim() == "aof_rewrite_in_progress:1" || l.trim() == "aof_rewrite_scheduled:1"
                 });
@@ -113,13 +128,23 @@ impl RedisPeer {
         Ok(con)
     }
 
-    async fn fill(con: &mut MultiplexedConnection, key: &str, count: usize, body: &[u8]) -> Result<(), BoxError> {
+    async fn fill(
+        con: &mut MultiplexedConnection,
+        key: &str,
+        count: usize,
+        body: &[u8],
+    ) -> Result<(), BoxError> {
         let mut left = count;
         while left > 0 {
             let n = left.min(1000);
             let mut pipe = redis::pipe();
             for _ in 0..n {
-                pipe.cmd("XADD").arg(key).arg("*").arg("b").arg(body).ignore();
+                pipe.cmd("XADD")
+                    .arg(key)
+                    .arg("*")
+                    .arg("b")
+                    .arg(body)
+                    .ignore();
             }
             let () = pipe.query_async(con).await?;
             left -= n;
@@ -143,7 +168,11 @@ async fn read_and_ack(
     mut seen: impl FnMut(&[u8]),
 ) -> Result<usize, BoxError> {
     let mut read = redis::cmd("XREADGROUP");
-    read.arg("GROUP").arg("bench").arg("c1").arg("COUNT").arg(count);
+    read.arg("GROUP")
+        .arg("bench")
+        .arg("c1")
+        .arg("COUNT")
+        .arg(count);
     if let Some(block) = block {
         read.arg("BLOCK").arg(block.as_millis() as u64);
     }
@@ -166,7 +195,11 @@ async fn read_and_ack(
     Ok(n)
 }
 
-async fn create_group(con: &mut MultiplexedConnection, key: &str, from: &str) -> Result<(), BoxError> {
+async fn create_group(
+    con: &mut MultiplexedConnection,
+    key: &str,
+    from: &str,
+) -> Result<(), BoxError> {
     let () = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(key)
@@ -188,7 +221,11 @@ impl System for RedisPeer {
         .to_owned()
     }
 
-    async fn produce_batches(&self, batch: usize, sizes: &Sizes) -> Result<Option<Duration>, BoxError> {
+    async fn produce_batches(
+        &self,
+        batch: usize,
+        sizes: &Sizes,
+    ) -> Result<Option<Duration>, BoxError> {
         let mut con = self.prepare().await?;
         let key = unique("batches");
         let body = body(sizes.body);
@@ -198,7 +235,12 @@ impl System for RedisPeer {
             let n = left.min(batch);
             let mut pipe = redis::pipe();
             for _ in 0..n {
-                pipe.cmd("XADD").arg(&key).arg("*").arg("b").arg(&body).ignore();
+                pipe.cmd("XADD")
+                    .arg(&key)
+                    .arg("*")
+                    .arg("b")
+                    .arg(&body)
+                    .ignore();
             }
             let () = pipe.query_async(&mut con).await?;
             left -= n;
@@ -208,7 +250,11 @@ impl System for RedisPeer {
         Ok(Some(elapsed))
     }
 
-    async fn produce_singles(&self, tasks: usize, sizes: &Sizes) -> Result<Option<Duration>, BoxError> {
+    async fn produce_singles(
+        &self,
+        tasks: usize,
+        sizes: &Sizes,
+    ) -> Result<Option<Duration>, BoxError> {
         let mut con = self.prepare().await?;
         let key: Arc<str> = unique("singles").into();
         let body = body(sizes.body);
@@ -275,10 +321,15 @@ impl System for RedisPeer {
             let mut idle = 0;
             while latencies.len() < expected {
                 let block = Some(Duration::from_millis(1000));
-                let n = read_and_ack(&mut reader, &read_key, read_batch, block, |b| latencies.record(b)).await?;
+                let n = read_and_ack(&mut reader, &read_key, read_batch, block, |b| {
+                    latencies.record(b)
+                })
+                .await?;
                 idle = if n == 0 { idle + 1 } else { 0 };
                 if idle > 10 {
-                    return Err(format!("{} of {expected} messages arrived", latencies.len()).into());
+                    return Err(
+                        format!("{} of {expected} messages arrived", latencies.len()).into(),
+                    );
                 }
             }
             Ok::<_, BoxError>(latencies)

@@ -37,7 +37,10 @@ impl Report {
         unit: &'static str,
         lower_is_better: bool,
     ) {
-        println!("  {scenario:<44} {system:<40} {} {unit}", group_digits(value));
+        println!(
+            "  {scenario:<44} {system:<40} {} {unit}",
+            group_digits(value)
+        );
         self.figures.push(Figure {
             scenario: scenario.to_owned(),
             system: system.to_owned(),
@@ -84,8 +87,11 @@ impl Report {
         }
         out.push('\n');
         for scenario in scenarios {
-            let mut rows: Vec<&Figure> =
-                self.figures.iter().filter(|f| f.scenario == scenario).collect();
+            let mut rows: Vec<&Figure> = self
+                .figures
+                .iter()
+                .filter(|f| f.scenario == scenario)
+                .collect();
             rows.sort_by_key(|f| !f.system.starts_with(FLOWSTREAM));
             for f in &rows {
                 let _ = write!(
@@ -176,7 +182,10 @@ mod tests {
         report.rate("produce", "flowstream (redb)", 200.0);
         report.rate("produce", "raw redb", 400.0);
         let table = report.table();
-        let raw = table.lines().find(|l| l.contains("raw redb")).unwrap_or_default();
+        let raw = table
+            .lines()
+            .find(|l| l.contains("raw redb"))
+            .unwrap_or_default();
         assert!(raw.ends_with("| 0.50 |"), "{table}");
     }
 }

@@ -81,7 +81,11 @@ impl Latencies {
 
 /// Starts `send` for `rate × duration` messages spread evenly over `duration`, each in its
 /// own task (as independent requests of a service would), and waits for all of them.
-pub(crate) async fn paced<F, Fut>(rate: u64, duration: Duration, mut send: F) -> Result<u64, BoxError>
+pub(crate) async fn paced<F, Fut>(
+    rate: u64,
+    duration: Duration,
+    mut send: F,
+) -> Result<u64, BoxError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
@@ -151,9 +155,17 @@ mod tests {
 
     #[test]
     fn percentiles_pick_ranked_samples() {
-        let mut l = Latencies::default();
-        l.samples = (1..=100).map(Duration::from_millis).collect();
+        let l = Latencies {
+            samples: (1..=100).map(Duration::from_millis).collect(),
+        };
         let (p50, p99, max) = l.summary().unwrap_or_default();
-        assert_eq!((p50, p99, max), (Duration::from_millis(50), Duration::from_millis(99), Duration::from_millis(100)));
+        assert_eq!(
+            (p50, p99, max),
+            (
+                Duration::from_millis(50),
+                Duration::from_millis(99),
+                Duration::from_millis(100)
+            )
+        );
     }
 }

@@ -2,13 +2,13 @@
 //!
 //! # The scheme
 //!
-//! Each stream has one row in `streams` holding its head (highest offset). An append, in one
-//! transaction:
+//! Each stream has one row in `streams` holding its head (highest offset). An append is one
+//! statement (one round trip, its own transaction; the text is `Queries::append`) that:
 //!
 //! 1. advances the head of every stream it touches by the number of its messages for that
 //!    stream (`INSERT … ON CONFLICT DO UPDATE SET head = head + n RETURNING head`), in stream
 //!    name order;
-//! 2. inserts its messages at offsets `head - n + 1 ..= head`;
+//! 2. inserts its messages at offsets `head - n + 1 ..= head`, in input order;
 //! 3. sends one `NOTIFY` naming the streams, delivered by PostgreSQL at commit.
 //!
 //! # Why it is safe
@@ -33,7 +33,7 @@
 use std::collections::BTreeMap;
 
 use flowstream_core::{DriverError, NewMessage};
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::AssertSqlSafe;
 
 use crate::PgDriver;
 use crate::errors::driver_error;
@@ -55,35 +55,12 @@ impl PgDriver {
         let counts: Vec<i64> = per_stream.values().copied().collect();
         let payload = listener::payload(names.iter().map(|name| listener::Change::Stream(name)));
 
-        let sql = &self.inner.sql;
-        let mut tx = self.inner.pool.begin().await.map_err(driver_error)?;
-        let rows = sqlx::query(AssertSqlSafe(sql.advance_heads.clone()))
-            .bind(&names)
-            .bind(&counts)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(driver_error)?;
-
-        // The first offset of each stream in this batch: new head - count + 1.
-        let mut next: BTreeMap<String, i64> = BTreeMap::new();
-        for row in rows {
-            let name: String = row.try_get("name").map_err(driver_error)?;
-            let head: i64 = row.try_get("head").map_err(driver_error)?;
-            let count = per_stream.get(name.as_str()).copied().unwrap_or_default();
-            next.insert(name, head - count + 1);
-        }
-
-        let mut streams = Vec::with_capacity(messages.len());
-        let mut offsets = Vec::with_capacity(messages.len());
-        let mut bodies = Vec::with_capacity(messages.len());
-        let mut headers = Vec::with_capacity(messages.len());
+        let count = messages.len();
+        let mut streams = Vec::with_capacity(count);
+        let mut bodies = Vec::with_capacity(count);
+        let mut headers = Vec::with_capacity(count);
         for message in messages {
             let (stream, body, message_headers) = message.into_parts();
-            let offset = next.get_mut(&stream).ok_or_else(|| {
-                DriverError::failed(format!("no head was returned for stream {stream}"))
-            })?;
-            offsets.push(*offset);
-            *offset += 1;
             streams.push(stream);
             bodies.push(body);
             headers.push(serde_json::Value::Object(
@@ -93,18 +70,23 @@ impl PgDriver {
                     .collect(),
             ));
         }
-        sqlx::query(AssertSqlSafe(sql.insert_messages.clone()))
+        let offsets: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(self.inner.sql.append.clone()))
+            .bind(&names)
+            .bind(&counts)
             .bind(&streams)
-            .bind(&offsets)
             .bind(&bodies)
             .bind(&headers)
             .bind(&self.inner.channel)
             .bind(&payload)
-            .execute(&mut *tx)
+            .fetch_all(&self.inner.pool)
             .await
             .map_err(driver_error)?;
-        tx.commit().await.map_err(driver_error)?;
-
+        if offsets.len() != count {
+            return Err(DriverError::failed(format!(
+                "append stored {} offsets for {count} messages",
+                offsets.len()
+            )));
+        }
         offsets
             .into_iter()
             .map(|offset| {

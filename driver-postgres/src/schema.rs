@@ -85,8 +85,7 @@ pub(crate) fn channel(schema: &str) -> String {
 /// Every statement the driver runs, with the schema spliced in once at connect time.
 #[derive(Debug)]
 pub(crate) struct Queries {
-    pub(crate) advance_heads: Arc<str>,
-    pub(crate) insert_messages: Arc<str>,
+    pub(crate) append: Arc<str>,
     pub(crate) read: Arc<str>,
     pub(crate) head: Arc<str>,
     pub(crate) trim: Arc<str>,
@@ -116,19 +115,33 @@ impl Queries {
             )
         };
         Queries {
-            // Rows are processed in name order, so concurrent multi-stream appends lock head
-            // rows in the same order and cannot deadlock.
-            advance_heads: format!(
-                "INSERT INTO {s}.streams AS st (name, head) \
-                 SELECT name, n FROM unnest($1::text[], $2::int8[]) AS t(name, n) ORDER BY name \
-                 ON CONFLICT (name) DO UPDATE SET head = st.head + EXCLUDED.head \
-                 RETURNING name, head"
-            )
-            .into(),
-            insert_messages: format!(
-                "WITH ins AS (INSERT INTO {s}.messages (stream, \"offset\", body, headers) \
-                 SELECT * FROM unnest($1::text[], $2::int8[], $3::bytea[], $4::jsonb[])) \
-                 SELECT pg_notify($5, $6)::text"
+            // One statement, so one round trip and its own transaction: advance the head of
+            // each stream (rows taken in name order, so concurrent multi-stream appends lock
+            // head rows in the same order and cannot deadlock), number the messages of each
+            // stream after its old head in input order, store them, notify once, and return
+            // the offsets in input order. See offsets.rs for why this keeps offsets dense and
+            // visible in order.
+            append: format!(
+                "WITH counts AS ( \
+                   SELECT name, n FROM unnest($1::text[], $2::int8[]) AS t(name, n)), \
+                 heads AS ( \
+                   INSERT INTO {s}.streams AS st (name, head) \
+                   SELECT name, n FROM counts ORDER BY name \
+                   ON CONFLICT (name) DO UPDATE SET head = st.head + EXCLUDED.head \
+                   RETURNING name, head), \
+                 placed AS ( \
+                   SELECT m.ord, m.stream, m.body, m.headers, \
+                     h.head - c.n + row_number() OVER (PARTITION BY m.stream ORDER BY m.ord) \
+                       AS \"offset\" \
+                   FROM unnest($3::text[], $4::bytea[], $5::jsonb[]) \
+                     WITH ORDINALITY AS m(stream, body, headers, ord) \
+                   JOIN heads h ON h.name = m.stream \
+                   JOIN counts c ON c.name = m.stream), \
+                 stored AS ( \
+                   INSERT INTO {s}.messages (stream, \"offset\", body, headers) \
+                   SELECT stream, \"offset\", body, headers FROM placed) \
+                 SELECT p.\"offset\" FROM placed p CROSS JOIN (SELECT pg_notify($6, $7)) AS n \
+                 ORDER BY p.ord"
             )
             .into(),
             read: format!(

@@ -98,7 +98,7 @@ impl ConsumerBuilder {
     }
 
     /// How many messages one storage read fetches (1 to [`MAX_BATCH_SIZE`]). Memory use is
-    /// bounded by one batch.
+    /// bounded by two batches: the one being handled and the one read ahead.
     pub fn batch_size(mut self, messages: usize) -> Self {
         self.settings.batch_size = messages;
         self
@@ -188,11 +188,26 @@ struct Background {
 struct Cursor {
     /// The generation these positions belong to; `None` before this consumer was ever active.
     generation: Option<u64>,
-    /// Highest offset fetched from storage.
+    /// Highest offset fetched from storage (including a finished prefetch still in flight).
     fetched: u64,
     /// Highest offset returned by `next()`.
     delivered: u64,
     buffer: VecDeque<Message>,
+    /// The read of the batch after `fetched`, started while the application works through
+    /// `buffer`. At most one batch ahead, so memory stays bounded by two batches.
+    prefetch: Option<Prefetch>,
+}
+
+/// A read running in the background. Dropping it cancels the read.
+#[derive(Debug)]
+struct Prefetch {
+    task: JoinHandle<Result<Vec<Message>, crate::DriverError>>,
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// A member of a consumer group on one stream.
@@ -251,7 +266,9 @@ impl Consumer {
     /// The next message, or `None` when this consumer is standby or has reached the head of
     /// the stream (then [`wait`](Consumer::wait) for more).
     ///
-    /// Fetches a batch from storage when its buffer is empty; otherwise returns at once.
+    /// Returns from a buffer of up to `batch_size` messages, read in one storage call. While
+    /// the application works through a full batch, the next one is read in the background, so
+    /// a busy consumer rarely waits on storage.
     ///
     /// Cancel-safe: if the future is dropped, no message is lost; the next call returns it.
     pub async fn next(&mut self) -> Result<Option<Message>, Error> {
@@ -269,18 +286,44 @@ impl Consumer {
         };
         self.seen_generation = Some(generation);
         if self.cursor.buffer.is_empty() {
-            let settings = &self.shared.settings;
-            let batch = self
-                .shared
-                .driver
-                .read(&settings.stream, self.cursor.fetched, settings.batch_size)
-                .await?;
+            let batch = match &mut self.cursor.prefetch {
+                // Awaiting through `&mut` keeps the read if this future is dropped.
+                Some(prefetch) => {
+                    let done = (&mut prefetch.task).await;
+                    self.cursor.prefetch = None;
+                    done.map_err(|e| {
+                        crate::DriverError::failed(format!("background read failed: {e}"))
+                    })??
+                }
+                None => {
+                    let settings = &self.shared.settings;
+                    self.shared
+                        .driver
+                        .read(&settings.stream, self.cursor.fetched, settings.batch_size)
+                        .await?
+                }
+            };
+            let full = batch.len() >= self.shared.settings.batch_size;
             if let Some(last) = batch.last() {
                 self.cursor.fetched = last.offset();
             }
             self.cursor.buffer.extend(batch);
+            if full {
+                // More is likely stored: fetch it while the application handles this batch.
+                // A short batch means the head was reached, and `wait` takes over from there.
+                self.prefetch();
+            }
         }
         Ok(!self.cursor.buffer.is_empty())
+    }
+
+    fn prefetch(&mut self) {
+        let driver = Arc::clone(&self.shared.driver);
+        let stream = self.shared.settings.stream.clone();
+        let (after, limit) = (self.cursor.fetched, self.shared.settings.batch_size);
+        self.cursor.prefetch = Some(Prefetch {
+            task: tokio::spawn(async move { driver.read(&stream, after, limit).await }),
+        });
     }
 
     /// Brings the cursor in line with `role`; returns the generation while active. A new claim
@@ -292,6 +335,7 @@ impl Consumer {
         } = role
         else {
             self.cursor.buffer.clear();
+            self.cursor.prefetch = None;
             self.seen_generation = None;
             return None;
         };
@@ -301,6 +345,7 @@ impl Consumer {
                 fetched: resume_after,
                 delivered: resume_after,
                 buffer: VecDeque::new(),
+                prefetch: None,
             };
         }
         Some(generation)
@@ -395,6 +440,7 @@ impl Consumer {
                     if self.cursor.generation == Some(generation) {
                         // Nothing readable up to the head: those messages were trimmed.
                         // Skip past them instead of reporting them forever.
+                        self.cursor.prefetch = None;
                         self.cursor.fetched = head;
                         self.cursor.delivered = self.cursor.delivered.max(head);
                     }

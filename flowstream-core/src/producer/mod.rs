@@ -1,8 +1,11 @@
-//! Appending messages to streams.
+//! Appending messages to streams: validation here, sharing transactions in [`group_commit`].
+
+mod group_commit;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use group_commit::GroupCommit;
 use tracing::Instrument;
 
 use crate::driver::Driver;
@@ -17,6 +20,11 @@ pub const DEFAULT_MAX_BODY_SIZE: usize = 1024 * 1024;
 ///
 /// Every message is validated (stream name, body size, headers) before anything is stored, so a
 /// rejected call stores nothing.
+///
+/// Concurrent sends through one producer (and its clones) are *group-committed*: while one
+/// append is in flight, the sends that arrive queue up and go to storage together in the next
+/// transaction. There is no timer, so a lone send is appended at once. Each call still gets its
+/// own offsets and its own all-or-nothing result.
 ///
 /// ```
 /// # async fn demo(driver: std::sync::Arc<dyn flowstream_core::Driver>) -> Result<(), flowstream_core::Error> {
@@ -33,6 +41,7 @@ pub const DEFAULT_MAX_BODY_SIZE: usize = 1024 * 1024;
 pub struct Producer {
     driver: Arc<dyn Driver>,
     max_body_size: usize,
+    group_commit: Arc<GroupCommit>,
 }
 
 impl Producer {
@@ -41,6 +50,7 @@ impl Producer {
         Producer {
             driver,
             max_body_size: DEFAULT_MAX_BODY_SIZE,
+            group_commit: Arc::default(),
         }
     }
 
@@ -52,6 +62,9 @@ impl Producer {
 
     /// Appends one message and returns its offset. Once this returns `Ok` the message is
     /// durable.
+    ///
+    /// Dropping the future before it completes does not withdraw the message: it may still be
+    /// stored, as with any write whose answer never arrived.
     pub async fn send(&self, message: NewMessage) -> Result<u64, Error> {
         let offsets = self.send_batch([message]).await?;
         offsets.first().copied().ok_or_else(|| {
@@ -64,6 +77,9 @@ impl Producer {
     /// Appends messages, possibly to several streams, all or nothing. Messages to one stream
     /// get consecutive offsets in the order given; the result has one offset per message, in
     /// input order.
+    ///
+    /// A batch is never split, and never interleaved with another send's messages to the same
+    /// stream. [`Error::InvalidConfig`] if called outside a tokio runtime.
     pub async fn send_batch(
         &self,
         messages: impl IntoIterator<Item = NewMessage>,
@@ -74,19 +90,13 @@ impl Producer {
         let streams: BTreeSet<&str> = messages.iter().map(NewMessage::stream).collect();
         let span = tracing::debug_span!("flowstream.produce", count, streams = ?streams);
         let offsets = self
-            .driver
-            .append(messages)
+            .group_commit
+            .append(&self.driver, messages)
             .instrument(span.clone())
             .await
             .inspect_err(|error| {
                 tracing::warn!(parent: &span, %error, "produce failed");
             })?;
-        if offsets.len() != count {
-            return Err(Error::Storage(crate::DriverError::failed(format!(
-                "driver returned {} offsets for {count} messages",
-                offsets.len()
-            ))));
-        }
         tracing::debug!(parent: &span, first = offsets.first(), "produced");
         Ok(offsets)
     }

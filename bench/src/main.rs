@@ -169,6 +169,7 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
                     &flow.name(),
                     sizes.consume as f64 / elapsed.as_secs_f64(),
                 );
+                println!("  (stream {stream})");
                 consumed.push((*backend, stream));
             }
             Err(error) => {

@@ -42,6 +42,7 @@ pub fn scenarios() -> Vec<Scenario> {
     vec![
         scenario!(g1_send_assigns_consecutive_offsets_in_call_order),
         scenario!(g1_batch_to_several_streams_is_all_or_nothing),
+        scenario!(g1_concurrent_sends_through_one_producer_keep_their_own_offsets),
         scenario!(g2_concurrent_producers_leave_no_gaps),
         scenario!(g3_uncommitted_messages_are_redelivered_after_handover),
         scenario!(g3_restarted_consumer_resumes_after_committed_offset),
@@ -64,6 +65,7 @@ pub fn scenarios() -> Vec<Scenario> {
         scenario!(g8_wait_returns_at_its_timeout),
         scenario!(g8_thousand_idle_consumers_make_no_storage_reads),
         scenario!(g9_reads_are_batched),
+        scenario!(g9_next_batch_is_read_while_the_current_one_is_handled),
         scenario!(g10_acknowledged_messages_survive_a_restart, durable),
         scenario!(groups_progress_independently),
         scenario!(new_group_can_start_at_latest),

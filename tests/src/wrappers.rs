@@ -25,6 +25,7 @@ pub type RecordingDriver = InstrumentedDriver;
 pub struct InstrumentedDriver {
     inner: Arc<dyn Driver>,
     reads: AtomicU64,
+    stream_reads: AtomicU64,
     writes: AtomicU64,
     largest_read: AtomicUsize,
     partitioned: AtomicBool,
@@ -38,6 +39,7 @@ impl InstrumentedDriver {
         Arc::new(InstrumentedDriver {
             inner,
             reads: AtomicU64::new(0),
+            stream_reads: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             largest_read: AtomicUsize::new(0),
             partitioned: AtomicBool::new(false),
@@ -49,6 +51,11 @@ impl InstrumentedDriver {
     /// Calls that read: `read`, `head`, `get_record`.
     pub fn reads(&self) -> u64 {
         self.reads.load(Ordering::SeqCst)
+    }
+
+    /// `read` calls alone.
+    pub fn stream_reads(&self) -> u64 {
+        self.stream_reads.load(Ordering::SeqCst)
     }
 
     /// Calls that write: `append`, `trim`, `put_record`.
@@ -106,6 +113,7 @@ impl Driver for InstrumentedDriver {
         limit: usize,
     ) -> Result<Vec<Message>, DriverError> {
         self.call(&self.reads)?;
+        self.stream_reads.fetch_add(1, Ordering::SeqCst);
         let messages = self.inner.read(stream, after, limit).await?;
         self.largest_read
             .fetch_max(messages.len(), Ordering::SeqCst);

@@ -11,7 +11,7 @@
 //! if the driver rejects the input, each send is retried alone so one bad send cannot fail
 //! its neighbours.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use tokio::sync::oneshot;
 use tracing::Instrument;
@@ -76,7 +76,7 @@ impl GroupCommit {
         };
         if start_flusher {
             let span = tracing::debug_span!("flowstream.group_commit");
-            runtime.spawn(flush(Arc::clone(self), Arc::clone(driver)).instrument(span));
+            runtime.spawn(flush(Arc::clone(self), Arc::downgrade(driver)).instrument(span));
         }
         match replied.await {
             Ok(result) => result.map_err(Error::Storage),
@@ -113,7 +113,9 @@ impl GroupCommit {
     }
 }
 
-async fn flush(queue: Arc<GroupCommit>, driver: Arc<dyn Driver>) {
+/// Holds the driver only while an append runs: once the last producer is gone, nothing here
+/// keeps the storage open (a redb file can be reopened at once, say).
+async fn flush(queue: Arc<GroupCommit>, driver: Weak<dyn Driver>) {
     let mut running = Running(Some(queue));
     while let Some(queue) = &running.0 {
         let group = queue.next_group();
@@ -122,7 +124,21 @@ async fn flush(queue: Arc<GroupCommit>, driver: Arc<dyn Driver>) {
             running.0 = None;
             return;
         }
-        append_group(&*driver, group).await;
+        // A queued send borrows its producer, which owns the driver, so this succeeds; if it
+        // does not, dropping the group tells its senders they were interrupted.
+        let Some(strong) = driver.upgrade() else {
+            return;
+        };
+        let answers = append_group(&*strong, group).await;
+        drop(strong);
+        for (reply, result) in answers {
+            // A sender that stopped waiting (its future was dropped) needs no answer.
+            let _ = reply.send(result);
+        }
+        // The senders just answered are about to send again. Let them queue before looking,
+        // or the next append would carry only the first of them and the rest the one after
+        // (groups alternating between one send and all the others).
+        tokio::task::yield_now().await;
     }
 }
 
@@ -146,14 +162,20 @@ impl Drop for Running {
 }
 
 /// One driver call for the whole group; each request gets its own slice of the offsets.
-async fn append_group(driver: &dyn Driver, group: Vec<Request>) {
+/// Returns the answers rather than sending them, so the caller can let go of the driver first.
+async fn append_group(
+    driver: &dyn Driver,
+    group: Vec<Request>,
+) -> Vec<(oneshot::Sender<Reply>, Reply)> {
     if let [_] = group.as_slice() {
+        let mut answers = Vec::with_capacity(1);
         for request in group {
-            let result = append_checked(driver, request.messages).await;
-            // A sender that stopped waiting (its future was dropped) needs no answer.
-            let _ = request.reply.send(result);
+            answers.push((
+                request.reply,
+                append_checked(driver, request.messages).await,
+            ));
         }
-        return;
+        return answers;
     }
     let counts: Vec<usize> = group.iter().map(|r| r.messages.len()).collect();
     let all: Vec<NewMessage> = group
@@ -164,25 +186,30 @@ async fn append_group(driver: &dyn Driver, group: Vec<Request>) {
     match append_checked(driver, all).await {
         Ok(offsets) => {
             let mut offsets = offsets.into_iter();
-            for (request, count) in group.into_iter().zip(counts) {
-                let _ = request
-                    .reply
-                    .send(Ok(offsets.by_ref().take(count).collect()));
-            }
+            group
+                .into_iter()
+                .zip(counts)
+                .map(|(request, count)| (request.reply, Ok(offsets.by_ref().take(count).collect())))
+                .collect()
         }
         Err(DriverError::InvalidInput(reason)) => {
             // Nothing was stored; find out which send the driver refused by trying each alone.
             tracing::debug!(%reason, "shared append refused; appending its sends one by one");
+            let mut answers = Vec::with_capacity(group.len());
             for request in group {
-                let result = append_checked(driver, request.messages).await;
-                let _ = request.reply.send(result);
+                answers.push((
+                    request.reply,
+                    append_checked(driver, request.messages).await,
+                ));
             }
+            answers
         }
         Err(error) => {
             let shared = SharedError::from(error);
-            for request in group {
-                let _ = request.reply.send(Err(shared.copy()));
-            }
+            group
+                .into_iter()
+                .map(|request| (request.reply, Err(shared.copy())))
+                .collect()
         }
     }
 }
@@ -497,6 +524,16 @@ mod tests {
             "an ambiguous failure is not retried: the append may have been stored"
         );
         assert_eq!(producer.send(message("d")).await.ok(), Some(2));
+    }
+
+    #[tokio::test]
+    async fn once_a_send_returns_only_the_producer_holds_the_driver() {
+        let driver = Arc::new(Scripted::default());
+        let producer = Producer::new(driver.clone());
+        assert_eq!(producer.send(message("a")).await.ok(), Some(1));
+        drop(producer);
+        // A redb file, say, can be reopened right away.
+        assert_eq!(Arc::strong_count(&driver), 1);
     }
 
     #[tokio::test]

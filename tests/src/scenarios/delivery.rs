@@ -142,6 +142,40 @@ pub async fn g9_reads_are_batched(backend: &dyn Backend) {
     );
 }
 
+/// Guarantee 9, read-ahead: while the application handles a full batch, the next one is
+/// already being read, and draining a stream costs one read per batch, not per message.
+pub async fn g9_next_batch_is_read_while_the_current_one_is_handled(backend: &dyn Backend) {
+    let driver = backend.open().await;
+    produce(&driver, "ahead", "m", 30).await;
+    let counting = CountingDriver::new(driver.clone());
+    let counted: std::sync::Arc<dyn flowstream_core::Driver> = counting.clone();
+    let mut c = consumer(&counted, "ahead", "g")
+        .batch_size(10)
+        .build()
+        .await
+        .expect("consumer");
+    let first = c.next().await.expect("next").expect("a message");
+    assert_eq!(first.offset(), 1);
+    // No further call to `next`: the second batch is read in the background.
+    crate::eventually("the read-ahead of the second batch", BOUND, || {
+        counting.stream_reads() >= 2
+    })
+    .await;
+    let mut offsets = vec![first.offset()];
+    offsets.extend(drain(&mut c).await.iter().map(|m| m.offset()));
+    assert_eq!(offsets, (1..=30).collect::<Vec<_>>());
+    // Three full batches, and one read that found the head.
+    assert!(
+        counting.stream_reads() <= 4,
+        "reads: {}",
+        counting.stream_reads()
+    );
+    c.commit(30).await.expect("commit");
+    produce(&driver, "ahead", "late", 1).await;
+    assert_eq!(c.wait(BOUND).await.expect("wait"), Wake::Messages);
+    assert_eq!(c.next().await.expect("next").map(|m| m.offset()), Some(31));
+}
+
 /// Two groups on one stream each see every message and commit independently.
 pub async fn groups_progress_independently(backend: &dyn Backend) {
     let driver = backend.open().await;

@@ -115,6 +115,70 @@ pub async fn g1_batch_to_several_streams_is_all_or_nothing(backend: &dyn Backend
     assert_eq!(b[0].body_str(), Some("b1"));
 }
 
+/// Guarantee 1 under group commit: many tasks sending through one producer at once share
+/// transactions, yet every call gets its own offsets, consecutive within the call, and each
+/// offset holds exactly the body its call sent.
+pub async fn g1_concurrent_sends_through_one_producer_keep_their_own_offsets(
+    backend: &dyn Backend,
+) {
+    const TASKS: usize = 32;
+    const CALLS: usize = 10;
+    let driver = backend.open().await;
+    let producer = Producer::new(driver.clone());
+    let mut tasks = Vec::new();
+    for task in 0..TASKS {
+        let producer = producer.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut sent: Vec<(u64, String)> = Vec::new();
+            for call in 0..CALLS {
+                // Every other call is a batch of three, to mix sizes in shared appends.
+                let bodies: Vec<String> = (0..1 + 2 * (call % 2))
+                    .map(|i| format!("t{task}-c{call}-{i}"))
+                    .collect();
+                let offsets = producer
+                    .send_batch(bodies.iter().map(|b| NewMessage::new("shared", b.as_str())))
+                    .await
+                    .expect("send");
+                assert_eq!(offsets.len(), bodies.len());
+                assert!(
+                    offsets.windows(2).all(|w| w[1] == w[0] + 1),
+                    "one call's offsets are consecutive: {offsets:?}"
+                );
+                sent.extend(offsets.into_iter().zip(bodies));
+            }
+            sent
+        }));
+    }
+    let mut sent: HashMap<u64, String> = HashMap::new();
+    for task in tasks {
+        for (offset, body) in task.await.expect("task") {
+            assert!(
+                sent.insert(offset, body).is_none(),
+                "offset {offset} given twice"
+            );
+        }
+    }
+    let total = sent.len() as u64;
+    assert_eq!(total, (TASKS * CALLS * 2) as u64);
+    let stored = driver
+        .read("shared", 0, total as usize + 1)
+        .await
+        .expect("read");
+    assert_eq!(
+        stored.len() as u64,
+        total,
+        "every acknowledged message is stored once"
+    );
+    for message in stored {
+        assert_eq!(
+            Some(message.body_str().expect("utf-8")),
+            sent.get(&message.offset()).map(String::as_str),
+            "offset {} holds what its call sent",
+            message.offset()
+        );
+    }
+}
+
 /// Guarantee 2: concurrent producers never make a tailing reader skip a message: it sees
 /// every offset exactly once, in order, and each producer's messages in that producer's order.
 pub async fn g2_concurrent_producers_leave_no_gaps(backend: &dyn Backend) {

@@ -97,7 +97,8 @@ impl Flowstream {
         read_batch: usize,
     ) -> Result<(Duration, u64), BoxError> {
         let start = Instant::now();
-        self.read_all(stream, count, "memory", read_batch).await?;
+        self.read_all(stream, count, &unique("memory"), read_batch)
+            .await?;
         let elapsed = start.elapsed();
         Ok((
             elapsed,

@@ -122,6 +122,15 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
         .collect();
     systems.extend(others.iter().map(|o| (o.as_ref(), false)));
 
+    // Untimed: connections opened, statements prepared, files grown, before any figure.
+    let warm_up = workload::Sizes {
+        produce: 2_000,
+        ..sizes.clone()
+    };
+    for &(system, _) in &systems {
+        system.produce_batches(100, &warm_up).await?;
+    }
+
     for batch in [100, 1000] {
         let scenario = format!("produce, batches of {}", report::group_digits(batch as f64));
         println!("{scenario}");

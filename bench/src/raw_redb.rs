@@ -9,7 +9,7 @@ use redb::{Database, ReadableDatabase, TableDefinition};
 
 use crate::BoxError;
 use crate::system::System;
-use crate::workload::{Sizes, body, concurrently, share};
+use crate::workload::{Latencies, Sizes, body, concurrently, paced, share, stamped_body};
 
 const RAW: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("raw");
 
@@ -104,6 +104,62 @@ impl System for RawRedb {
         })
         .await?;
         Ok(Some(start.elapsed()))
+    }
+
+    /// The floor under flowstream's latency on redb: each message its own durable
+    /// transaction (as a lone send is), its key passed in memory to a reader that reads it
+    /// back in a read transaction on a blocking thread.
+    async fn latency(
+        &self,
+        rate: u64,
+        duration: Duration,
+        sizes: &Sizes,
+    ) -> Result<Option<Latencies>, BoxError> {
+        self.clear().await?;
+        let expected = (rate as f64 * duration.as_secs_f64()) as usize;
+        let (written, mut to_read) = tokio::sync::mpsc::unbounded_channel::<u64>();
+        let db = Arc::clone(&self.db);
+        let reader = tokio::spawn(async move {
+            let mut latencies = Latencies::with_capacity(expected);
+            while latencies.len() < expected {
+                let Some(key) = to_read.recv().await else {
+                    return Err(
+                        format!("{} of {expected} messages arrived", latencies.len()).into(),
+                    );
+                };
+                let db = Arc::clone(&db);
+                let body = tokio::task::spawn_blocking(move || {
+                    let tx = db.begin_read()?;
+                    let table = tx.open_table(RAW)?;
+                    let value = table.get(key)?.ok_or("written key not found")?;
+                    Ok::<_, BoxError>(value.value().to_vec())
+                })
+                .await??;
+                latencies.record(&body);
+            }
+            Ok::<_, BoxError>(latencies)
+        });
+        let next_key = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let size = sizes.body;
+        paced(rate, duration, || {
+            let db = Arc::clone(&self.db);
+            let written = written.clone();
+            let key = next_key.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async move {
+                let body = stamped_body(size);
+                tokio::task::spawn_blocking(move || {
+                    let tx = db.begin_write()?;
+                    tx.open_table(RAW)?.insert(key, body.as_slice())?;
+                    tx.commit()?;
+                    Ok::<_, BoxError>(())
+                })
+                .await??;
+                written.send(key).map_err(|_| "the reader stopped")?;
+                Ok(())
+            }
+        })
+        .await?;
+        Ok(Some(reader.await??))
     }
 
     /// A range scan in slices of `read_batch` keys, each slice its own read transaction, the

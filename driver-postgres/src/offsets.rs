@@ -8,7 +8,8 @@
 //! 1. advances the head of every stream it touches by the number of its messages for that
 //!    stream (`INSERT … ON CONFLICT DO UPDATE SET head = head + n RETURNING head`), in stream
 //!    name order;
-//! 2. inserts its messages at offsets `head - n + 1 ..= head`, in input order;
+//! 2. inserts its messages at offsets `head - n + 1 ..= head`, in input order (each message
+//!    carries its distance from the stream's last one, so the server only subtracts);
 //! 3. sends one `NOTIFY` naming the streams, delivered by PostgreSQL at commit.
 //!
 //! # Why it is safe
@@ -55,25 +56,38 @@ impl PgDriver {
         let counts: Vec<i64> = per_stream.values().copied().collect();
         let payload = listener::payload(names.iter().map(|name| listener::Change::Stream(name)));
 
+        // Each message's distance from the last message of its stream in this append: the
+        // last gets the new head, the one before it head - 1, and so on.
+        let mut left: BTreeMap<String, i64> =
+            names.iter().cloned().zip(counts.iter().copied()).collect();
         let count = messages.len();
         let mut streams = Vec::with_capacity(count);
+        let mut backs = Vec::with_capacity(count);
         let mut bodies = Vec::with_capacity(count);
         let mut headers = Vec::with_capacity(count);
         for message in messages {
             let (stream, body, message_headers) = message.into_parts();
+            let remaining = left.get_mut(&stream).ok_or_else(|| {
+                DriverError::failed(format!("stream {stream} missing from its own append"))
+            })?;
+            *remaining -= 1;
+            backs.push(*remaining);
             streams.push(stream);
             bodies.push(body);
-            headers.push(serde_json::Value::Object(
-                message_headers
-                    .into_iter()
-                    .map(|(k, v)| (k, serde_json::Value::String(v)))
-                    .collect(),
-            ));
+            headers.push((!message_headers.is_empty()).then(|| {
+                serde_json::Value::Object(
+                    message_headers
+                        .into_iter()
+                        .map(|(k, v)| (k, serde_json::Value::String(v)))
+                        .collect(),
+                )
+            }));
         }
-        let offsets: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(self.inner.sql.append.clone()))
+        let rows: Vec<(String, i64)> = sqlx::query_as(AssertSqlSafe(self.inner.sql.append.clone()))
             .bind(&names)
             .bind(&counts)
             .bind(&streams)
+            .bind(&backs)
             .bind(&bodies)
             .bind(&headers)
             .bind(&self.inner.channel)
@@ -81,17 +95,19 @@ impl PgDriver {
             .fetch_all(&self.inner.pool)
             .await
             .map_err(driver_error)?;
-        if offsets.len() != count {
-            return Err(DriverError::failed(format!(
-                "append stored {} offsets for {count} messages",
-                offsets.len()
-            )));
-        }
-        offsets
-            .into_iter()
-            .map(|offset| {
+        let heads: BTreeMap<String, i64> = rows.into_iter().collect();
+        streams
+            .iter()
+            .zip(backs)
+            .map(|(stream, back)| {
+                let head = heads.get(stream).ok_or_else(|| {
+                    DriverError::failed(format!("append returned no head for stream {stream}"))
+                })?;
+                let offset = head - back;
                 u64::try_from(offset)
-                    .map_err(|_| DriverError::failed(format!("negative offset {offset} stored")))
+                    .ok()
+                    .filter(|&o| o > 0)
+                    .ok_or_else(|| DriverError::failed(format!("append computed offset {offset}")))
             })
             .collect()
     }

@@ -72,6 +72,7 @@ pub fn scenarios() -> Vec<Scenario> {
         scenario!(stream_view_delivers_in_order_and_commits),
         scenario!(trim_removes_messages_up_to_an_offset),
         scenario!(wait_skips_messages_trimmed_before_delivery),
+        scenario!(wait_never_skips_a_message_appended_while_it_looks),
         scenario!(invalid_input_is_rejected_and_stores_nothing),
     ]
 }

@@ -30,6 +30,7 @@ pub struct InstrumentedDriver {
     largest_read: AtomicUsize,
     partitioned: AtomicBool,
     lose_next_write_reply: AtomicBool,
+    append_before_head: Mutex<Option<NewMessage>>,
     accepted: Mutex<Vec<(String, Revision, Value)>>,
 }
 
@@ -44,6 +45,7 @@ impl InstrumentedDriver {
             largest_read: AtomicUsize::new(0),
             partitioned: AtomicBool::new(false),
             lose_next_write_reply: AtomicBool::new(false),
+            append_before_head: Mutex::default(),
             accepted: Mutex::default(),
         })
     }
@@ -76,6 +78,15 @@ impl InstrumentedDriver {
     /// Whether the partition is on.
     pub fn is_partitioned(&self) -> bool {
         self.partitioned.load(Ordering::SeqCst)
+    }
+
+    /// The next `head` call first appends `message` (straight to the real driver), as a
+    /// producer racing with the caller would.
+    pub fn append_before_next_head(&self, message: NewMessage) {
+        *self
+            .append_before_head
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(message);
     }
 
     /// The next `put_record` is applied, then reported as a lost connection.
@@ -122,6 +133,14 @@ impl Driver for InstrumentedDriver {
 
     async fn head(&self, stream: &str) -> Result<u64, DriverError> {
         self.call(&self.reads)?;
+        let racing = self
+            .append_before_head
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(message) = racing {
+            self.inner.append(vec![message]).await?;
+        }
         self.inner.head(stream).await
     }
 

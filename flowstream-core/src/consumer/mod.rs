@@ -404,8 +404,8 @@ impl Consumer {
 
     /// Waits until there is something to do: messages past this consumer's position, this
     /// consumer becoming active, or `timeout`. Woken by the driver's notifications, never by
-    /// polling: while active it reads the stream's head once when called and once per
-    /// notification of its stream, and nothing in between.
+    /// polling: while active it reads the stream once when called and once per notification
+    /// of its stream (plus its head when that read finds nothing), and nothing in between.
     ///
     /// Cancel-safe.
     pub async fn wait(&mut self, timeout: Duration) -> Result<Wake, Error> {
@@ -425,21 +425,26 @@ impl Consumer {
                     self.seen_generation = Some(generation);
                     return Ok(Wake::Activated);
                 }
-                if !self.cursor.buffer.is_empty() {
+                // Read rather than look at the head first: when there is something new (the
+                // usual reason to be woken), that is one storage call instead of two.
+                if self.fill().await? {
                     return Ok(Wake::Messages);
                 }
-                let head = self
-                    .shared
-                    .driver
-                    .head(&self.shared.settings.stream)
-                    .await?;
-                if head > self.cursor.fetched {
-                    if self.fill().await? {
+                if self.cursor.generation == Some(generation) {
+                    let head = self
+                        .shared
+                        .driver
+                        .head(&self.shared.settings.stream)
+                        .await?;
+                    // Messages past our position may have been appended since that read:
+                    // read again, now that everything up to `head` is known to be committed.
+                    if head > self.cursor.fetched && self.fill().await? {
                         return Ok(Wake::Messages);
                     }
-                    if self.cursor.generation == Some(generation) {
-                        // Nothing readable up to the head: those messages were trimmed.
-                        // Skip past them instead of reporting them forever.
+                    if head > self.cursor.fetched && self.cursor.generation == Some(generation) {
+                        // Nothing readable up to the head, read after the head was: those
+                        // messages were trimmed. Skip past them instead of reporting them
+                        // forever.
                         self.cursor.prefetch = None;
                         self.cursor.fetched = head;
                         self.cursor.delivered = self.cursor.delivered.max(head);

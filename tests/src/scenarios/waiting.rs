@@ -49,6 +49,23 @@ pub async fn wait_skips_messages_trimmed_before_delivery(backend: &dyn Backend) 
     assert_eq!(c.next().await.expect("next").expect("message").offset(), 6);
 }
 
+/// Guarantee 2 inside `wait`: a message appended between the consumer's read and its look at
+/// the head is delivered, not mistaken for a trimmed range and skipped.
+pub async fn wait_never_skips_a_message_appended_while_it_looks(backend: &dyn Backend) {
+    let inner = backend.open().await;
+    let racing = CountingDriver::new(inner.clone());
+    let driver: Arc<dyn Driver> = racing.clone();
+    produce(&driver, "s", "old", 2).await;
+    let mut c = consumer(&driver, "s", "g").build().await.expect("consumer");
+    assert_eq!(drain(&mut c).await.len(), 2);
+    c.commit(2).await.expect("commit");
+    // The read in `wait` finds nothing new; the append lands before it asks for the head.
+    racing.append_before_next_head(flowstream_core::NewMessage::new("s", "raced"));
+    assert_eq!(c.wait(BOUND).await.expect("wait"), Wake::Messages);
+    let message = c.next().await.expect("next").expect("the raced message");
+    assert_eq!((message.offset(), message.body_str()), (3, Some("raced")));
+}
+
 /// Guarantee 8: with nothing to do, `wait` returns at its timeout.
 pub async fn g8_wait_returns_at_its_timeout(backend: &dyn Backend) {
     let driver = backend.open().await;

@@ -328,6 +328,7 @@ impl Driver for PgDriver {
                     .map_err(driver_error)
             })
             .await?;
+        let stream: std::sync::Arc<str> = stream.into();
         rows.into_iter()
             .map(|row| {
                 let offset: i64 = row.try_get("offset").map_err(driver_error)?;
@@ -345,7 +346,7 @@ impl Driver for PgDriver {
                     _ => Headers::new(),
                 };
                 Ok(Message::new(
-                    stream,
+                    std::sync::Arc::clone(&stream),
                     to_u64(offset, "offset")?,
                     body,
                     headers,

@@ -8,15 +8,30 @@
 //! ```
 //! A version byte leads so the layout can evolve without a migration of old rows.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use flowstream_core::{DriverError, Headers, Message};
 
 const FORMAT_V1: u8 = 1;
 
+#[cfg(test)]
 pub(crate) fn encode(body: &[u8], headers: &Headers, produced_at: SystemTime) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_into(&mut out, body, headers, produced_at);
+    out
+}
+
+/// Appends the encoded message to `out` (reused across a batch to spare an allocation per
+/// message).
+pub(crate) fn encode_into(
+    out: &mut Vec<u8>,
+    body: &[u8],
+    headers: &Headers,
+    produced_at: SystemTime,
+) {
     let header_bytes: usize = headers.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
-    let mut out = Vec::with_capacity(1 + 8 + 4 + header_bytes + body.len());
+    out.reserve(1 + 8 + 4 + header_bytes + body.len());
     out.push(FORMAT_V1);
     let micros = produced_at
         .duration_since(UNIX_EPOCH)
@@ -31,7 +46,6 @@ pub(crate) fn encode(body: &[u8], headers: &Headers, produced_at: SystemTime) ->
         }
     }
     out.extend_from_slice(body);
-    out
 }
 
 /// Lengths are bounded by the producer's body limit and redb's 3 GiB value limit, far below
@@ -40,7 +54,7 @@ fn len_u32(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
 }
 
-pub(crate) fn decode(stream: &str, offset: u64, bytes: &[u8]) -> Result<Message, DriverError> {
+pub(crate) fn decode(stream: &Arc<str>, offset: u64, bytes: &[u8]) -> Result<Message, DriverError> {
     let corrupt = |what: &str| {
         DriverError::failed(format!(
             "stored message {stream}/{offset} is corrupt: {what}"
@@ -59,7 +73,7 @@ pub(crate) fn decode(stream: &str, offset: u64, bytes: &[u8]) -> Result<Message,
         headers.insert(name, value);
     }
     Ok(Message::new(
-        stream,
+        Arc::clone(stream),
         offset,
         reader.bytes.to_vec(),
         headers,
@@ -103,7 +117,7 @@ mod tests {
         headers.insert("empty".into(), String::new());
         let at = UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
         let bytes = encode(b"hello", &headers, at);
-        let msg = decode("s", 3, &bytes).expect("decodes");
+        let msg = decode(&"s".into(), 3, &bytes).expect("decodes");
         assert_eq!(msg.body(), b"hello");
         assert_eq!(msg.headers(), &headers);
         assert_eq!(msg.produced_at(), at);
@@ -116,7 +130,10 @@ mod tests {
         headers.insert("name".into(), "value".into());
         let bytes = encode(b"", &headers, SystemTime::now());
         for cut in 0..bytes.len() {
-            assert!(decode("s", 1, &bytes[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                decode(&"s".into(), 1, &bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
         }
     }
 }

@@ -203,21 +203,26 @@ impl Driver for RedbDriver {
                 let mut heads = txn.open_table(HEADS).map_err(storage)?;
                 let mut table = txn.open_table(MESSAGES).map_err(storage)?;
                 let produced_at = SystemTime::now();
+                // One buffer for every encoded value of the batch.
+                let mut value = Vec::new();
                 for message in messages {
                     let (stream, body, headers) = message.into_parts();
-                    if !heads_now.contains_key(&stream) {
-                        let head = heads
-                            .get(stream.as_str())
-                            .map_err(storage)?
-                            .map(|h| h.value())
-                            .unwrap_or(0);
-                        heads_now.insert(stream.clone(), head);
-                    }
-                    let head = heads_now.entry(stream.clone()).or_default();
+                    let head = match heads_now.get_mut(&stream) {
+                        Some(head) => head,
+                        None => {
+                            let stored = heads
+                                .get(stream.as_str())
+                                .map_err(storage)?
+                                .map(|h| h.value())
+                                .unwrap_or(0);
+                            heads_now.entry(stream.clone()).or_insert(stored)
+                        }
+                    };
                     *head = head.checked_add(1).ok_or_else(|| {
                         DriverError::InvalidInput(format!("stream {stream} is full"))
                     })?;
-                    let value = codec::encode(&body, &headers, produced_at);
+                    value.clear();
+                    codec::encode_into(&mut value, &body, &headers, produced_at);
                     table
                         .insert((stream.as_str(), *head), value.as_slice())
                         .map_err(storage)?;
@@ -253,9 +258,10 @@ impl Driver for RedbDriver {
                 .range((stream.as_str(), first)..=(stream.as_str(), u64::MAX))
                 .map_err(storage)?;
             let mut out = Vec::with_capacity(limit.min(1024));
+            let shared: Arc<str> = stream.as_str().into();
             for entry in range.take(limit) {
                 let (key, value) = entry.map_err(storage)?;
-                out.push(codec::decode(&stream, key.value().1, value.value())?);
+                out.push(codec::decode(&shared, key.value().1, value.value())?);
             }
             Ok(out)
         })

@@ -1,6 +1,7 @@
 //! Messages: what a producer sends ([`NewMessage`]) and what a consumer receives ([`Message`]).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// Message headers: string keys to string values, kept in key order.
@@ -60,7 +61,8 @@ impl NewMessage {
 /// A stored message, as a consumer receives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
-    stream: String,
+    // Shared by every message of a read: one allocation per batch, not per message.
+    stream: Arc<str>,
     offset: u64,
     body: Vec<u8>,
     headers: Headers,
@@ -68,9 +70,10 @@ pub struct Message {
 }
 
 impl Message {
-    /// Builds a message read from storage (used by drivers).
+    /// Builds a message read from storage (used by drivers). Pass one `Arc<str>` clone for
+    /// all the messages of a read to share the stream name.
     pub fn new(
-        stream: impl Into<String>,
+        stream: impl Into<Arc<str>>,
         offset: u64,
         body: Vec<u8>,
         headers: Headers,

@@ -38,8 +38,9 @@
 //!    [fenced](Error::Fenced), and a lost reply never demotes a healthy one.
 //! 7. Commits are monotonic; committing past what was delivered is an error.
 //! 8. [`Consumer::wait`] is woken by the driver's notifications, never by polling.
-//! 9. Consumers read in batches: memory does not grow with the stream.
-//! 10. `send` returns once the messages are durable.
+//! 9. Consumers read in batches, at most one batch ahead: memory does not grow with the stream.
+//! 10. `send` returns once the messages are durable. Concurrent sends through one [`Producer`]
+//!     share storage transactions (group commit), each keeping its own offsets and result.
 //!
 //! The protocol is described in the project's `docs/PROTOCOL.md`.
 

@@ -200,6 +200,11 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
     }
 
     for &rate in &options.rates {
+        if options.backends.contains(&Backend::Postgres) {
+            // The bulk rows above leave PostgreSQL hundreds of MB of WAL behind; start each
+            // latency row from a fresh checkpoint, not inside one they triggered.
+            checkpoint(&options.pg_url).await?;
+        }
         let label = report::group_digits(rate as f64);
         println!(
             "end-to-end latency at {label} msg/s for {:?}",
@@ -394,6 +399,17 @@ fn record_rate(
             !is_flow
         }
     }
+}
+
+async fn checkpoint(url: &str) -> Result<(), BoxError> {
+    use sqlx::Executor;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await?;
+    pool.execute("CHECKPOINT").await?;
+    pool.close().await;
+    Ok(())
 }
 
 async fn reset_pg_schema(url: &str) -> Result<(), BoxError> {

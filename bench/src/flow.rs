@@ -10,6 +10,15 @@ use crate::procstat;
 use crate::system::System;
 use crate::workload::{Latencies, Sizes, body, concurrently, paced, share, stamped_body, unique};
 
+/// How the consume rows commit, once per read batch.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Commits {
+    /// `commit`, waiting for the write.
+    Wait,
+    /// `commit_in_background`: the next batch is handled while the commit is written.
+    Background,
+}
+
 pub(crate) struct Flowstream {
     label: &'static str,
     driver: Arc<dyn Driver>,
@@ -44,6 +53,7 @@ impl Flowstream {
         count: usize,
         group: &str,
         read_batch: usize,
+        commits: Commits,
     ) -> Result<usize, BoxError> {
         let mut consumer = Consumer::builder(Arc::clone(&self.driver), stream, group)
             .batch_size(read_batch)
@@ -57,7 +67,12 @@ impl Flowstream {
                     seen += 1;
                     since_commit += 1;
                     if since_commit == read_batch {
-                        consumer.commit(message.offset()).await?;
+                        match commits {
+                            Commits::Wait => consumer.commit(message.offset()).await?,
+                            Commits::Background => {
+                                consumer.commit_in_background(message.offset()).await?
+                            }
+                        }
                         since_commit = 0;
                     }
                 }
@@ -73,18 +88,35 @@ impl Flowstream {
         Ok(seen)
     }
 
-    /// Fills a stream of `sizes.consume` messages and reads it as one group; returns the
-    /// reading time and the stream, which the memory figure reads again in a fresh process.
+    /// Fills a stream of `sizes.consume` messages and reads it as one group, then again as
+    /// another group that commits in the background; returns both reading times and the
+    /// stream, which the memory figure reads again in a fresh process.
     pub(crate) async fn consume_stream(
         &self,
         sizes: &Sizes,
-    ) -> Result<(Duration, String), BoxError> {
+    ) -> Result<(Duration, Duration, String), BoxError> {
         let stream = unique("consume");
         self.fill(&stream, sizes.consume, &body(sizes.body)).await?;
         let start = Instant::now();
-        self.read_all(&stream, sizes.consume, "bench", sizes.read_batch)
-            .await?;
-        Ok((start.elapsed(), stream))
+        self.read_all(
+            &stream,
+            sizes.consume,
+            "bench",
+            sizes.read_batch,
+            Commits::Wait,
+        )
+        .await?;
+        let waiting = start.elapsed();
+        let start = Instant::now();
+        self.read_all(
+            &stream,
+            sizes.consume,
+            "bench-background",
+            sizes.read_batch,
+            Commits::Background,
+        )
+        .await?;
+        Ok((waiting, start.elapsed(), stream))
     }
 
     /// Reads `stream` (`count` messages) as a new group and returns the time it took and the
@@ -97,7 +129,7 @@ impl Flowstream {
         read_batch: usize,
     ) -> Result<(Duration, u64), BoxError> {
         let start = Instant::now();
-        self.read_all(stream, count, &unique("memory"), read_batch)
+        self.read_all(stream, count, &unique("memory"), read_batch, Commits::Wait)
             .await?;
         let elapsed = start.elapsed();
         Ok((
@@ -208,8 +240,14 @@ impl System for Flowstream {
         let stream = unique("consume");
         self.fill(&stream, sizes.consume, &body(sizes.body)).await?;
         let start = Instant::now();
-        self.read_all(&stream, sizes.consume, "bench", sizes.read_batch)
-            .await?;
+        self.read_all(
+            &stream,
+            sizes.consume,
+            "bench",
+            sizes.read_batch,
+            Commits::Wait,
+        )
+        .await?;
         Ok(Some(start.elapsed()))
     }
 

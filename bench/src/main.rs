@@ -172,11 +172,17 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
     let mut consumed: Vec<(Backend, String)> = Vec::new();
     for (backend, flow) in &flows {
         match flow.consume_stream(&sizes).await {
-            Ok((elapsed, stream)) => {
+            Ok((elapsed, background, stream)) => {
                 report.rate(
                     &scenario,
                     &flow.name(),
                     sizes.consume as f64 / elapsed.as_secs_f64(),
+                );
+                let name = format!("background commits: {}", flow.name());
+                report.rate(
+                    &scenario,
+                    &name,
+                    sizes.consume as f64 / background.as_secs_f64(),
                 );
                 println!("  (stream {stream})");
                 consumed.push((*backend, stream));

@@ -171,6 +171,7 @@ impl ConsumerBuilder {
             background: Some(Background { stop, task }),
             cursor: Cursor::default(),
             seen_generation,
+            background_commit: None,
         };
         consumer.claim(consumer.shared.role());
         Ok(consumer)
@@ -241,6 +242,9 @@ pub struct Consumer {
     /// The generation the caller has been told about (by `build`, `next` or `wait`), so
     /// `wait` reports [`Wake::Activated`] only for a claim the caller has not seen.
     seen_generation: Option<u64>,
+    /// The commit started by [`Consumer::commit_in_background`], if its result has not been
+    /// collected yet. At most one runs at a time.
+    background_commit: Option<JoinHandle<Result<(), Error>>>,
 }
 
 impl Consumer {
@@ -370,6 +374,49 @@ impl Consumer {
     ///
     /// Cancel-safe in the same sense: a dropped commit may or may not have been stored.
     pub async fn commit(&mut self, offset: u64) -> Result<(), Error> {
+        self.collect_background_commit().await?;
+        let generation = self.check_commit(offset)?;
+        write_commit(&self.shared, generation, offset).await
+    }
+
+    /// Starts committing `offset` and returns without waiting for storage, so the next
+    /// messages can be handled while the commit is written (Kafka's `commitAsync`).
+    ///
+    /// The checks of [`commit`](Consumer::commit) (standby, beyond delivered) happen here, at
+    /// once. The write itself runs in the background, one at a time: if the previous one is
+    /// still running, this waits for it first. Its result, [`Error::Fenced`] for example, is
+    /// returned by the next call to `commit`, `commit_in_background` or
+    /// [`shutdown`](Consumer::shutdown); a fenced consumer also turns standby as with `commit`.
+    /// Until then the offset may not be stored: after a crash, messages up to it may be
+    /// delivered again (which at-least-once delivery allows). Dropping the consumer leaves a
+    /// running write to finish or not.
+    pub async fn commit_in_background(&mut self, offset: u64) -> Result<(), Error> {
+        self.collect_background_commit().await?;
+        let generation = self.check_commit(offset)?;
+        let shared = Arc::clone(&self.shared);
+        self.background_commit = Some(tokio::spawn(async move {
+            write_commit(&shared, generation, offset).await
+        }));
+        Ok(())
+    }
+
+    /// Waits for the background commit, if one was started, and returns its result.
+    async fn collect_background_commit(&mut self) -> Result<(), Error> {
+        let Some(task) = &mut self.background_commit else {
+            return Ok(());
+        };
+        // Awaiting through `&mut` keeps the task if this future is dropped.
+        let result = task.await;
+        self.background_commit = None;
+        result.map_err(|e| {
+            Error::Storage(crate::DriverError::failed(format!(
+                "background commit failed: {e}"
+            )))
+        })?
+    }
+
+    /// The checks every commit makes before writing; returns the generation to write under.
+    fn check_commit(&self, offset: u64) -> Result<u64, Error> {
         let Some(generation) = self.cursor.generation else {
             return Err(Error::Standby {
                 group: self.shared.settings.group.clone(),
@@ -384,22 +431,7 @@ impl Consumer {
                 delivered: self.cursor.delivered,
             });
         }
-        self.shared
-            .write_as_owner(generation, false, |state| {
-                if offset <= state.committed {
-                    return false;
-                }
-                state.committed = offset;
-                true
-            })
-            .await?;
-        tracing::debug!(
-            group = %self.shared.settings.group,
-            consumer = %self.shared.id,
-            offset,
-            "committed"
-        );
-        Ok(())
+        Ok(generation)
     }
 
     /// Waits until there is something to do: messages past this consumer's position, this
@@ -503,9 +535,14 @@ impl Consumer {
     /// Leaves the group gracefully: stops the background task and, if active, marks the group
     /// inactive so a standby takes over at once. Uncommitted messages are redelivered to the
     /// next owner.
+    ///
+    /// A background commit still running is finished first; its error, if any, is returned
+    /// after the group has been released.
     pub async fn shutdown(mut self) -> Result<(), Error> {
+        let pending = self.collect_background_commit().await;
         self.stop_background().await;
-        self.shared.release().await
+        self.shared.release().await?;
+        pending
     }
 
     async fn stop_background(&mut self) {
@@ -547,6 +584,27 @@ impl Drop for Consumer {
             background.task.abort();
         }
     }
+}
+
+/// Writes `offset` as the group's committed offset, as the owner of `generation`. Commits
+/// are monotonic: an offset at or below the stored one changes nothing.
+async fn write_commit(shared: &Shared, generation: u64, offset: u64) -> Result<(), Error> {
+    shared
+        .write_as_owner(generation, false, |state| {
+            if offset <= state.committed {
+                return false;
+            }
+            state.committed = offset;
+            true
+        })
+        .await?;
+    tracing::debug!(
+        group = %shared.settings.group,
+        consumer = %shared.id,
+        offset,
+        "committed"
+    );
+    Ok(())
 }
 
 /// `now + timeout`, saturating far in the future instead of overflowing.

@@ -176,6 +176,51 @@ pub async fn g9_next_batch_is_read_while_the_current_one_is_handled(backend: &dy
     assert_eq!(c.next().await.expect("next").map(|m| m.offset()), Some(31));
 }
 
+/// Guarantee 7 with background commits: checked at once, written in order, and stored by the
+/// time `shutdown` returns.
+pub async fn g7_background_commits_are_checked_at_once_and_stored(backend: &dyn Backend) {
+    let driver = backend.open().await;
+    produce(&driver, "s", "m", 10).await;
+    let mut c = consumer(&driver, "s", "g").build().await.expect("consumer");
+    for _ in 0..5 {
+        c.next().await.expect("next").expect("message");
+    }
+    let beyond = c.commit_in_background(6).await;
+    assert!(
+        matches!(
+            beyond,
+            Err(Error::CommitBeyondDelivered {
+                offset: 6,
+                delivered: 5
+            })
+        ),
+        "{beyond:?}"
+    );
+    c.commit_in_background(5)
+        .await
+        .expect("first background commit");
+    assert_eq!(drain(&mut c).await.len(), 5);
+    c.commit_in_background(10)
+        .await
+        .expect("second background commit");
+    crate::eventually_async("the background commit to be stored", BOUND, async || {
+        stored_group(&driver, "s", "g").await.committed == 10
+    })
+    .await;
+    // Monotonic, as with `commit`.
+    c.commit_in_background(3).await.expect("an older offset");
+    c.shutdown().await.expect("shutdown");
+    assert_eq!(stored_group(&driver, "s", "g").await.committed, 10);
+    let mut next = consumer(&driver, "s", "g")
+        .build()
+        .await
+        .expect("next owner");
+    assert!(
+        next.next().await.expect("next").is_none(),
+        "nothing is redelivered"
+    );
+}
+
 /// Two groups on one stream each see every message and commit independently.
 pub async fn groups_progress_independently(backend: &dyn Backend) {
     let driver = backend.open().await;

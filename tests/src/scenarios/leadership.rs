@@ -330,6 +330,43 @@ pub async fn g6_zombie_commit_is_fenced(backend: &dyn Backend) {
     assert_eq!(redelivered.offset(), delivered.offset());
 }
 
+/// Guarantee 6 with a background commit: a zombie's background commit is fenced, stores
+/// nothing, and the next call reports it.
+pub async fn g6_zombie_background_commit_is_fenced(backend: &dyn Backend) {
+    let driver = backend.open().await;
+    produce(&driver, "s", "m", 3).await;
+    let faulty = FaultyDriver::new(driver.clone());
+    let zombie_driver: Arc<dyn Driver> = faulty.clone();
+    let mut zombie = consumer(&zombie_driver, "s", "g")
+        .build()
+        .await
+        .expect("zombie");
+    let mut standby = consumer(&driver, "s", "g").build().await.expect("standby");
+    let delivered = zombie.next().await.expect("next").expect("message");
+
+    faulty.set_partitioned(true);
+    assert_eq!(standby.wait(BOUND).await.expect("wait"), Wake::Activated);
+    faulty.set_partitioned(false);
+
+    // Either the zombie already knows (refused at once) or its write finds out; both end in
+    // `Fenced`, reported no later than the next call.
+    let started = zombie.commit_in_background(delivered.offset()).await;
+    let result = match started {
+        Ok(()) => zombie.commit(delivered.offset()).await,
+        Err(error) => Err(error),
+    };
+    assert!(
+        matches!(result, Err(Error::Fenced { generation: 1, .. })),
+        "{result:?}"
+    );
+    assert!(!zombie.is_active());
+    let stored = stored_group(&driver, "s", "g").await;
+    assert_eq!(
+        (stored.owner.as_str(), stored.generation, stored.committed),
+        (standby.id(), 2, 0)
+    );
+}
+
 /// Guarantee 6: a commit that was applied but whose reply was lost does not demote the
 /// consumer: the retry finds its own write, adopts it and succeeds.
 pub async fn g6_lost_commit_reply_does_not_demote(backend: &dyn Backend) {

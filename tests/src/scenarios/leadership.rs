@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowstream_core::{Driver, Error, Wake};
+use flowstream_core::{Consumer, Driver, Error, Message, Wake};
 use tokio::time::Instant;
 
 use crate::{
@@ -293,20 +293,12 @@ pub(crate) async fn settle(counting: &CountingDriver) -> (u64, u64) {
 /// Guarantee 6: a consumer cut off from storage loses the group to a standby; once back, its
 /// commit is fenced, the committed offset is unchanged, and it is standby.
 pub async fn g6_zombie_commit_is_fenced(backend: &dyn Backend) {
-    let driver = backend.open().await;
-    produce(&driver, "s", "m", 3).await;
-    let faulty = FaultyDriver::new(driver.clone());
-    let zombie_driver: Arc<dyn Driver> = faulty.clone();
-    let mut zombie = consumer(&zombie_driver, "s", "g")
-        .build()
-        .await
-        .expect("zombie");
-    let mut standby = consumer(&driver, "s", "g").build().await.expect("standby");
-    let delivered = zombie.next().await.expect("next").expect("message");
-
-    faulty.set_partitioned(true);
-    assert_eq!(standby.wait(BOUND).await.expect("wait"), Wake::Activated);
-    faulty.set_partitioned(false);
+    let Zombie {
+        driver,
+        mut zombie,
+        mut standby,
+        delivered,
+    } = zombie(backend).await;
 
     let result = zombie.commit(delivered.offset()).await;
     assert!(
@@ -330,9 +322,16 @@ pub async fn g6_zombie_commit_is_fenced(backend: &dyn Backend) {
     assert_eq!(redelivered.offset(), delivered.offset());
 }
 
-/// Guarantee 6 with a background commit: a zombie's background commit is fenced, stores
-/// nothing, and the next call reports it.
-pub async fn g6_zombie_background_commit_is_fenced(backend: &dyn Backend) {
+/// A consumer that has been delivered a message and then lost its group to `standby` while
+/// cut off from storage, without having noticed.
+struct Zombie {
+    driver: Arc<dyn Driver>,
+    zombie: Consumer,
+    standby: Consumer,
+    delivered: Message,
+}
+
+async fn zombie(backend: &dyn Backend) -> Zombie {
     let driver = backend.open().await;
     produce(&driver, "s", "m", 3).await;
     let faulty = FaultyDriver::new(driver.clone());
@@ -347,6 +346,23 @@ pub async fn g6_zombie_background_commit_is_fenced(backend: &dyn Backend) {
     faulty.set_partitioned(true);
     assert_eq!(standby.wait(BOUND).await.expect("wait"), Wake::Activated);
     faulty.set_partitioned(false);
+    Zombie {
+        driver,
+        zombie,
+        standby,
+        delivered,
+    }
+}
+
+/// Guarantee 6 with a background commit: a zombie's background commit is fenced, stores
+/// nothing, and the next call reports it.
+pub async fn g6_zombie_background_commit_is_fenced(backend: &dyn Backend) {
+    let Zombie {
+        driver,
+        mut zombie,
+        standby,
+        delivered,
+    } = zombie(backend).await;
 
     // Either the zombie already knows (refused at once) or its write finds out; both end in
     // `Fenced`, reported no later than the next call.

@@ -135,6 +135,7 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
         let scenario = format!("produce, batches of {}", report::group_digits(batch as f64));
         println!("{scenario}");
         for &(system, is_flow) in &systems {
+            settle(options).await?;
             let result = system.produce_batches(batch, &sizes).await;
             ok &= record_rate(
                 &mut report,
@@ -150,6 +151,7 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
     let scenario = format!("produce, {} tasks × single sends", options.tasks);
     println!("{scenario}");
     for &(system, is_flow) in &systems {
+        settle(options).await?;
         let result = system.produce_singles(options.tasks, &sizes).await;
         ok &= record_rate(
             &mut report,
@@ -171,6 +173,7 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
     );
     let mut consumed: Vec<(Backend, String)> = Vec::new();
     for (backend, flow) in &flows {
+        settle(options).await?;
         match flow.consume_stream(&sizes).await {
             Ok((elapsed, background, stream)) => {
                 report.rate(
@@ -194,6 +197,7 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
         }
     }
     for system in &others {
+        settle(options).await?;
         let result = system.consume(&sizes).await;
         record_rate(
             &mut report,
@@ -206,11 +210,7 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
     }
 
     for &rate in &options.rates {
-        if options.backends.contains(&Backend::Postgres) {
-            // The bulk rows above leave PostgreSQL hundreds of MB of WAL behind; start each
-            // latency row from a fresh checkpoint, not inside one they triggered.
-            checkpoint(&options.pg_url).await?;
-        }
+        settle(options).await?;
         let label = report::group_digits(rate as f64);
         println!(
             "end-to-end latency at {label} msg/s for {:?}",
@@ -405,6 +405,16 @@ fn record_rate(
             !is_flow
         }
     }
+}
+
+/// Before each row: the bulk rows leave PostgreSQL hundreds of MB of WAL behind, and the
+/// checkpoint they trigger would land in whichever row comes next. Start every row from a
+/// fresh checkpoint, so each pays only for the WAL it writes itself.
+async fn settle(options: &Options) -> Result<(), BoxError> {
+    if options.backends.contains(&Backend::Postgres) {
+        checkpoint(&options.pg_url).await?;
+    }
+    Ok(())
 }
 
 async fn checkpoint(url: &str) -> Result<(), BoxError> {

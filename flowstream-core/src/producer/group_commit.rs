@@ -6,10 +6,12 @@
 //! an idle producer appends a lone send at once, and a busy one batches exactly what arrived
 //! while the previous append was in flight.
 //!
-//! Each send stays all-or-nothing on its own: validation happened before it was queued, a
-//! storage failure of the shared append fails every send in it (none of them was stored), and
-//! if the driver rejects the input, each send is retried alone so one bad send cannot fail
-//! its neighbours.
+//! Each send stays all-or-nothing on its own: validation happened before it was queued; a
+//! storage failure of the shared append fails every send in it with the same error (the
+//! shared append is one transaction, so they were all stored or none was, and a retryable
+//! error says which is unknown, as for a lone send); and if the driver refuses the input,
+//! nothing was stored, and each send is retried alone so one bad send cannot fail its
+//! neighbours.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 

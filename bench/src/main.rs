@@ -47,6 +47,10 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    if options.help {
+        println!("{}", options::USAGE);
+        return;
+    }
     if let Some((backend, stream)) = &options.memory_child {
         if let Err(error) = consume_alone(*backend, stream, &options).await {
             eprintln!("{error}");

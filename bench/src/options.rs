@@ -66,6 +66,8 @@ pub(crate) struct Options {
     pub(crate) idle_for: Duration,
     /// Internal: run as the consumer process of the memory figure, reading this stream.
     pub(crate) memory_child: Option<(Backend, String)>,
+    /// Print the usage and stop.
+    pub(crate) help: bool,
 }
 
 impl Options {
@@ -88,6 +90,7 @@ impl Options {
             idle_consumers: 1_000,
             idle_for: Duration::from_secs(10),
             memory_child: None,
+            help: false,
         };
         let mut child_backend = None;
         let mut child_stream = None;
@@ -112,7 +115,7 @@ impl Options {
                 "--messages" => options.messages = number(&arg, &value()?)?,
                 "--dir" => options.dir = value()?.into(),
                 "--json" => options.json = value()?.into(),
-                "--help" | "-h" => return Err("flowstream-bench".to_owned()),
+                "--help" | "-h" => options.help = true,
                 other => return Err(format!("unknown option {other:?}")),
             }
         }

@@ -8,7 +8,7 @@ use flowstream_core::{Consumer, Driver, NewMessage, Producer, Wake};
 use crate::BoxError;
 use crate::procstat;
 use crate::system::System;
-use crate::workload::{Latencies, Sizes, body, concurrently, paced, share, stamped_body, unique};
+use crate::workload::{Latencies, Sizes, body, chunks, paced, singles, stamped_body, unique};
 
 /// How the consume rows commit, once per read batch.
 #[derive(Debug, Clone, Copy)]
@@ -36,13 +36,10 @@ impl Flowstream {
     }
 
     async fn fill(&self, stream: &str, count: usize, body: &[u8]) -> Result<(), BoxError> {
-        let mut left = count;
-        while left > 0 {
-            let n = left.min(1000);
+        for (_, n) in chunks(count, 1000) {
             self.producer
                 .send_batch((0..n).map(|_| NewMessage::new(stream, body.to_vec())))
                 .await?;
-            left -= n;
         }
         Ok(())
     }
@@ -199,13 +196,10 @@ impl System for Flowstream {
         let stream = unique("batches");
         let body = body(sizes.body);
         let start = Instant::now();
-        let mut left = sizes.produce;
-        while left > 0 {
-            let n = left.min(batch);
+        for (_, n) in chunks(sizes.produce, batch) {
             self.producer
                 .send_batch((0..n).map(|_| NewMessage::new(&stream, body.clone())))
                 .await?;
-            left -= n;
         }
         Ok(Some(start.elapsed()))
     }
@@ -218,17 +212,11 @@ impl System for Flowstream {
         let stream: Arc<str> = unique("singles").into();
         let body = body(sizes.body);
         let start = Instant::now();
-        concurrently(tasks, |task| {
-            let producer = self.producer.clone();
-            let stream = Arc::clone(&stream);
-            let body = body.clone();
-            let count = share(sizes.singles, tasks, task);
+        let producer = self.producer.clone();
+        singles(tasks, sizes.singles, move |_| {
+            let (producer, stream, body) = (producer.clone(), Arc::clone(&stream), body.clone());
             async move {
-                for _ in 0..count {
-                    producer
-                        .send(NewMessage::new(&*stream, body.clone()))
-                        .await?;
-                }
+                producer.send(NewMessage::new(&*stream, body)).await?;
                 Ok(())
             }
         })

@@ -12,7 +12,7 @@ use futures_util::future::try_join_all;
 
 use crate::BoxError;
 use crate::system::System;
-use crate::workload::{Latencies, Sizes, body, concurrently, paced, share, stamped_body, unique};
+use crate::workload::{Latencies, Sizes, body, chunks, paced, singles, stamped_body, unique};
 
 pub(crate) struct NatsPeer {
     js: Context,
@@ -55,9 +55,7 @@ impl Scratch {
     /// Publishes `count` copies of `body`, `batch` at a time, each batch's acks awaited
     /// together.
     async fn publish(&self, count: usize, batch: usize, body: &[u8]) -> Result<(), BoxError> {
-        let mut left = count;
-        while left > 0 {
-            let n = left.min(batch);
+        for (_, n) in chunks(count, batch) {
             let mut acks = Vec::with_capacity(n);
             for _ in 0..n {
                 acks.push(
@@ -67,7 +65,6 @@ impl Scratch {
                 );
             }
             try_join_all(acks.into_iter().map(|ack| ack.into_future())).await?;
-            left -= n;
         }
         Ok(())
     }
@@ -117,17 +114,11 @@ impl System for NatsPeer {
         let subject: Arc<str> = scratch.name.clone().into();
         let body = body(sizes.body);
         let start = Instant::now();
-        concurrently(tasks, |task| {
-            let js = self.js.clone();
-            let subject = Arc::clone(&subject);
-            let body = body.clone();
-            let count = share(sizes.singles, tasks, task);
+        let js = self.js.clone();
+        singles(tasks, sizes.singles, move |_| {
+            let (js, subject, body) = (js.clone(), Arc::clone(&subject), body.clone());
             async move {
-                for _ in 0..count {
-                    js.publish(subject.to_string(), body.clone().into())
-                        .await?
-                        .await?;
-                }
+                js.publish(subject.to_string(), body.into()).await?.await?;
                 Ok(())
             }
         })

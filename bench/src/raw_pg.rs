@@ -9,7 +9,7 @@ use sqlx::{AssertSqlSafe, Executor, PgPool};
 
 use crate::BoxError;
 use crate::system::System;
-use crate::workload::{Sizes, body, concurrently, share, unique};
+use crate::workload::{Sizes, body, chunks, singles, unique};
 
 const SCHEMA: &str = "flowstream_bench_raw";
 
@@ -172,11 +172,8 @@ impl System for RawPg {
         self.create_stream(&stream).await?;
         let body = body(sizes.body);
         let start = Instant::now();
-        let mut head = 0;
-        while head < sizes.produce {
-            let n = batch.min(sizes.produce - head);
+        for (head, n) in chunks(sizes.produce, batch) {
             self.write_batch(&stream, head as i64, n, &body).await?;
-            head += n;
         }
         Ok(Some(start.elapsed()))
     }
@@ -195,20 +192,13 @@ impl System for RawPg {
         let body = body(sizes.body);
         let pool = self.pool.clone();
         let start = Instant::now();
-        concurrently(tasks, |task| {
+        singles(tasks, sizes.singles, move |_| {
             let raw = RawPg {
                 pool: pool.clone(),
                 write: Write::LockedInsert,
             };
-            let stream = Arc::clone(&stream);
-            let body = body.clone();
-            let count = share(sizes.singles, tasks, task);
-            async move {
-                for _ in 0..count {
-                    raw.write_batch(&stream, 0, 1, &body).await?;
-                }
-                Ok(())
-            }
+            let (stream, body) = (Arc::clone(&stream), body.clone());
+            async move { raw.write_batch(&stream, 0, 1, &body).await }
         })
         .await?;
         Ok(Some(start.elapsed()))
@@ -221,11 +211,8 @@ impl System for RawPg {
         }
         let stream = unique("consume");
         let body = body(sizes.body);
-        let mut head = 0;
-        while head < sizes.consume {
-            let n = 10_000.min(sizes.consume - head);
+        for (head, n) in chunks(sizes.consume, 10_000) {
             self.write_batch(&stream, head as i64, n, &body).await?;
-            head += n;
         }
         let start = Instant::now();
         let mut position = 0_i64;

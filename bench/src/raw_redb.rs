@@ -9,7 +9,7 @@ use redb::{Database, ReadableDatabase, TableDefinition};
 
 use crate::BoxError;
 use crate::system::System;
-use crate::workload::{Latencies, Sizes, body, concurrently, paced, share, stamped_body};
+use crate::workload::{Latencies, Sizes, body, chunks, paced, singles, stamped_body};
 
 const RAW: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("raw");
 
@@ -68,11 +68,8 @@ impl System for RawRedb {
         self.clear().await?;
         let body: Arc<[u8]> = body(sizes.body).into();
         let start = Instant::now();
-        let mut head = 0;
-        while head < sizes.produce {
-            let n = batch.min(sizes.produce - head);
+        for (head, n) in chunks(sizes.produce, batch) {
             self.write_batch(head as u64, n, Arc::clone(&body)).await?;
-            head += n;
         }
         Ok(Some(start.elapsed()))
     }
@@ -85,22 +82,14 @@ impl System for RawRedb {
     ) -> Result<Option<Duration>, BoxError> {
         self.clear().await?;
         let body: Arc<[u8]> = body(sizes.body).into();
-        let singles = sizes.singles;
         let start = Instant::now();
-        concurrently(tasks, |task| {
+        let db = Arc::clone(&self.db);
+        singles(tasks, sizes.singles, move |i| {
             let raw = RawRedb {
-                db: Arc::clone(&self.db),
+                db: Arc::clone(&db),
             };
             let body = Arc::clone(&body);
-            let count = share(singles, tasks, task);
-            async move {
-                for i in 0..count {
-                    // Keys only need to be distinct here.
-                    let key = (task * singles + i) as u64;
-                    raw.write_batch(key, 1, Arc::clone(&body)).await?;
-                }
-                Ok(())
-            }
+            async move { raw.write_batch(i as u64, 1, body).await }
         })
         .await?;
         Ok(Some(start.elapsed()))
@@ -167,11 +156,8 @@ impl System for RawRedb {
     async fn consume(&self, sizes: &Sizes) -> Result<Option<Duration>, BoxError> {
         self.clear().await?;
         let body: Arc<[u8]> = body(sizes.body).into();
-        let mut head = 0;
-        while head < sizes.consume {
-            let n = 100_000.min(sizes.consume - head);
+        for (head, n) in chunks(sizes.consume, 100_000) {
             self.write_batch(head as u64, n, Arc::clone(&body)).await?;
-            head += n;
         }
         let db = Arc::clone(&self.db);
         let (total, read_batch) = (sizes.consume as u64, sizes.read_batch as u64);

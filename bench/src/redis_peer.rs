@@ -10,7 +10,7 @@ use redis::{AsyncConnectionConfig, Client, Value};
 
 use crate::BoxError;
 use crate::system::System;
-use crate::workload::{Latencies, Sizes, body, concurrently, paced, share, stamped_body, unique};
+use crate::workload::{Latencies, Sizes, body, chunks, paced, singles, stamped_body, unique};
 
 /// How Redis keeps what it acknowledges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,15 +128,15 @@ impl RedisPeer {
         Ok(con)
     }
 
+    /// Appends `count` copies of `body` to `key`, one pipeline of `batch` XADDs at a time.
     async fn fill(
         con: &mut MultiplexedConnection,
         key: &str,
         count: usize,
+        batch: usize,
         body: &[u8],
     ) -> Result<(), BoxError> {
-        let mut left = count;
-        while left > 0 {
-            let n = left.min(1000);
+        for (_, n) in chunks(count, batch) {
             let mut pipe = redis::pipe();
             for _ in 0..n {
                 pipe.cmd("XADD")
@@ -147,7 +147,6 @@ impl RedisPeer {
                     .ignore();
             }
             let () = pipe.query_async(con).await?;
-            left -= n;
         }
         Ok(())
     }
@@ -230,21 +229,7 @@ impl System for RedisPeer {
         let key = unique("batches");
         let body = body(sizes.body);
         let start = Instant::now();
-        let mut left = sizes.produce;
-        while left > 0 {
-            let n = left.min(batch);
-            let mut pipe = redis::pipe();
-            for _ in 0..n {
-                pipe.cmd("XADD")
-                    .arg(&key)
-                    .arg("*")
-                    .arg("b")
-                    .arg(&body)
-                    .ignore();
-            }
-            let () = pipe.query_async(&mut con).await?;
-            left -= n;
-        }
+        Self::fill(&mut con, &key, sizes.produce, batch, &body).await?;
         let elapsed = start.elapsed();
         Self::drop_key(&mut con, &key).await?;
         Ok(Some(elapsed))
@@ -259,21 +244,18 @@ impl System for RedisPeer {
         let key: Arc<str> = unique("singles").into();
         let body = body(sizes.body);
         let start = Instant::now();
-        concurrently(tasks, |task| {
-            let mut con = con.clone();
-            let key = Arc::clone(&key);
-            let body = body.clone();
-            let count = share(sizes.singles, tasks, task);
+        let sender = con.clone();
+        let sent_key = Arc::clone(&key);
+        singles(tasks, sizes.singles, move |_| {
+            let (mut con, key, body) = (sender.clone(), Arc::clone(&sent_key), body.clone());
             async move {
-                for _ in 0..count {
-                    let _: String = redis::cmd("XADD")
-                        .arg(&*key)
-                        .arg("*")
-                        .arg("b")
-                        .arg(&body)
-                        .query_async(&mut con)
-                        .await?;
-                }
+                let _: String = redis::cmd("XADD")
+                    .arg(&*key)
+                    .arg("*")
+                    .arg("b")
+                    .arg(&body)
+                    .query_async(&mut con)
+                    .await?;
                 Ok(())
             }
         })
@@ -286,7 +268,7 @@ impl System for RedisPeer {
     async fn consume(&self, sizes: &Sizes) -> Result<Option<Duration>, BoxError> {
         let mut con = self.prepare().await?;
         let key = unique("consume");
-        Self::fill(&mut con, &key, sizes.consume, &body(sizes.body)).await?;
+        Self::fill(&mut con, &key, sizes.consume, 1000, &body(sizes.body)).await?;
         create_group(&mut con, &key, "0").await?;
         let start = Instant::now();
         let mut seen = 0;

@@ -113,15 +113,22 @@ where
     Ok(total)
 }
 
-/// Runs `tasks` copies of `work(task)` at once and waits for all of them.
-pub(crate) async fn concurrently<F, Fut>(tasks: usize, mut work: F) -> Result<(), BoxError>
+/// `tasks` tasks at once, `total` sends in all, each task sending one at a time and waiting for
+/// it: `send(i)` makes the `i`-th send (`i` is distinct across tasks).
+pub(crate) async fn singles<F, Fut>(tasks: usize, total: usize, send: F) -> Result<(), BoxError>
 where
-    F: FnMut(usize) -> Fut,
-    Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<(), BoxError>> + Send,
 {
     let mut set = JoinSet::new();
     for task in 0..tasks {
-        set.spawn(work(task));
+        let send = send.clone();
+        set.spawn(async move {
+            for i in (task..total).step_by(tasks) {
+                send(i).await?;
+            }
+            Ok::<_, BoxError>(())
+        });
     }
     while let Some(done) = set.join_next().await {
         done??;
@@ -129,9 +136,11 @@ where
     Ok(())
 }
 
-/// Splits `total` into `parts` shares that differ by at most one.
-pub(crate) fn share(total: usize, parts: usize, part: usize) -> usize {
-    total / parts + usize::from(part < total % parts)
+/// `total` items in batches of `size`: `(first index, length)` of each.
+pub(crate) fn chunks(total: usize, size: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..total)
+        .step_by(size.max(1))
+        .map(move |first| (first, size.min(total - first)))
 }
 
 /// A name no earlier run used, so runs never read each other's data.
@@ -148,9 +157,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shares_add_up() {
-        let total: usize = (0..64).map(|p| share(1000, 64, p)).sum();
-        assert_eq!(total, 1000);
+    fn chunks_cover_the_total_once() {
+        let all: Vec<(usize, usize)> = chunks(2_500, 1_000).collect();
+        assert_eq!(all, vec![(0, 1_000), (1_000, 1_000), (2_000, 500)]);
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! How sqlx errors become driver errors: what a retry can fix is `Unavailable`.
+//! How sqlx errors become driver errors: what a retry can fix is `Unavailable`; the driver's
+//! message says what it was doing, and the sqlx error is the cause (never repeated in the
+//! message).
 
-use flowstream_core::DriverError;
+use flowstream_core::driver::{DriverError, StorageErrorKind};
 
 /// SQLSTATEs after which the same call may succeed later: connection exceptions (class 08),
 /// server shutdown or startup (57P01–57P03), serialization failure and deadlock (40001,
@@ -13,21 +15,35 @@ fn retryable_sqlstate(code: &str) -> bool {
         )
 }
 
-pub(crate) fn driver_error(error: sqlx::Error) -> DriverError {
-    let retryable = match &error {
+/// SQLSTATEs meaning a relation or schema is missing: the tables were never created (or were
+/// dropped) under this schema.
+fn missing_object_sqlstate(code: &str) -> bool {
+    matches!(code, "42P01" | "3F000")
+}
+
+/// A failed storage call while `doing` something ("reading stream orders").
+pub(crate) fn storage_error(doing: &str, error: sqlx::Error) -> DriverError {
+    let kind = match &error {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::Protocol(_)
         | sqlx::Error::PoolTimedOut
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| retryable_sqlstate(&code)),
-        _ => false,
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StorageErrorKind::Unavailable,
+        sqlx::Error::Database(db) => match db.code() {
+            Some(code) if retryable_sqlstate(&code) => StorageErrorKind::Unavailable,
+            Some(code) if missing_object_sqlstate(&code) => {
+                return DriverError::NotFound(format!(
+                    "{doing}: flowstream's tables are missing ({}); connect with \
+                     run_migrations(true) or apply the migrations",
+                    db.message()
+                ));
+            }
+            _ => StorageErrorKind::Failed,
+        },
+        _ => StorageErrorKind::Failed,
     };
-    if retryable {
-        DriverError::unavailable(error)
-    } else {
-        DriverError::failed(error)
-    }
+    DriverError::storage(kind, doing).caused_by(error)
 }
 
 #[cfg(test)]
@@ -37,9 +53,9 @@ mod tests {
     #[test]
     fn connection_losses_are_retryable() {
         let io = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
-        assert!(driver_error(io).is_retryable());
-        assert!(driver_error(sqlx::Error::PoolTimedOut).is_retryable());
-        assert!(!driver_error(sqlx::Error::RowNotFound).is_retryable());
+        assert!(storage_error("x", io).is_retryable());
+        assert!(storage_error("x", sqlx::Error::PoolTimedOut).is_retryable());
+        assert!(!storage_error("x", sqlx::Error::RowNotFound).is_retryable());
         assert!(retryable_sqlstate("08006") && retryable_sqlstate("57P01"));
         assert!(!retryable_sqlstate("23505"));
     }

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use flowstream_core::{ChangeHub, Topic};
+use flowstream_core::driver::{Backoff, ChangeHub, Topic};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::task::JoinHandle;
@@ -106,21 +106,21 @@ async fn listen(pool: &PgPool, channel: &str) -> Result<PgListener, sqlx::Error>
 
 async fn run(pool: PgPool, channel: String, hub: ChangeHub, first: PgListener) {
     let mut listener = Some(first);
-    let mut failures: u32 = 0;
+    // Connection failures in a row (a connect that fails, or a connection that drops as soon
+    // as it is made) back off from 50 ms to 5 s: a server that keeps refusing must not turn
+    // into a storm of attempts, nor of wake-ups (each one costs every waiter a read).
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     loop {
         let Some(active) = listener.as_mut() else {
             match listen(&pool, &channel).await {
                 Ok(reconnected) => {
                     tracing::info!(%channel, "LISTEN connection re-established; waking all waiters");
                     listener = Some(reconnected);
-                    failures = 0;
+                    backoff.succeeded();
                     hub.notify_all();
                 }
                 Err(error) => {
-                    failures = failures.saturating_add(1);
-                    let delay = Duration::from_millis(50)
-                        .saturating_mul(1 << failures.min(7))
-                        .min(Duration::from_secs(5));
+                    let delay = backoff.failed();
                     tracing::warn!(%channel, %error, retry_in = ?delay, "LISTEN connection failed");
                     tokio::time::sleep(delay).await;
                 }
@@ -129,7 +129,7 @@ async fn run(pool: PgPool, channel: String, hub: ChangeHub, first: PgListener) {
         };
         match active.try_recv().await {
             Ok(Some(notification)) => {
-                failures = 0;
+                backoff.succeeded();
                 dispatch(&hub, notification.payload());
             }
             Ok(None) => {
@@ -137,15 +137,7 @@ async fn run(pool: PgPool, channel: String, hub: ChangeHub, first: PgListener) {
                 // returning): everything sent in between is lost.
                 tracing::info!(%channel, "LISTEN connection lost and re-established; waking all waiters");
                 hub.notify_all();
-                // A server that keeps dropping connections must not turn into a storm of
-                // wake-ups (each one costs every waiter a read).
-                failures = failures.saturating_add(1);
-                tokio::time::sleep(
-                    Duration::from_millis(50)
-                        .saturating_mul(1 << failures.min(7))
-                        .min(Duration::from_secs(5)),
-                )
-                .await;
+                tokio::time::sleep(backoff.failed()).await;
             }
             Err(error) => {
                 tracing::warn!(%channel, %error, "LISTEN connection lost");

@@ -33,11 +33,10 @@
 
 use std::collections::BTreeMap;
 
-use flowstream_core::{DriverError, NewMessage};
+use flowstream_core::driver::{DriverError, NewMessage, check_stream_name};
 use sqlx::AssertSqlSafe;
 
 use crate::PgDriver;
-use crate::errors::driver_error;
 use crate::listener;
 
 impl PgDriver {
@@ -48,6 +47,7 @@ impl PgDriver {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
+        refuse_what_postgres_cannot_store(&messages)?;
         let mut per_stream: BTreeMap<&str, i64> = BTreeMap::new();
         for message in &messages {
             *per_stream.entry(message.stream()).or_default() += 1;
@@ -83,7 +83,7 @@ impl PgDriver {
                 )
             }));
         }
-        let rows: Vec<(String, i64)> = sqlx::query_as(AssertSqlSafe(self.inner.sql.append.clone()))
+        let query = sqlx::query_as(AssertSqlSafe(self.inner.sql.append.clone()))
             .bind(&names)
             .bind(&counts)
             .bind(&streams)
@@ -91,10 +91,13 @@ impl PgDriver {
             .bind(&bodies)
             .bind(&headers)
             .bind(&self.inner.channel)
-            .bind(&payload)
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(driver_error)?;
+            .bind(&payload);
+        let rows: Vec<(String, i64)> = self
+            .run(
+                || format!("appending to {}", names.join(", ")),
+                query.fetch_all(&self.inner.pool),
+            )
+            .await?;
         let heads: BTreeMap<String, i64> = rows.into_iter().collect();
         streams
             .iter()
@@ -111,4 +114,24 @@ impl PgDriver {
             })
             .collect()
     }
+}
+
+/// Refuses, before anything is sent, what PostgreSQL cannot store faithfully: stream names the
+/// engine would not accept (callers may append through the driver directly), and NUL
+/// characters in headers, which `jsonb` rejects.
+fn refuse_what_postgres_cannot_store(messages: &[NewMessage]) -> Result<(), DriverError> {
+    for message in messages {
+        check_stream_name(message.stream())?;
+        for (name, value) in message.headers() {
+            if name.contains('\0') || value.contains('\0') {
+                return Err(DriverError::InvalidInput(format!(
+                    "header {:?} of a message to {}: PostgreSQL cannot store NUL characters in \
+                     header names or values",
+                    name.escape_debug().to_string(),
+                    message.stream()
+                )));
+            }
+        }
+    }
+    Ok(())
 }

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use flowstream_core::{DriverError, Headers, Message};
+use flowstream_core::driver::{DriverError, Headers, Message, StorageErrorKind};
 
 const FORMAT_V1: u8 = 1;
 
@@ -56,9 +56,10 @@ fn len_u32(len: usize) -> u32 {
 
 pub(crate) fn decode(stream: &Arc<str>, offset: u64, bytes: &[u8]) -> Result<Message, DriverError> {
     let corrupt = |what: &str| {
-        DriverError::failed(format!(
-            "stored message {stream}/{offset} is corrupt: {what}"
-        ))
+        DriverError::storage(
+            StorageErrorKind::Corrupt,
+            format!("stored message {stream}/{offset} is damaged: {what}"),
+        )
     };
     let mut reader = Reader { bytes };
     if reader.take(1).ok_or_else(|| corrupt("empty"))? != [FORMAT_V1] {

@@ -11,7 +11,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), flowstream_core::Error> {
-//! # let dir = tempfile::tempdir().map_err(|e| flowstream_core::DriverError::failed(e))?;
+//! # let dir = tempfile::tempdir().map_err(|e| flowstream_core::driver::DriverError::failed(e.to_string()))?;
 //! # let path = dir.path().join("streams.redb");
 //! let driver: Arc<dyn Driver> = Arc::new(RedbDriver::open(&path).await?);
 //! Producer::new(driver.clone()).send(NewMessage::new("orders", "order 1")).await?;
@@ -23,6 +23,10 @@
 //! consumer.shutdown().await?;
 //! # Ok(()) }
 //! ```
+//!
+//! What it refuses: a header name or value containing a NUL character, as every flowstream
+//! driver does (PostgreSQL cannot store one), so that a stream's messages can move between
+//! drivers. Bodies hold any bytes.
 //!
 //! Offsets: each stream's head lives in its own row of the `heads` table and is advanced in the
 //! appending write transaction. redb runs one write transaction at a time, so offsets are
@@ -38,8 +42,10 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use flowstream_core::{
-    ChangeHub, Driver, DriverError, Error, Expected, Message, NewMessage, Record, Revision, Topic,
+use flowstream_core::Error;
+use flowstream_core::driver::{
+    ChangeHub, Driver, DriverError, Expected, Message, NewMessage, Record, Revision,
+    StorageErrorKind, Topic, check_stream_name,
 };
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -56,7 +62,8 @@ pub const DEFAULT_CACHE_SIZE: usize = 16 * 1024 * 1024;
 
 /// A [`Driver`] on a redb database: a file, or memory for tests and throwaway use.
 ///
-/// One process at a time may open a file; a second gets [`Error::Locked`].
+/// One process at a time may open a file; a second gets an [`Error::Storage`] of kind
+/// [`StorageErrorKind::Locked`].
 #[derive(Clone)]
 pub struct RedbDriver {
     db: Arc<Database>,
@@ -76,11 +83,17 @@ impl RedbDriver {
     /// Opens (or creates) the database file at `path`. Every append and commit is durable once
     /// it returns.
     ///
-    /// Errors: [`Error::Locked`] when another process has the file open, [`Error::Corrupt`]
-    /// when it is not a readable redb file.
+    /// Errors: [`Error::Storage`] of kind [`StorageErrorKind::Locked`] when another process
+    /// has the file open, of kind [`StorageErrorKind::Corrupt`] when it is not a readable redb
+    /// file.
     ///
     /// Uses redb's page cache of [`DEFAULT_CACHE_SIZE`]; [`RedbDriver::open_with_cache`] sets
     /// another size.
+    ///
+    /// # Cancel safety
+    ///
+    /// The file is opened on a blocking thread, which finishes even if this future is
+    /// dropped; the database it opened is then closed again, and the file can be reopened.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
         Self::open_with_cache(path, DEFAULT_CACHE_SIZE).await
     }
@@ -89,6 +102,10 @@ impl RedbDriver {
     /// the driver's memory: pages read or written stay in it up to this size. A larger cache
     /// helps consumers that lag far behind the head; consumers near the head read pages that
     /// were just written either way.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`open`](RedbDriver::open).
     pub async fn open_with_cache(path: impl AsRef<Path>, bytes: usize) -> Result<Self, Error> {
         let path: PathBuf = path.as_ref().to_path_buf();
         let location: Arc<str> = path.display().to_string().into();
@@ -106,14 +123,12 @@ impl RedbDriver {
             if e.is_panic() {
                 // redb checks what it reads with assertions: a panic while opening means the
                 // file holds something redb never wrote.
-                Error::Corrupt {
-                    resource: location.to_string(),
-                    source: format!("redb could not read it: {e}").into(),
-                }
+                Error::Storage(DriverError::storage(
+                    StorageErrorKind::Corrupt,
+                    format!("{location} is not a readable redb file (redb failed an internal check while opening it)"),
+                ))
             } else {
-                Error::Storage(DriverError::failed(format!(
-                    "opening {location} failed: {e}"
-                )))
+                Error::Storage(DriverError::failed(format!("opening {location}: {e}")))
             }
         })??;
         tracing::debug!(path = %location, "opened redb store");
@@ -146,34 +161,38 @@ impl RedbDriver {
         let db = Arc::clone(&self.db);
         tokio::task::spawn_blocking(move || work(&db))
             .await
-            .map_err(|e| DriverError::failed(format!("redb task failed: {e}")))?
+            .map_err(|e| DriverError::failed(format!("a redb task failed: {e}")))?
     }
 }
 
 fn open_error(location: &str, error: DatabaseError) -> Error {
-    match error {
-        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => Error::Locked {
-            resource: location.to_owned(),
-        },
-        DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => Error::Corrupt {
-            resource: location.to_owned(),
-            source: detail.into(),
-        },
+    let (kind, message) = match &error {
+        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => (
+            StorageErrorKind::Locked,
+            format!(
+                "{location} is open in another process: a redb file has one process at a \
+                 time; close the other one or use another path"
+            ),
+        ),
+        DatabaseError::Storage(redb::StorageError::Corrupted(_)) => {
+            (StorageErrorKind::Corrupt, format!("{location} is damaged"))
+        }
         // redb reports a file that is not a redb database (bad magic number) this way.
         DatabaseError::Storage(redb::StorageError::Io(io))
             if io.kind() == std::io::ErrorKind::InvalidData =>
         {
-            Error::Corrupt {
-                resource: location.to_owned(),
-                source: io.into(),
-            }
+            (
+                StorageErrorKind::Corrupt,
+                format!("{location} is not a redb file"),
+            )
         }
-        DatabaseError::UpgradeRequired(version) => Error::Corrupt {
-            resource: location.to_owned(),
-            source: format!("redb file format {version} needs an upgrade").into(),
-        },
-        other => Error::Storage(DriverError::failed(format!("opening {location}: {other}"))),
-    }
+        DatabaseError::UpgradeRequired(_) => (
+            StorageErrorKind::Corrupt,
+            format!("{location} was written by another redb file format"),
+        ),
+        _ => (StorageErrorKind::Failed, format!("opening {location}")),
+    };
+    Error::Storage(DriverError::storage(kind, message).caused_by(error))
 }
 
 fn create_tables(db: &Database) -> Result<(), Error> {
@@ -186,7 +205,32 @@ fn create_tables(db: &Database) -> Result<(), Error> {
 }
 
 fn storage(error: impl Into<redb::Error>) -> DriverError {
-    DriverError::failed(error.into())
+    let error: redb::Error = error.into();
+    let kind = match &error {
+        redb::Error::Corrupted(_) => StorageErrorKind::Corrupt,
+        _ => StorageErrorKind::Failed,
+    };
+    DriverError::storage(kind, "redb").caused_by(error)
+}
+
+/// Refuses what no flowstream driver stores: stream names the engine would not accept
+/// (callers may append through the driver directly), and NUL characters in headers (which
+/// PostgreSQL cannot store), so that what one driver accepts, every driver accepts.
+fn refuse_unportable(messages: &[NewMessage]) -> Result<(), DriverError> {
+    for message in messages {
+        check_stream_name(message.stream())?;
+        for (name, value) in message.headers() {
+            if name.contains('\0') || value.contains('\0') {
+                return Err(DriverError::InvalidInput(format!(
+                    "header {:?} of a message to {}: flowstream refuses NUL characters in \
+                     header names and values on every store, so that streams stay portable",
+                    name.escape_debug().to_string(),
+                    message.stream()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -194,6 +238,7 @@ impl Driver for RedbDriver {
     async fn append(&self, messages: Vec<NewMessage>) -> Result<Vec<u64>, DriverError> {
         // Notified from the blocking task right after the commit, so that a caller who stops
         // waiting (a cancelled send) cannot leave an append without its notification.
+        refuse_unportable(&messages)?;
         let hub = self.hub.clone();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(storage)?;
@@ -247,6 +292,7 @@ impl Driver for RedbDriver {
         after: u64,
         limit: usize,
     ) -> Result<Vec<Message>, DriverError> {
+        check_stream_name(stream)?;
         let Some(first) = after.checked_add(1) else {
             return Ok(Vec::new());
         };
@@ -269,6 +315,7 @@ impl Driver for RedbDriver {
     }
 
     async fn head(&self, stream: &str) -> Result<u64, DriverError> {
+        check_stream_name(stream)?;
         let stream = stream.to_owned();
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(storage)?;
@@ -283,6 +330,7 @@ impl Driver for RedbDriver {
     }
 
     async fn trim(&self, stream: &str, through: u64) -> Result<u64, DriverError> {
+        check_stream_name(stream)?;
         let stream = stream.to_owned();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(storage)?;
@@ -311,13 +359,7 @@ impl Driver for RedbDriver {
                 return Ok(None);
             };
             let (revision, json) = entry.value();
-            let value = serde_json::from_str(json).map_err(|e| {
-                DriverError::failed(format!("record {key:?} holds invalid JSON: {e}"))
-            })?;
-            Ok(Some(Record {
-                value,
-                revision: Revision(revision),
-            }))
+            decode_record(&key, revision, json).map(Some)
         })
         .await
     }
@@ -336,15 +378,22 @@ impl Driver for RedbDriver {
             let txn = db.begin_write().map_err(storage)?;
             let revision = {
                 let mut records = txn.open_table(RECORDS).map_err(storage)?;
-                let current = records
-                    .get(key.as_str())
-                    .map_err(storage)?
-                    .map(|entry| entry.value().0);
-                let next = match (expected, current) {
+                let current = records.get(key.as_str()).map_err(storage)?;
+                let stored = current.as_ref().map(|entry| entry.value());
+                let next = match (expected, stored) {
                     (Expected::Absent, None) => 1,
-                    (Expected::Revision(Revision(want)), Some(have)) if want == have => have + 1,
-                    _ => return Err(DriverError::Conflict { key }),
+                    (Expected::Revision(Revision(want)), Some((have, _))) if want == have => {
+                        have + 1
+                    }
+                    // Lost: hand back what is there, read in this same transaction.
+                    (_, stored) => {
+                        let current = stored
+                            .map(|(revision, json)| decode_record(&key, revision, json))
+                            .transpose()?;
+                        return Err(DriverError::Conflict { key, current });
+                    }
                 };
+                drop(current);
                 records
                     .insert(key.as_str(), (next, json.as_str()))
                     .map_err(storage)?;
@@ -362,4 +411,18 @@ impl Driver for RedbDriver {
     fn changes(&self) -> &ChangeHub {
         &self.hub
     }
+}
+
+fn decode_record(key: &str, revision: u64, json: &str) -> Result<Record, DriverError> {
+    let value = serde_json::from_str(json).map_err(|e| {
+        DriverError::storage(
+            StorageErrorKind::Corrupt,
+            format!("record {key:?} holds invalid JSON"),
+        )
+        .caused_by(e)
+    })?;
+    Ok(Record {
+        value,
+        revision: Revision(revision),
+    })
 }

@@ -1,9 +1,10 @@
-//! Errors: [`Error`] is what the public API returns, [`DriverError`] what a storage driver returns.
+//! [`Error`], what the public API returns. Drivers return
+//! [`DriverError`](crate::driver::DriverError), which reaches users inside
+//! [`Error::Storage`].
 
-use std::error::Error as StdError;
+use std::fmt::{self, Display};
 
-/// A boxed error from a storage backend, kept as the `source` of our own errors.
-pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+use crate::driver::{DriverError, StorageErrorKind};
 
 /// Which kind of name failed validation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,8 +16,8 @@ pub enum NameKind {
     Group,
 }
 
-impl std::fmt::Display for NameKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Display for NameKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             NameKind::Stream => "stream",
             NameKind::Group => "group",
@@ -106,37 +107,25 @@ pub enum Error {
         delivered: u64,
     },
 
-    /// The storage (for example a redb file) is held by another process.
-    #[error("{resource} is locked by another process: close the other process or use another path")]
-    Locked {
-        /// What is locked, e.g. a file path.
-        resource: String,
+    /// The call needs a tokio runtime and was made outside one.
+    #[error(
+        "flowstream needs a tokio runtime: call it from async code running on one \
+         (#[tokio::main], or Runtime::block_on)"
+    )]
+    NoRuntime,
+
+    /// The storage refused a message it cannot store faithfully (each driver says what it
+    /// cannot store). Nothing of the call was stored.
+    #[error("the storage refused the input, nothing was stored: {reason}")]
+    Refused {
+        /// The driver's explanation.
+        reason: String,
     },
 
-    /// The storage is damaged or not a flowstream store at all.
-    #[error("{resource} is corrupt or not a flowstream store: {source}")]
-    Corrupt {
-        /// What is corrupt, e.g. a file path.
-        resource: String,
-        /// The underlying error.
-        #[source]
-        source: BoxError,
-    },
-
-    /// The storage server could not be reached, or refused the connection (wrong password,
-    /// missing database). The message names the server, never the password.
-    #[error("could not connect to {target}: {source}")]
-    Connect {
-        /// What was being connected to, e.g. `PostgreSQL at db.example:5432, database app`.
-        target: String,
-        /// The underlying error.
-        #[source]
-        source: BoxError,
-    },
-
-    /// The storage driver failed.
+    /// The storage failed: could not connect, is locked by another process, is damaged, or
+    /// failed a call. [`Error::storage_kind`] tells which; the message is the driver's.
     #[error(transparent)]
-    Storage(#[from] DriverError),
+    Storage(DriverError),
 }
 
 impl Error {
@@ -144,65 +133,53 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::Storage(e) if e.is_retryable())
     }
-}
 
-/// Errors a [`Driver`](crate::Driver) returns.
-///
-/// `Conflict` is expected and drives the group protocol; the others are failures.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum DriverError {
-    /// A conditional record write found another revision than the one it named.
-    #[error("revision conflict on record {key:?}")]
-    Conflict {
-        /// The record key.
-        key: String,
-    },
-
-    /// Something the call needs does not exist (e.g. tables that were never created).
-    #[error("not found: {0}")]
-    NotFound(String),
-
-    /// The driver refused the input (it would not be stored faithfully).
-    #[error("invalid input: {0}")]
-    InvalidInput(String),
-
-    /// The storage is unreachable for now (connection lost, timeout). Retrying may succeed.
-    /// A write that failed this way may or may not have been applied.
-    #[error("storage unavailable: {source}")]
-    Unavailable {
-        /// The underlying error.
-        #[source]
-        source: BoxError,
-    },
-
-    /// The storage failed in a way retrying will not fix.
-    #[error("storage failure: {source}")]
-    Failed {
-        /// The underlying error.
-        #[source]
-        source: BoxError,
-    },
-}
-
-impl DriverError {
-    /// Whether retrying the same call later may succeed.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, DriverError::Unavailable { .. })
-    }
-
-    /// A non-retryable failure with the given source.
-    pub fn failed(source: impl Into<BoxError>) -> Self {
-        DriverError::Failed {
-            source: source.into(),
+    /// For a storage failure, what kind it is: cannot connect, locked by another process,
+    /// damaged, unavailable for now, or another failure. `None` for every other error.
+    ///
+    /// ```
+    /// use flowstream_core::{Error, StorageErrorKind};
+    /// fn advice(error: &Error) -> &'static str {
+    ///     match error.storage_kind() {
+    ///         Some(StorageErrorKind::Locked) => "another process has the store open",
+    ///         Some(StorageErrorKind::Connect) => "check the database address and credentials",
+    ///         Some(StorageErrorKind::Unavailable) => "retry later",
+    ///         _ => "see the message",
+    ///     }
+    /// }
+    /// # let _ = advice;
+    /// ```
+    pub fn storage_kind(&self) -> Option<StorageErrorKind> {
+        match self {
+            Error::Storage(e) => e.storage_kind(),
+            _ => None,
         }
     }
+}
 
-    /// A retryable failure with the given source.
-    pub fn unavailable(source: impl Into<BoxError>) -> Self {
-        DriverError::Unavailable {
-            source: source.into(),
+impl From<DriverError> for Error {
+    fn from(error: DriverError) -> Self {
+        match error {
+            // A refusal is about the caller's input, not a storage failure.
+            DriverError::InvalidInput(reason) => Error::Refused { reason },
+            other => Error::Storage(other),
         }
+    }
+}
+
+/// Displays an error with its chain of causes on one line (`a: b: c`), for log lines: an
+/// error's own message never repeats its cause.
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            write!(f, ": {error}")?;
+            cause = error.source();
+        }
+        Ok(())
     }
 }
 
@@ -240,5 +217,26 @@ mod tests {
         assert!(Error::from(DriverError::unavailable("down")).is_retryable());
         assert!(!Error::from(DriverError::failed("broken")).is_retryable());
         assert!(!Error::EmptyBatch.is_retryable());
+    }
+
+    #[test]
+    fn a_refusal_is_the_callers_error_and_kinds_reach_the_user() {
+        let refused = Error::from(DriverError::InvalidInput("NUL in a header".into()));
+        assert!(matches!(refused, Error::Refused { .. }), "{refused:?}");
+        let locked = Error::from(DriverError::storage(StorageErrorKind::Locked, "file x"));
+        assert_eq!(locked.storage_kind(), Some(StorageErrorKind::Locked));
+        assert_eq!(Error::EmptyBatch.storage_kind(), None);
+    }
+
+    #[test]
+    fn chain_prints_each_cause_once() {
+        let error = Error::from(
+            DriverError::unavailable("reading stream s")
+                .caused_by(std::io::Error::other("connection reset")),
+        );
+        assert_eq!(
+            Chain(&error).to_string(),
+            "storage unavailable: reading stream s: connection reset"
+        );
     }
 }

@@ -5,7 +5,9 @@
 //! consensus protocol: the group protocol is a compare-and-swap on one record per group.
 //!
 //! This crate is the engine. Storage comes from a [`Driver`]: `flowstream-redb` (an embedded
-//! file) or `flowstream-postgres`.
+//! file) or `flowstream-postgres`. Applications use what the crate root exports; people who
+//! put flowstream on another store implement [`driver::Driver`] and run the conformance suite
+//! (feature `conformance`) against it.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -30,7 +32,9 @@
 //!
 //! 1. One `send` is all-or-nothing; its messages to one stream get consecutive offsets.
 //! 2. Offsets are dense and visibility-ordered: no reader skips a message that commits later.
-//! 3. At least once: delivery resumes right after the group's committed offset.
+//! 3. At least once: every stored message reaches every group until it commits past it;
+//!    delivery resumes right after the group's committed offset. Trimming is the exception:
+//!    messages deleted by [`Driver::trim`] before a group read them are skipped.
 //! 4. One active consumer per group; standbys take over on graceful shutdown at once, and after
 //!    `takeover_after` of pending messages with no sign of life from the owner.
 //! 5. The active consumer heartbeats only while messages are pending; idle groups write nothing.
@@ -44,28 +48,21 @@
 //!
 //! The protocol is described in the project's `docs/PROTOCOL.md`.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod consumer;
-mod driver;
+pub mod driver;
 mod error;
 mod message;
 mod names;
-mod notify;
 mod producer;
 
 pub use consumer::{
     Consumer, ConsumerBuilder, ConsumerStream, DEFAULT_BATCH_SIZE, DEFAULT_HEARTBEAT_EVERY,
-    DEFAULT_TAKEOVER_AFTER, MAX_BATCH_SIZE, MAX_TAKEOVER_AFTER, StartFrom, Wake,
+    DEFAULT_TAKEOVER_AFTER, GroupState, MAX_BATCH_SIZE, MAX_TAKEOVER_AFTER, StartFrom, Wake,
 };
-pub use driver::{Driver, Expected, Record, Revision};
-pub use error::{BoxError, DriverError, Error, NameKind};
+pub use driver::{Driver, StorageErrorKind};
+pub use error::{Error, NameKind};
 pub use message::{Headers, Message, NewMessage};
-pub use names::{MAX_NAME_LEN, validate_name};
-pub use notify::{ChangeHub, Subscription, Topic};
+pub use names::MAX_NAME_LEN;
 pub use producer::{DEFAULT_MAX_BODY_SIZE, Producer};
-
-/// The record key under which a group's state is stored, for tools and tests that inspect it
-/// through a [`Driver`]. Its value is JSON with `owner`, `generation`, `active` and
-/// `committed`.
-pub fn group_record_key(stream: &str, group: &str) -> String {
-    consumer::group_key(stream, group)
-}

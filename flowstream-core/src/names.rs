@@ -9,7 +9,7 @@ pub const MAX_NAME_LEN: usize = 249;
 ///
 /// The character set keeps names safe as storage keys, file-system-like paths and log fields,
 /// and lets drivers build composite keys with `/` without ambiguity.
-pub fn validate_name(kind: NameKind, name: &str) -> Result<(), Error> {
+pub(crate) fn validate_name(kind: NameKind, name: &str) -> Result<(), Error> {
     let reason = if name.is_empty() {
         Some("must not be empty")
     } else if name.len() > MAX_NAME_LEN {

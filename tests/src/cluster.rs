@@ -26,27 +26,50 @@ pub struct Cluster {
     bin: PathBuf,
     port: u16,
     as_postgres: bool,
+    max_connections: u32,
 }
 
-fn server_bin() -> PathBuf {
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    versions.sort_by_key(|p| {
-        p.file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.parse::<u32>().ok())
+/// Where PostgreSQL's server programs (`initdb`, `pg_ctl`) are: on `PATH`, or under the
+/// directories distributions install them to (Debian and Ubuntu, Red Hat's PGDG packages,
+/// source builds, Homebrew). The newest version wins when several are installed.
+pub fn find_server_binaries() -> Result<PathBuf, String> {
+    let has_tools = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
+    if let Some(path) = std::env::var_os("PATH")
+        && let Some(dir) = std::env::split_paths(&path).find(|dir| has_tools(dir))
+    {
+        return Ok(dir);
+    }
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    for (parent, prefix, suffix) in [
+        ("/usr/lib/postgresql", "", "bin"),
+        ("/usr", "pgsql-", "bin"),
+        ("/opt/homebrew/opt", "postgresql", "bin"),
+        ("/usr/local/opt", "postgresql", "bin"),
+    ] {
+        let Ok(entries) = std::fs::read_dir(parent) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(prefix) {
+                candidates.push(entry.path().join(suffix));
+            }
+        }
+    }
+    candidates.push(PathBuf::from("/usr/local/pgsql/bin"));
+    candidates.retain(|dir| has_tools(dir));
+    // The version is the first number in the path (`/usr/lib/postgresql/15/bin`, `pgsql-16`).
+    candidates.sort_by_key(|dir| {
+        dir.to_string_lossy()
+            .split(|c: char| !c.is_ascii_digit())
+            .find_map(|n| n.parse::<u32>().ok())
             .unwrap_or(0)
     });
-    let bin = versions
-        .pop()
-        .map(|v| v.join("bin"))
-        .filter(|bin| bin.join("initdb").exists());
-    bin.unwrap_or_else(|| {
-        panic!(
-            "the fault tests need PostgreSQL's server binaries (initdb, pg_ctl) under \
-             /usr/lib/postgresql/<version>/bin: install the postgresql package"
-        )
+    candidates.pop().ok_or_else(|| {
+        "PostgreSQL's server programs (initdb, pg_ctl) are neither on PATH nor under \
+         /usr/lib/postgresql/*/bin, /usr/pgsql-*/bin, /usr/local/pgsql/bin or Homebrew's \
+         prefix (Debian/Ubuntu: apt-get install postgresql)"
+            .to_owned()
     })
 }
 
@@ -61,38 +84,44 @@ fn free_port() -> u16 {
 }
 
 impl Cluster {
-    /// Creates and starts a cluster.
+    /// Creates and starts a cluster; panics (failing the test) if that is impossible.
     pub fn start() -> Cluster {
-        let bin = server_bin();
+        Self::try_start(60).unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// Creates and starts a cluster accepting `max_connections` clients.
+    pub fn try_start(max_connections: u32) -> Result<Cluster, String> {
+        let bin = find_server_binaries()?;
         let as_postgres = Command::new("id")
             .arg("-u")
             .output()
             .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
         let cluster = Cluster {
             dir,
             bin,
             port: free_port(),
             as_postgres,
+            max_connections,
         };
+        let pwfile = cluster.dir.path().join("pwfile");
+        std::fs::write(&pwfile, format!("{PASSWORD}\n"))
+            .map_err(|e| format!("writing the password file: {e}"))?;
         if as_postgres {
             // initdb refuses to run as root: the cluster belongs to the postgres user.
-            let status = Command::new("chown")
+            let chown = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
                 .arg(cluster.dir.path())
-                .status()
-                .expect("chown");
-            assert!(status.success());
-        }
-        let pwfile = cluster.dir.path().join("pwfile");
-        std::fs::write(&pwfile, format!("{PASSWORD}\n")).expect("write the password file");
-        if as_postgres {
-            let _ = Command::new("chown")
-                .args(["postgres:postgres"])
-                .arg(&pwfile)
                 .status();
+            if !chown.is_ok_and(|status| status.success()) {
+                return Err(
+                    "running as root, but the cluster directory could not be given \
+                            to the postgres user"
+                        .to_owned(),
+                );
+            }
         }
-        cluster.run(
+        cluster.try_run(
             "initdb",
             &[
                 "-D",
@@ -102,16 +131,16 @@ impl Cluster {
                 "--auth=scram-sha-256",
                 &format!("--pwfile={}", pwfile.display()),
             ],
-        );
-        cluster.start_server();
-        cluster
+        )?;
+        cluster.try_pg_ctl(&cluster.start_args())?;
+        Ok(cluster)
     }
 
     fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 
-    fn run(&self, program: &str, args: &[&str]) {
+    fn try_run(&self, program: &str, args: &[&str]) -> Result<(), String> {
         let program = self.bin.join(program);
         let mut command = if self.as_postgres {
             let mut c = Command::new("runuser");
@@ -120,32 +149,52 @@ impl Cluster {
         } else {
             Command::new(&program)
         };
-        let output = command.args(args).output().expect("run a PostgreSQL tool");
-        assert!(
-            output.status.success(),
+        let output = command
+            .args(args)
+            .output()
+            .map_err(|e| format!("running {}: {e}", program.display()))?;
+        if output.status.success() {
+            return Ok(());
+        }
+        Err(format!(
             "{} {args:?} failed: {}{}",
             program.display(),
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
-        );
+        ))
     }
 
-    fn pg_ctl(&self, args: &[&str]) {
-        let data = self.data().display().to_string();
-        let mut all = vec!["-D", data.as_str(), "-w"];
+    fn try_pg_ctl(&self, args: &[String]) -> Result<(), String> {
+        let mut all = vec![
+            "-D".to_owned(),
+            self.data().display().to_string(),
+            "-w".to_owned(),
+        ];
         all.extend_from_slice(args);
-        self.run("pg_ctl", &all);
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        self.try_run("pg_ctl", &all)
+    }
+
+    fn pg_ctl(&self, args: &[String]) {
+        if let Err(why) = self.try_pg_ctl(args) {
+            panic!("{why}\nserver log:\n{}", self.log());
+        }
+    }
+
+    fn start_args(&self) -> Vec<String> {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections={}",
+            self.port,
+            self.dir.path().display(),
+            self.max_connections
+        );
+        let log = self.dir.path().join("server.log").display().to_string();
+        vec!["-o".into(), options, "-l".into(), log, "start".into()]
     }
 
     /// Starts the server (after a stop).
     pub fn start_server(&self) {
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=60",
-            self.port,
-            self.dir.path().display()
-        );
-        let log = self.dir.path().join("server.log").display().to_string();
-        self.pg_ctl(&["-o", &options, "-l", &log, "start"]);
+        self.pg_ctl(&self.start_args());
     }
 
     /// Stops the server.
@@ -154,7 +203,7 @@ impl Cluster {
             Stop::Fast => "fast",
             Stop::Immediate => "immediate",
         };
-        self.pg_ctl(&["-m", mode, "stop"]);
+        self.pg_ctl(&["-m".into(), mode.into(), "stop".into()]);
     }
 
     /// The URL of the `postgres` database with the right password.
@@ -173,6 +222,11 @@ impl Cluster {
     /// The server's log so far, for failure messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// The port it listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// The directory holding the cluster.

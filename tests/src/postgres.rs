@@ -1,7 +1,16 @@
-//! PostgreSQL for the tests: the server named by `FLOWSTREAM_PG_URL` when it is set, otherwise
-//! one container per test binary started with testcontainers (what a user with Docker gets).
-//! With neither, every PostgreSQL test fails with a message saying how to provide one.
+//! PostgreSQL for the tests, found in this order (and named on standard error):
+//!
+//! 1. the server named by `FLOWSTREAM_PG_URL`, when it is set;
+//! 2. a container started by testcontainers, when a Docker engine answers (what a user with
+//!    Docker gets);
+//! 3. a private throwaway cluster made with the installed server's own `initdb` and `pg_ctl`,
+//!    on a free port under a temporary directory;
+//! 4. otherwise every PostgreSQL test fails with one message naming the three ways.
+//!
+//! One database serves a whole test binary; [`TestDatabase::stop`] removes a container or a
+//! cluster at the end.
 
+use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -13,7 +22,8 @@ use testcontainers_modules::postgres::Postgres;
 use testcontainers_modules::testcontainers::runners::AsyncRunner;
 use testcontainers_modules::testcontainers::{ContainerAsync, ImageExt};
 
-use crate::Backend;
+use crate::DriverFactory;
+use crate::cluster::Cluster;
 
 /// Environment variable naming the server to test against.
 pub const URL_VAR: &str = "FLOWSTREAM_PG_URL";
@@ -21,56 +31,99 @@ pub const URL_VAR: &str = "FLOWSTREAM_PG_URL";
 pub const IMAGE_VAR: &str = "FLOWSTREAM_PG_IMAGE";
 /// The image used when [`IMAGE_VAR`] is not set: the official one, a current major version.
 pub const DEFAULT_IMAGE: &str = "postgres:18-alpine";
+/// Connections the private cluster accepts: the PostgreSQL tests run two at a time, and the
+/// busiest opens 24.
+const CLUSTER_CONNECTIONS: u32 = 100;
 
 struct Container {
     runtime: tokio::runtime::Runtime,
     handle: ContainerAsync<Postgres>,
 }
 
+/// What a test binary's database runs on.
+enum Provider {
+    Container(Box<Container>),
+    Cluster(Cluster),
+}
+
 /// The database of one test binary: resolved on first use, removed by [`TestDatabase::stop`].
 pub struct TestDatabase {
     url: OnceLock<Result<String, String>>,
-    container: Mutex<Option<Container>>,
+    provider: Mutex<Option<Provider>>,
 }
 
 /// The test binary's database.
 pub static DATABASE: TestDatabase = TestDatabase {
     url: OnceLock::new(),
-    container: Mutex::new(None),
+    provider: Mutex::new(None),
 };
 
 impl TestDatabase {
-    /// The server's URL, starting a container on first use if `FLOWSTREAM_PG_URL` is unset.
-    /// Panics (failing the test) with instructions when no database can be had.
+    /// The server's URL, finding a database on first use (see the module docs). Panics
+    /// (failing the test) with instructions when none can be had.
     pub fn url(&self) -> String {
-        let resolved = self.url.get_or_init(|| match std::env::var(URL_VAR) {
-            Ok(url) if !url.is_empty() => Ok(url),
-            // On a thread of its own: callers are usually inside a runtime already, and
-            // the container keeps a runtime of its own for its whole life.
-            _ => std::thread::scope(|scope| {
+        let resolved = self.url.get_or_init(|| {
+            // On a thread of its own: callers are usually inside a runtime already, and a
+            // container keeps a runtime of its own for its whole life.
+            std::thread::scope(|scope| {
                 scope
-                    .spawn(|| self.start_container())
+                    .spawn(|| self.resolve())
                     .join()
-                    .unwrap_or_else(|_| Err("starting the container panicked".to_owned()))
-            }),
+                    .unwrap_or_else(|_| Err("finding a database panicked".to_owned()))
+            })
         });
         match resolved {
             Ok(url) => url.clone(),
-            Err(why) => panic!(
-                "no PostgreSQL to test against: {why}\n\
-                 Set {URL_VAR}=postgres://user:password@host:port/database to use a running \
-                 server, or start Docker so that testcontainers can run {DEFAULT_IMAGE} \
-                 (another image with {IMAGE_VAR}=name:tag)."
-            ),
+            Err(why) => panic!("no PostgreSQL to test against.\n{why}"),
         }
+    }
+
+    fn resolve(&self) -> Result<String, String> {
+        if let Ok(url) = std::env::var(URL_VAR)
+            && !url.is_empty()
+        {
+            eprintln!("flowstream tests: PostgreSQL from {URL_VAR}");
+            return Ok(url);
+        }
+        let docker = match docker_answers() {
+            Ok(()) => match self.start_container() {
+                Ok(url) => return Ok(url),
+                Err(why) => why,
+            },
+            Err(why) => why,
+        };
+        let cluster = match Cluster::try_start(CLUSTER_CONNECTIONS) {
+            Ok(cluster) => {
+                let url = cluster.url();
+                eprintln!(
+                    "flowstream tests: PostgreSQL from a private cluster on 127.0.0.1:{} \
+                     (initdb/pg_ctl; {docker}), removed at the end",
+                    cluster.port()
+                );
+                *self.lock() = Some(Provider::Cluster(cluster));
+                return Ok(url);
+            }
+            Err(why) => why,
+        };
+        Err(format!(
+            "The PostgreSQL tests find a server in one of three ways; none worked:\n\
+             1. {URL_VAR}=postgres://user:password@host:port/database names a running server: \
+             not set.\n\
+             2. A Docker engine, where testcontainers starts {DEFAULT_IMAGE} (another image with \
+             {IMAGE_VAR}=name:tag): {docker}.\n\
+             3. PostgreSQL's server programs, which make a private throwaway cluster: {cluster}."
+        ))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Provider>> {
+        self.provider
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Whether this run uses a container started by testcontainers.
     pub fn uses_container(&self) -> bool {
-        self.container
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_some()
+        matches!(*self.lock(), Some(Provider::Container(_)))
     }
 
     fn start_container(&self) -> Result<String, String> {
@@ -80,26 +133,62 @@ impl TestDatabase {
             .build()
             .map_err(|e| format!("tokio runtime: {e}"))?;
         let (handle, url) = runtime.block_on(start_container())?;
-        *self
-            .container
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some(Container { runtime, handle });
+        eprintln!(
+            "flowstream tests: PostgreSQL from a testcontainers container, removed at the end"
+        );
+        *self.lock() = Some(Provider::Container(Box::new(Container { runtime, handle })));
         Ok(url)
     }
 
-    /// Removes the container, if this run started one. Call once all tests are done.
+    /// Removes the container or the cluster, if this run started one. Call once all tests
+    /// are done.
     pub fn stop(&self) {
-        let container = self
-            .container
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(Container { runtime, handle }) = container
-            && let Err(error) = runtime.block_on(handle.rm())
-        {
-            eprintln!("testcontainers: removing the container failed: {error}");
+        match self.lock().take() {
+            Some(Provider::Container(container)) => {
+                let Container { runtime, handle } = *container;
+                if let Err(error) = runtime.block_on(handle.rm()) {
+                    eprintln!("testcontainers: removing the container failed: {error}");
+                }
+            }
+            // Dropping the cluster stops its server and deletes its directory.
+            Some(Provider::Cluster(cluster)) => drop(cluster),
+            None => {}
         }
+    }
+}
+
+/// Whether a Docker engine answers a ping where testcontainers will look for it
+/// (`DOCKER_HOST`, or the default socket). `Err` says why not, for the message of the next
+/// way.
+pub fn docker_answers() -> Result<(), String> {
+    let host = std::env::var("DOCKER_HOST")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned());
+    let timeout = Duration::from_secs(2);
+    let request = b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n";
+    let mut answer = String::new();
+    let outcome = if let Some(path) = host.strip_prefix("unix://") {
+        std::os::unix::net::UnixStream::connect(path).and_then(|mut socket| {
+            socket.set_read_timeout(Some(timeout))?;
+            socket.write_all(request)?;
+            socket.read_to_string(&mut answer)
+        })
+    } else if let Some(address) = host.strip_prefix("tcp://") {
+        std::net::TcpStream::connect(address).and_then(|mut socket| {
+            socket.set_read_timeout(Some(timeout))?;
+            socket.write_all(request)?;
+            socket.read_to_string(&mut answer)
+        })
+    } else {
+        return Err(format!("DOCKER_HOST={host} is neither unix:// nor tcp://"));
+    };
+    match outcome {
+        Ok(_) if answer.starts_with("HTTP/1.") && answer.contains(" 200 ") => Ok(()),
+        Ok(_) => Err(format!(
+            "the Docker engine at {host} did not answer its ping"
+        )),
+        Err(error) => Err(format!("no Docker engine answers at {host} ({error})")),
     }
 }
 
@@ -128,17 +217,16 @@ pub fn builder(schema: &str) -> PgDriverBuilder {
 
 /// Drops a test schema and everything in it.
 pub async fn drop_schema(schema: &str) {
-    let admin = builder(schema)
-        .run_migrations(false)
-        .connect()
+    let admin = sqlx::PgPool::connect(&DATABASE.url())
         .await
         .expect("connect to drop the test schema");
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP SCHEMA IF EXISTS {schema} CASCADE"
     )))
-    .execute(admin.pool())
+    .execute(&admin)
     .await
     .expect("drop test schema");
+    admin.close().await;
 }
 
 /// Each test gets its own schema; every `open` connects a new driver instance to it.
@@ -163,7 +251,7 @@ impl Default for PgBackend {
 }
 
 #[async_trait]
-impl Backend for PgBackend {
+impl DriverFactory for PgBackend {
     async fn open(&self) -> Arc<dyn Driver> {
         let driver: Arc<dyn Driver> = Arc::new(
             builder(&self.schema)
@@ -200,9 +288,10 @@ where
     })
 }
 
-/// Whether this run starts its own containers (no `FLOWSTREAM_PG_URL`).
+/// Whether tests that start containers of their own can run: no `FLOWSTREAM_PG_URL` (a run
+/// against a given server starts nothing), and a Docker engine answering.
 pub fn uses_containers() -> bool {
-    std::env::var(URL_VAR).map_or(true, |url| url.is_empty())
+    std::env::var(URL_VAR).map_or(true, |url| url.is_empty()) && docker_answers().is_ok()
 }
 
 /// Starts a PostgreSQL container of the test image ([`IMAGE_VAR`], or [`DEFAULT_IMAGE`]);

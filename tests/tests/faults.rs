@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flowstream_core::{Consumer, Driver, Error};
+use flowstream_core::{Consumer, Driver, Error, StorageErrorKind};
 use flowstream_postgres::PgDriver;
 use flowstream_tests::cluster::{self, Cluster, Stop};
 use flowstream_tests::history::{Commit, Delivery, History, Outcome};
@@ -13,7 +13,7 @@ use flowstream_tests::postgres::{DATABASE, schema_trial};
 use flowstream_tests::workload::{
     GROUP, STREAM, Workload, install_audit, produce_acked, read_audit, read_stream, rounds,
 };
-use flowstream_tests::{BOUND, eventually, suite};
+use flowstream_tests::{BOUND, error_chain, eventually, suite};
 use libtest_mimic::Trial;
 use tokio::time::Instant;
 
@@ -276,10 +276,11 @@ async fn wrong_password_is_a_clear_connect_error() {
     let result = PgDriver::builder(cluster.url_with_password("not-the-password"))
         .connect()
         .await;
-    let Err(error @ Error::Connect { .. }) = result else {
-        panic!("expected a connect error, got {result:?}");
+    let error = match result {
+        Err(error) if error.storage_kind() == Some(StorageErrorKind::Connect) => error,
+        other => panic!("expected a connect error, got {other:?}"),
     };
-    let shown = format!("{error} / {error:?}");
+    let shown = format!("{} / {error:?}", error_chain(&error));
     assert!(
         shown.contains("127.0.0.1") && shown.contains("database postgres"),
         "{shown}"

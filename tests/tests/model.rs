@@ -11,11 +11,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowstream_core::{Consumer, Driver, Error, NewMessage, Producer, Wake};
+use flowstream_core::driver::Record;
+use flowstream_core::{Consumer, Driver, Error, GroupState, NewMessage, Producer, Wake};
 use flowstream_redb::RedbDriver;
 use flowstream_tests::history::{Ack, Commit, Delivery, GroupWrite, History, Outcome};
+use flowstream_tests::rng::Rng;
 use flowstream_tests::workload::rounds;
-use flowstream_tests::{BOUND, FaultyDriver, RecordingDriver, suite};
+use flowstream_tests::{BOUND, InstrumentedDriver, suite};
 use libtest_mimic::Trial;
 use tokio::time::Instant;
 
@@ -24,29 +26,17 @@ const GROUP: &str = "g";
 const TAKEOVER: Duration = Duration::from_millis(120);
 const HEARTBEAT: Duration = Duration::from_millis(40);
 
-/// xorshift64*.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
-    }
-}
-
 struct Member {
     label: String,
     consumer: Consumer,
-    faults: Arc<FaultyDriver>,
+    faults: Arc<InstrumentedDriver>,
     /// The last delivery not committed yet: offset and the claim it came under.
     uncommitted: Option<(u64, u64)>,
 }
 
 struct Model {
     store: Arc<dyn Driver>,
-    recording: Arc<RecordingDriver>,
+    recording: Arc<InstrumentedDriver>,
     members: Vec<Member>,
     joined: usize,
     history: History,
@@ -57,7 +47,7 @@ struct Model {
 impl Model {
     fn new() -> Model {
         let redb: Arc<dyn Driver> = Arc::new(RedbDriver::in_memory().expect("in-memory redb"));
-        let recording = RecordingDriver::new(redb.clone());
+        let recording = InstrumentedDriver::new(redb.clone());
         let store: Arc<dyn Driver> = recording.clone();
         let mut history = History::default();
         history.groups.insert(STREAM.into(), vec![GROUP.into()]);
@@ -73,7 +63,7 @@ impl Model {
     }
 
     async fn join(&mut self) {
-        let faults = FaultyDriver::new(self.store.clone());
+        let faults = InstrumentedDriver::new(self.store.clone());
         let driver: Arc<dyn Driver> = faults.clone();
         let built = Consumer::builder(driver, STREAM, GROUP)
             .takeover_after(TAKEOVER)
@@ -220,13 +210,11 @@ impl Model {
         let deadline = Instant::now() + BOUND;
         loop {
             let delivered_all = self.history.deliveries.iter().any(|d| d.offset == last)
-                && self
-                    .store
-                    .get_record(&flowstream_core::group_record_key(STREAM, GROUP))
+                && GroupState::load(self.store.as_ref(), STREAM, GROUP)
                     .await
                     .ok()
                     .flatten()
-                    .and_then(|r| r.value.get("committed").and_then(|c| c.as_u64()))
+                    .map(|g| g.committed)
                     == Some(last);
             if delivered_all || last == 0 {
                 break;
@@ -246,19 +234,17 @@ impl Model {
                     .map(|w| w == Wake::TimedOut);
             }
         }
-        let key = flowstream_core::group_record_key(STREAM, GROUP);
-        for (written_key, revision, value) in self.recording.accepted_writes() {
-            if written_key != key {
-                continue;
-            }
-            let field = |name: &str| value.get(name).cloned().unwrap_or_default();
+        // The model's only records are its group's state.
+        for (key, revision, value) in self.recording.accepted_writes() {
+            let written = GroupState::from_record(&key, Record { value, revision })
+                .expect("every record the model writes is its group's state");
             self.history.writes.push(GroupWrite {
                 group: GROUP.into(),
-                revision: revision.0,
-                owner: field("owner").as_str().unwrap_or_default().to_owned(),
-                generation: field("generation").as_u64().unwrap_or_default(),
-                active: field("active").as_bool().unwrap_or_default(),
-                committed: field("committed").as_u64().unwrap_or_default(),
+                revision: written.revision,
+                owner: written.owner,
+                generation: written.generation,
+                active: written.active,
+                committed: written.committed,
             });
         }
         let stored = self
@@ -278,7 +264,7 @@ impl Model {
 }
 
 async fn run(seed: u64) {
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut rng = Rng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut model = Model::new();
     for _ in 0..100 {
         model.step(&mut rng).await;

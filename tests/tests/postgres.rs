@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use flowstream_core::{Driver, Error, NewMessage, Producer};
+use flowstream_core::driver::DriverError;
+use flowstream_core::{Driver, Error, NewMessage, Producer, StorageErrorKind};
 use flowstream_postgres::PgDriver;
 use flowstream_tests::postgres::{
     DATABASE, PgBackend, builder, schema_trial, start_container, uses_containers,
 };
 use flowstream_tests::workload::follow;
-use flowstream_tests::{BOUND, consumer, produce, stored_group, suite};
+use flowstream_tests::{BOUND, consumer, error_chain, produce, stored_group, suite};
 use sqlx::{AssertSqlSafe, Row};
 use tokio::time::Instant;
 
@@ -313,22 +314,47 @@ async fn upgrade_keeps_existing_data(schema: String) {
     assert_eq!(c.next().await.expect("next").expect("message").offset(), 1);
 }
 
-/// Connection problems at `connect` are clear errors that name the server, never the password.
+/// Takes the error out of a connect that had to fail with a storage error of `kind`.
+fn expect_kind(result: Result<PgDriver, Error>, kind: StorageErrorKind) -> Error {
+    match result {
+        Err(error) if error.storage_kind() == Some(kind) => error,
+        other => panic!("expected a {kind} error, got {other:?}"),
+    }
+}
+
+/// Connection problems at `connect` are clear errors that name the server, never the password,
+/// and come at once when the server answers at once. Each cause is printed once in the chain.
 async fn connect_errors_name_the_server_not_the_password(schema: String) {
-    let unreachable = PgDriver::builder("postgres://app:s3cret-pw@127.0.0.1:1/appdb")
-        .schema(schema.as_str())
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await;
-    let Err(error @ Error::Connect { .. }) = unreachable else {
-        panic!("expected a connect error, got {unreachable:?}");
-    };
-    let shown = format!("{error} {error:?}");
+    // Nothing listens on port 1: refused at once, long before the connect timeout.
+    let unreachable = tokio::time::timeout(
+        BOUND,
+        PgDriver::builder("postgres://app:s3cret-pw@127.0.0.1:1/appdb")
+            .schema(schema.as_str())
+            .connect_timeout(Duration::from_secs(600))
+            .connect(),
+    )
+    .await
+    .expect("a refused connection is reported at once, not after connect_timeout");
+    let error = expect_kind(unreachable, StorageErrorKind::Connect);
+    let shown = format!("{} {error:?}", error_chain(&error));
     assert!(
         shown.contains("127.0.0.1:1") && shown.contains("appdb"),
         "{shown}"
     );
+    assert!(
+        shown.to_lowercase().contains("refused"),
+        "the real cause: {shown}"
+    );
     assert!(!shown.contains("s3cret-pw"), "the password leaked: {shown}");
+    let chain = error_chain(&error);
+    let cause = std::error::Error::source(&error)
+        .map(ToString::to_string)
+        .expect("the sqlx error is the cause");
+    assert_eq!(
+        chain.matches(cause.as_str()).count(),
+        1,
+        "each cause is printed once: {chain}"
+    );
 
     let mut url = DATABASE.url();
     let cut = url.rfind('/').expect("url has a database");
@@ -338,30 +364,100 @@ async fn connect_errors_name_the_server_not_the_password(schema: String) {
         .schema(schema.as_str())
         .connect()
         .await;
-    let Err(error @ Error::Connect { .. }) = missing else {
-        panic!("expected a connect error, got {missing:?}");
-    };
+    let error = expect_kind(missing, StorageErrorKind::Connect);
     assert!(
-        error.to_string().contains("no_such_database_here"),
+        error_chain(&error).contains("no_such_database_here"),
         "{error}"
     );
 
-    let bad_url = PgDriver::builder("not a url at all").connect().await;
-    assert!(
-        matches!(bad_url, Err(Error::InvalidConfig(_))),
-        "{bad_url:?}"
-    );
-
-    let bad_schema = PgDriver::builder(DATABASE.url())
-        .schema("Robert'); DROP TABLE x;--")
-        .connect()
-        .await;
-    assert!(
-        matches!(bad_schema, Err(Error::InvalidConfig(_))),
-        "{bad_schema:?}"
-    );
     let builder_debug = format!("{:?}", PgDriver::builder("postgres://u:hunter22@h/db"));
     assert!(!builder_debug.contains("hunter22"), "{builder_debug}");
+}
+
+/// Settings that cannot work are configuration errors at connect, before anything is sent;
+/// a schema that was never migrated is reported at connect when migrations are off; a
+/// migration that fails leaves the schema as it was.
+async fn bad_settings_and_schemas_fail_at_connect(schema: String) {
+    for (what, result) in [
+        (
+            "not a URL",
+            PgDriver::builder("not a url at all").connect().await,
+        ),
+        (
+            "another scheme",
+            PgDriver::builder("mysql://root@127.0.0.1:3306/test")
+                .connect()
+                .await,
+        ),
+        (
+            "a schema that is not an identifier",
+            PgDriver::builder(DATABASE.url())
+                .schema("Robert'); DROP TABLE x;--")
+                .connect()
+                .await,
+        ),
+        (
+            "a zero operation timeout",
+            builder(&schema)
+                .operation_timeout(Duration::ZERO)
+                .connect()
+                .await,
+        ),
+        (
+            "a zero connect timeout",
+            builder(&schema)
+                .connect_timeout(Duration::ZERO)
+                .connect()
+                .await,
+        ),
+    ] {
+        assert!(
+            matches!(result, Err(Error::InvalidConfig(_))),
+            "{what}: {result:?}"
+        );
+    }
+
+    let unmigrated = builder(&schema).run_migrations(false).connect().await;
+    assert!(
+        matches!(unmigrated, Err(Error::Storage(DriverError::NotFound(_)))),
+        "{unmigrated:?}"
+    );
+
+    // The application already has a table named like one of ours in the schema it gives us.
+    let admin = sqlx::PgPool::connect(&DATABASE.url()).await.expect("pool");
+    for statement in [
+        format!("CREATE SCHEMA {schema}"),
+        format!("CREATE TABLE {schema}.messages (id int PRIMARY KEY, note text)"),
+        format!("INSERT INTO {schema}.messages VALUES (1, 'the application''s row')"),
+    ] {
+        sqlx::query(AssertSqlSafe(statement))
+            .execute(&admin)
+            .await
+            .expect("application setup");
+    }
+    let failed = builder(&schema).connect().await;
+    let error = expect_kind(failed, StorageErrorKind::Failed);
+    assert!(
+        error_chain(&error).contains("already exists"),
+        "{}",
+        error_chain(&error)
+    );
+    let left: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 \
+         ORDER BY 1",
+    )
+    .bind(&schema)
+    .fetch_all(&admin)
+    .await
+    .expect("list tables");
+    assert_eq!(left, vec!["messages".to_owned()], "the schema is as it was");
+    let note: String = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT note FROM {schema}.messages WHERE id = 1"
+    )))
+    .fetch_one(&admin)
+    .await
+    .expect("the application's row");
+    assert_eq!(note, "the application's row");
 }
 
 /// A connection lost mid-run (the server terminated every connection of the driver) surfaces
@@ -539,6 +635,11 @@ fn main() -> ExitCode {
         ),
         schema_trial(
             "postgres",
+            "bad_settings_and_schemas_fail_at_connect",
+            bad_settings_and_schemas_fail_at_connect,
+        ),
+        schema_trial(
+            "postgres",
             "consumer_recovers_after_its_connections_are_killed",
             consumer_recovers_after_its_connections_are_killed,
         ),
@@ -559,14 +660,11 @@ fn main() -> ExitCode {
     } else {
         eprintln!(
             "postgres::container::frozen_server_calls_time_out_and_recover needs containers \
-             of its own: it runs when {} is unset",
+             of its own: it runs when {} is unset and a Docker engine answers",
             flowstream_tests::postgres::URL_VAR
         );
     }
     let conclusion = libtest_mimic::run(&args, trials);
-    if DATABASE.uses_container() {
-        eprintln!("testcontainers: the PostgreSQL tests above ran against a container");
-    }
     DATABASE.stop();
     conclusion.exit_code()
 }

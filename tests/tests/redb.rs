@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use flowstream_core::Driver;
 use flowstream_redb::RedbDriver;
-use flowstream_tests::{Backend, suite};
+use flowstream_tests::{DriverFactory, suite};
 
 /// A redb file in a fresh temporary directory; each `open` opens the file again.
 struct FileBackend {
@@ -14,7 +14,7 @@ struct FileBackend {
 }
 
 #[async_trait]
-impl Backend for FileBackend {
+impl DriverFactory for FileBackend {
     async fn open(&self) -> Arc<dyn Driver> {
         Arc::new(
             RedbDriver::open(self.dir.path().join("flowstream.redb"))
@@ -34,7 +34,7 @@ struct MemoryBackend {
 }
 
 #[async_trait]
-impl Backend for MemoryBackend {
+impl DriverFactory for MemoryBackend {
     async fn open(&self) -> Arc<dyn Driver> {
         Arc::new(self.driver.clone())
     }

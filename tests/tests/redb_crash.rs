@@ -11,19 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use flowstream_redb::RedbDriver;
+use flowstream_tests::rng::Rng;
 use flowstream_tests::workload::{read_stream, rounds};
-
-/// xorshift64*: small, seedable, good enough to pick kill times.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
 
 /// A batch as the writer acknowledged it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +34,7 @@ async fn killed_writer_loses_no_acknowledged_batch_and_shows_no_partial_one() {
         })
         .max(1);
     eprintln!("FLOWSTREAM_FAULT_SEED={seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("crash.redb");
     let mut acked: BTreeMap<u64, Acked> = BTreeMap::new();
@@ -64,7 +53,7 @@ async fn killed_writer_loses_no_acknowledged_batch_and_shows_no_partial_one() {
             .next()
             .expect("the writer acknowledges")
             .expect("a line");
-        std::thread::sleep(Duration::from_micros(rng.next() % 40_000));
+        std::thread::sleep(Duration::from_micros(rng.below(40_000)));
         child.kill().expect("SIGKILL the writer");
         child.wait().expect("reap it");
         for line in std::iter::once(first_line).chain(lines.map_while(Result::ok)) {

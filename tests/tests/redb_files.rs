@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-use flowstream_core::Error;
+use flowstream_core::StorageErrorKind;
 use flowstream_redb::RedbDriver;
 
 #[tokio::test]
@@ -24,7 +24,10 @@ async fn file_open_in_another_process_is_a_locked_error() {
 
     let result = RedbDriver::open(&path).await;
     match result {
-        Err(Error::Locked { resource }) => assert!(resource.contains("held.redb"), "{resource}"),
+        Err(error) if error.storage_kind() == Some(StorageErrorKind::Locked) => {
+            let shown = error.to_string();
+            assert!(shown.contains("held.redb"), "{shown}");
+        }
         other => panic!("expected Locked, got {other:?}"),
     }
 
@@ -60,7 +63,10 @@ async fn file_that_is_not_a_redb_store_is_a_corrupt_error() {
         .expect("write");
     drop(file);
     let result = RedbDriver::open(&path).await;
-    assert!(matches!(result, Err(Error::Corrupt { .. })), "{result:?}");
+    assert!(
+        matches!(&result, Err(e) if e.storage_kind() == Some(StorageErrorKind::Corrupt)),
+        "{result:?}"
+    );
     let after = std::fs::read(&path).expect("read back");
     assert_eq!(
         after,
@@ -95,7 +101,7 @@ async fn truncated_or_damaged_file_is_a_corrupt_error() {
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).expect("write");
     let result = RedbDriver::open(&truncated).await;
     assert!(
-        matches!(result, Err(Error::Corrupt { .. })),
+        matches!(&result, Err(e) if e.storage_kind() == Some(StorageErrorKind::Corrupt)),
         "truncated: {result:?}"
     );
 
@@ -109,7 +115,7 @@ async fn truncated_or_damaged_file_is_a_corrupt_error() {
         std::fs::write(&path, &damaged).expect("write");
         let result = RedbDriver::open(&path).await;
         assert!(
-            matches!(result, Err(Error::Corrupt { .. })),
+            matches!(&result, Err(e) if e.storage_kind() == Some(StorageErrorKind::Corrupt)),
             "damaged at {at}: {result:?}"
         );
         assert_eq!(

@@ -25,43 +25,42 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep_until};
 
-use super::StartFrom;
-use super::group::{GroupState, Shared};
-use crate::driver::Revision;
-use crate::error::Error;
-use crate::notify::{Subscription, Topic};
-
-/// First retry delay after a storage error; doubles up to [`MAX_BACKOFF`].
-const MIN_BACKOFF: Duration = Duration::from_millis(20);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+use super::builder::StartFrom;
+use super::membership::Membership;
+use super::state::StoredGroup;
+use crate::driver::{Backoff, Revision, Subscription, Topic};
+use crate::error::{Chain, Error};
 
 /// When to look at the group again: `None` means only when notified.
-type NextCheck = Option<Instant>;
+pub(crate) type NextCheck = Option<Instant>;
 
+/// The background task's state.
+#[derive(Debug)]
 pub(crate) struct Watcher {
-    shared: Arc<Shared>,
+    membership: Arc<Membership>,
     group_changes: Subscription,
     stream_changes: Subscription,
     last_revision: Option<Revision>,
     last_change: Instant,
     pending_since: Option<Instant>,
-    failures: u32,
+    /// After a storage error: 20 ms, doubling up to 2 s.
+    backoff: Backoff,
 }
 
 impl Watcher {
     /// Subscribes before the first read, so no change after it can be missed.
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        let hub = shared.driver.changes();
-        let group_changes = hub.subscribe(Topic::Record(shared.key.clone()));
-        let stream_changes = hub.subscribe(Topic::Stream(shared.settings.stream.clone()));
+    pub(crate) fn new(membership: Arc<Membership>) -> Self {
+        let hub = membership.driver.changes();
+        let group_changes = hub.subscribe(Topic::Record(membership.key.clone()));
+        let stream_changes = hub.subscribe(Topic::Stream(membership.settings.stream.clone()));
         Watcher {
-            shared,
+            membership,
             group_changes,
             stream_changes,
             last_revision: None,
             last_change: Instant::now(),
             pending_since: None,
-            failures: 0,
+            backoff: Backoff::new(Duration::from_millis(20), Duration::from_secs(2)),
         }
     }
 
@@ -85,6 +84,11 @@ impl Watcher {
                 () = self.stream_changes.changed(), if next.is_none() => {}
                 () = deadline => {}
             }
+            // The step reads everything afresh, so it answers every notification that came
+            // before it: one that fired alongside the one selected (a wake-all fires both)
+            // must not run it a second time.
+            self.group_changes.mark_seen();
+            self.stream_changes.mark_seen();
             // Not raced with `stop`: a shutdown lets a write in flight (a takeover, say)
             // finish, so that it can release what that write claimed.
             let result = self.step().await;
@@ -96,18 +100,15 @@ impl Watcher {
     pub(crate) fn schedule(&mut self, result: Result<NextCheck, Error>) -> NextCheck {
         match result {
             Ok(next) => {
-                self.failures = 0;
+                self.backoff.succeeded();
                 next
             }
             Err(error) => {
-                self.failures = self.failures.saturating_add(1);
-                let delay = MIN_BACKOFF
-                    .saturating_mul(1 << self.failures.min(16))
-                    .min(MAX_BACKOFF);
+                let delay = self.backoff.failed();
                 tracing::warn!(
-                    group = %self.shared.settings.group,
-                    consumer = %self.shared.id,
-                    %error,
+                    group = %self.membership.settings.group,
+                    consumer = %self.membership.id,
+                    error = %Chain(&error),
                     retry_in = ?delay,
                     "group check failed"
                 );
@@ -118,7 +119,7 @@ impl Watcher {
 
     /// Reads the group state and does what the protocol asks of this consumer now.
     pub(crate) async fn step(&mut self) -> Result<NextCheck, Error> {
-        let shared = Arc::clone(&self.shared);
+        let shared = Arc::clone(&self.membership);
         let now = Instant::now();
         let Some((state, revision)) = shared.read_state().await? else {
             let committed = match shared.settings.start_from {
@@ -164,8 +165,8 @@ impl Watcher {
         ))
     }
 
-    async fn heartbeat_if_due(&mut self, state: &GroupState) -> Result<NextCheck, Error> {
-        let shared = Arc::clone(&self.shared);
+    async fn heartbeat_if_due(&mut self, state: &StoredGroup) -> Result<NextCheck, Error> {
+        let shared = Arc::clone(&self.membership);
         let now = Instant::now();
         if !self.pending(state, now).await? {
             return Ok(None);
@@ -195,11 +196,11 @@ impl Watcher {
     }
 
     /// Whether messages exist past the committed offset; tracks when we first saw them.
-    async fn pending(&mut self, state: &GroupState, now: Instant) -> Result<bool, Error> {
+    async fn pending(&mut self, state: &StoredGroup, now: Instant) -> Result<bool, Error> {
         let head = self
-            .shared
+            .membership
             .driver
-            .head(&self.shared.settings.stream)
+            .head(&self.membership.settings.stream)
             .await?;
         if head > state.committed {
             self.pending_since.get_or_insert(now);

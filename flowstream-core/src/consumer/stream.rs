@@ -10,6 +10,7 @@ use futures_core::Stream;
 use tokio::sync::Notify;
 
 use super::Consumer;
+use crate::driver::Backoff;
 use crate::error::Error;
 use crate::message::Message;
 
@@ -37,8 +38,10 @@ pub struct ConsumerStream {
     consumer: Option<Consumer>,
     /// A fetch in flight owns the consumer until it completes or is recalled.
     in_flight: Option<(Fill, Arc<Notify>)>,
-    /// Storage errors in a row: the next fetch waits a little longer after each.
-    failures: u32,
+    /// After storage errors in a row, the next fetch waits a little longer each time.
+    backoff: Backoff,
+    /// How long the next fetch waits first: zero unless the last one failed.
+    pause: Duration,
 }
 
 impl std::fmt::Debug for ConsumerStream {
@@ -55,27 +58,48 @@ impl ConsumerStream {
         ConsumerStream {
             consumer: Some(consumer),
             in_flight: None,
-            failures: 0,
+            backoff: Backoff::new(Duration::from_millis(40), Duration::from_secs(5)),
+            pause: Duration::ZERO,
         }
     }
 
     /// Commits `offset`; see [`Consumer::commit`]. If the stream is waiting for messages, the
     /// wait is interrupted (no message is lost) so the commit can go ahead.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Consumer::commit`]: a dropped commit may or may not have been stored. A fetch it
+    /// interrupted stays with the stream.
     pub async fn commit(&mut self, offset: u64) -> Result<(), Error> {
         self.consumer().await.commit(offset).await
     }
 
     /// Whether the consumer is active right now.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only takes the consumer back from a fetch in flight, which stays with
+    /// the stream if this future is dropped.
     pub async fn is_active(&mut self) -> bool {
         self.consumer().await.is_active()
     }
 
     /// Hands the group over gracefully; see [`Consumer::shutdown`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while it takes the consumer back from a fetch, the stream and its consumer are
+    /// dropped like a crash; once the handover has started, it completes as with
+    /// [`Consumer::shutdown`].
     pub async fn shutdown(self) -> Result<(), Error> {
         self.into_consumer().await.shutdown().await
     }
 
     /// Gives the consumer back.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future drops the stream, and with it the consumer (like a crash).
     pub async fn into_consumer(mut self) -> Consumer {
         self.recall().await;
         match self.consumer.take() {
@@ -133,10 +157,13 @@ impl Stream for ConsumerStream {
                 this.consumer = Some(consumer);
                 match result {
                     Err(error) => {
-                        this.failures = this.failures.saturating_add(1);
+                        this.pause = this.backoff.failed();
                         return Poll::Ready(Some(Err(error)));
                     }
-                    Ok(true) => this.failures = 0,
+                    Ok(true) => {
+                        this.backoff.succeeded();
+                        this.pause = Duration::ZERO;
+                    }
                     Ok(false) => {}
                 }
             }
@@ -150,12 +177,7 @@ impl Stream for ConsumerStream {
             let recall = Arc::new(Notify::new());
             let signal = Arc::clone(&recall);
             // A caller that keeps polling after errors must not spin against a broken store.
-            let backoff = match this.failures {
-                0 => Duration::ZERO,
-                n => Duration::from_millis(20)
-                    .saturating_mul(1 << n.min(8))
-                    .min(Duration::from_secs(5)),
-            };
+            let backoff = this.pause;
             let fill: Fill = Box::pin(async move {
                 if !backoff.is_zero() {
                     tokio::select! {

@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use crate::driver::Driver;
-use crate::error::{BoxError, DriverError, Error};
+use crate::driver::{Driver, DriverError};
+use crate::error::Error;
 use crate::message::NewMessage;
 
 /// At most this many messages go into one shared append (a single larger send is never
@@ -67,9 +67,7 @@ impl GroupCommit {
         driver: &Arc<dyn Driver>,
         messages: Vec<NewMessage>,
     ) -> Result<Vec<u64>, Error> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-            Error::InvalidConfig("a Producer must be used inside a tokio runtime".to_owned())
-        })?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let (reply, replied) = oneshot::channel();
         let start_flusher = {
             let mut queue = self.lock();
@@ -81,7 +79,7 @@ impl GroupCommit {
             runtime.spawn(flush(Arc::clone(self), Arc::downgrade(driver)).instrument(span));
         }
         match replied.await {
-            Ok(result) => result.map_err(Error::Storage),
+            Ok(result) => result.map_err(Error::from),
             // The flusher only drops a request unanswered if its task was cancelled (the
             // runtime shutting down): the append may or may not have been stored.
             Err(_) => Err(Error::Storage(DriverError::unavailable(
@@ -206,13 +204,11 @@ async fn append_group(
             }
             answers
         }
-        Err(error) => {
-            let shared = SharedError::from(error);
-            group
-                .into_iter()
-                .map(|request| (request.reply, Err(shared.copy())))
-                .collect()
-        }
+        // One transaction: every send in it failed alike, with the same (shared) error.
+        Err(error) => group
+            .into_iter()
+            .map(|request| (request.reply, Err(error.clone())))
+            .collect(),
     }
 }
 
@@ -229,63 +225,6 @@ async fn append_checked(driver: &dyn Driver, messages: Vec<NewMessage>) -> Reply
     Ok(offsets)
 }
 
-/// A driver error handed to every send of a failed shared append: the same kind (so
-/// `is_retryable` answers alike), the same message and source chain.
-enum SharedError {
-    Conflict(String),
-    NotFound(String),
-    InvalidInput(String),
-    Unavailable(Arc<BoxError>),
-    Failed(Arc<BoxError>),
-}
-
-impl From<DriverError> for SharedError {
-    fn from(error: DriverError) -> Self {
-        match error {
-            DriverError::Conflict { key } => SharedError::Conflict(key),
-            DriverError::NotFound(what) => SharedError::NotFound(what),
-            DriverError::InvalidInput(why) => SharedError::InvalidInput(why),
-            DriverError::Unavailable { source } => SharedError::Unavailable(Arc::new(source)),
-            DriverError::Failed { source } => SharedError::Failed(Arc::new(source)),
-        }
-    }
-}
-
-impl SharedError {
-    fn copy(&self) -> DriverError {
-        match self {
-            SharedError::Conflict(key) => DriverError::Conflict { key: key.clone() },
-            SharedError::NotFound(what) => DriverError::NotFound(what.clone()),
-            SharedError::InvalidInput(why) => DriverError::InvalidInput(why.clone()),
-            SharedError::Unavailable(source) => {
-                DriverError::unavailable(Source(Arc::clone(source)))
-            }
-            SharedError::Failed(source) => DriverError::failed(Source(Arc::clone(source))),
-        }
-    }
-}
-
-/// One underlying error shown through several [`DriverError`]s.
-struct Source(Arc<BoxError>);
-
-impl std::fmt::Debug for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(&**self.0, f)
-    }
-}
-
-impl std::fmt::Display for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(&**self.0, f)
-    }
-}
-
-impl std::error::Error for Source {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0.source()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -293,9 +232,9 @@ mod tests {
     use tokio::sync::Notify;
 
     use super::*;
+    use crate::driver::ChangeHub;
     use crate::driver::{Expected, Record, Revision};
     use crate::message::Message;
-    use crate::notify::ChangeHub;
     use crate::producer::Producer;
 
     /// An append-only driver for one stream whose appends can be held at a gate, refused or
@@ -488,10 +427,7 @@ mod tests {
         }
         assert!(matches!(&results[0], Ok(offsets) if offsets.len() == 1));
         assert!(
-            matches!(
-                &results[1],
-                Err(Error::Storage(DriverError::InvalidInput(_)))
-            ),
+            matches!(&results[1], Err(Error::Refused { .. })),
             "{:?}",
             results[1]
         );

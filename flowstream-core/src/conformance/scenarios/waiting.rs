@@ -3,16 +3,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowstream_core::{Driver, Wake};
+use crate::{Driver, Wake};
 use tokio::time::Instant;
 
 use super::leadership::settle;
-use crate::{BOUND, Backend, CountingDriver, consumer, drain, produce};
+use crate::conformance::{BOUND, DriverFactory, InstrumentedDriver, consumer, drain, produce};
 
 /// Guarantee 8: a consumer blocked in `wait` at the head is woken by an append, long before
 /// its timeout.
-pub async fn g8_wait_wakes_promptly_on_append(backend: &dyn Backend) {
-    let driver = backend.open().await;
+pub(crate) async fn g8_wait_wakes_promptly_on_append(factory: &dyn DriverFactory) {
+    let driver = factory.open().await;
     let mut c = consumer(&driver, "s", "g").build().await.expect("consumer");
     let waiting = tokio::spawn(async move {
         let started = Instant::now();
@@ -31,8 +31,8 @@ pub async fn g8_wait_wakes_promptly_on_append(backend: &dyn Backend) {
 
 /// A group positioned before messages that were trimmed away skips past them: `wait` does
 /// not report them forever, and delivery continues with the next new message.
-pub async fn wait_skips_messages_trimmed_before_delivery(backend: &dyn Backend) {
-    let driver = backend.open().await;
+pub(crate) async fn wait_skips_messages_trimmed_before_delivery(factory: &dyn DriverFactory) {
+    let driver = factory.open().await;
     let mut c = consumer(&driver, "s", "g").build().await.expect("consumer");
     produce(&driver, "s", "gone", 5).await;
     assert_eq!(driver.trim("s", 5).await.expect("trim"), 5);
@@ -51,24 +51,26 @@ pub async fn wait_skips_messages_trimmed_before_delivery(backend: &dyn Backend) 
 
 /// Guarantee 2 inside `wait`: a message appended between the consumer's read and its look at
 /// the head is delivered, not mistaken for a trimmed range and skipped.
-pub async fn wait_never_skips_a_message_appended_while_it_looks(backend: &dyn Backend) {
-    let inner = backend.open().await;
-    let racing = CountingDriver::new(inner.clone());
+pub(crate) async fn wait_never_skips_a_message_appended_while_it_looks(
+    factory: &dyn DriverFactory,
+) {
+    let inner = factory.open().await;
+    let racing = InstrumentedDriver::new(inner.clone());
     let driver: Arc<dyn Driver> = racing.clone();
     produce(&driver, "s", "old", 2).await;
     let mut c = consumer(&driver, "s", "g").build().await.expect("consumer");
     assert_eq!(drain(&mut c).await.len(), 2);
     c.commit(2).await.expect("commit");
     // The read in `wait` finds nothing new; the append lands before it asks for the head.
-    racing.append_before_next_head(flowstream_core::NewMessage::new("s", "raced"));
+    racing.append_before_next_head(crate::NewMessage::new("s", "raced"));
     assert_eq!(c.wait(BOUND).await.expect("wait"), Wake::Messages);
     let message = c.next().await.expect("next").expect("the raced message");
     assert_eq!((message.offset(), message.body_str()), (3, Some("raced")));
 }
 
 /// Guarantee 8: with nothing to do, `wait` returns at its timeout.
-pub async fn g8_wait_returns_at_its_timeout(backend: &dyn Backend) {
-    let driver = backend.open().await;
+pub(crate) async fn g8_wait_returns_at_its_timeout(factory: &dyn DriverFactory) {
+    let driver = factory.open().await;
     let mut c = consumer(&driver, "s", "g").build().await.expect("consumer");
     let started = Instant::now();
     assert_eq!(
@@ -83,12 +85,31 @@ pub async fn g8_wait_returns_at_its_timeout(backend: &dyn Backend) {
     );
 }
 
+/// Guarantee 8: `recv` waits at the head and returns the next message once it is appended,
+/// woken by the notification.
+pub(crate) async fn g8_recv_waits_for_the_next_message(factory: &dyn DriverFactory) {
+    let driver = factory.open().await;
+    produce(&driver, "s", "m", 1).await;
+    let mut c = consumer(&driver, "s", "g").build().await.expect("consumer");
+    assert_eq!(c.recv().await.expect("recv").offset(), 1);
+    let receiving = tokio::spawn(async move {
+        let message = c.recv().await.expect("recv");
+        (message, c)
+    });
+    produce(&driver, "s", "late", 1).await;
+    let (message, _c) = tokio::time::timeout(BOUND, receiving)
+        .await
+        .expect("recv returned once a message was appended")
+        .expect("task");
+    assert_eq!((message.offset(), message.body_str()), (2, Some("late0")));
+}
+
 /// Guarantee 8: a thousand consumers waiting on one driver cost no storage reads while idle,
 /// and an append wakes the ones on its stream.
-pub async fn g8_thousand_idle_consumers_make_no_storage_reads(backend: &dyn Backend) {
+pub(crate) async fn g8_thousand_idle_consumers_make_no_storage_reads(factory: &dyn DriverFactory) {
     const CONSUMERS: usize = 1_000;
-    let inner = backend.open().await;
-    let counting = CountingDriver::new(inner);
+    let inner = factory.open().await;
+    let counting = InstrumentedDriver::new(inner);
     let driver: Arc<dyn Driver> = counting.clone();
 
     let mut waiters = Vec::with_capacity(CONSUMERS);

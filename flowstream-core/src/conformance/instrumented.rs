@@ -1,24 +1,16 @@
 //! A driver that wraps a real one to count calls, inject faults and record accepted writes.
 //!
-//! One wrapper does all three, so the delegation to the real driver is written once; the
-//! names below say which use a test makes of it.
+//! One wrapper does all three, so the delegation to the real driver is written once.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use async_trait::async_trait;
-use flowstream_core::{
+use crate::driver::{
     ChangeHub, Driver, DriverError, Expected, Message, NewMessage, Record, Revision,
 };
+use async_trait::async_trait;
 use serde_json::Value;
-
-/// A wrapper used to count storage calls.
-pub type CountingDriver = InstrumentedDriver;
-/// A wrapper used to inject faults.
-pub type FaultyDriver = InstrumentedDriver;
-/// A wrapper used to record accepted record writes (the in-process counterpart of the
-/// PostgreSQL audit trigger, for the history checker).
-pub type RecordingDriver = InstrumentedDriver;
 
 /// Wraps a real driver: counts calls, injects faults on demand, records accepted writes.
 #[derive(Debug)]
@@ -30,6 +22,7 @@ pub struct InstrumentedDriver {
     largest_read: AtomicUsize,
     partitioned: AtomicBool,
     lose_next_write_reply: AtomicBool,
+    hold_next_write_reply: Mutex<Option<Duration>>,
     append_before_head: Mutex<Option<NewMessage>>,
     accepted: Mutex<Vec<(String, Revision, Value)>>,
 }
@@ -45,6 +38,7 @@ impl InstrumentedDriver {
             largest_read: AtomicUsize::new(0),
             partitioned: AtomicBool::new(false),
             lose_next_write_reply: AtomicBool::new(false),
+            hold_next_write_reply: Mutex::default(),
             append_before_head: Mutex::default(),
             accepted: Mutex::default(),
         })
@@ -92,6 +86,15 @@ impl InstrumentedDriver {
     /// The next `put_record` is applied, then reported as a lost connection.
     pub fn lose_next_write_reply(&self) {
         self.lose_next_write_reply.store(true, Ordering::SeqCst);
+    }
+
+    /// The next `put_record` is applied, then its reply is held back for `delay`, as a slow
+    /// network would; a caller that gives up meanwhile leaves the write applied.
+    pub fn hold_next_write_reply(&self, delay: Duration) {
+        *self
+            .hold_next_write_reply
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(delay);
     }
 
     /// Every record write the store accepted through this wrapper: key, revision, value.
@@ -170,6 +173,14 @@ impl Driver for InstrumentedDriver {
             .lock()
             .expect("accepted writes")
             .push((key.to_owned(), revision, value));
+        let hold = self
+            .hold_next_write_reply
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(delay) = hold {
+            tokio::time::sleep(delay).await;
+        }
         if self.lose_next_write_reply.swap(false, Ordering::SeqCst) {
             return Err(DriverError::unavailable(
                 "injected fault: write applied, reply lost",

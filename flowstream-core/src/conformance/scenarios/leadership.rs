@@ -3,20 +3,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowstream_core::{Consumer, Driver, Error, Message, Wake};
+use crate::{Consumer, Driver, Error, Message, Wake};
 use tokio::time::Instant;
 
-use crate::{
-    BOUND, Backend, CountingDriver, FaultyDriver, TAKEOVER, consumer, drain, eventually_async,
-    produce, stored_group,
+use crate::conformance::{
+    BOUND, DriverFactory, InstrumentedDriver, TAKEOVER, consumer, drain, eventually,
+    eventually_async, produce, stored_group,
 };
 
 /// Long enough to show that a takeover does *not* happen: three takeover periods.
 const OBSERVE: Duration = Duration::from_millis(3 * 300);
 
 /// Guarantee 4: of several consumers in a group exactly one is active and receives.
-pub async fn g4_only_one_consumer_in_a_group_receives(backend: &dyn Backend) {
-    let driver = backend.open().await;
+pub(crate) async fn g4_only_one_consumer_in_a_group_receives(factory: &dyn DriverFactory) {
+    let driver = factory.open().await;
     produce(&driver, "s", "m", 20).await;
     let mut consumers = Vec::new();
     for _ in 0..3 {
@@ -42,8 +42,8 @@ pub async fn g4_only_one_consumer_in_a_group_receives(backend: &dyn Backend) {
 
 /// Guarantee 4: a graceful shutdown hands the group to a standby at once (here
 /// `takeover_after` is a minute, so only the handover can explain the switch).
-pub async fn g4_shutdown_hands_over_to_a_standby_at_once(backend: &dyn Backend) {
-    let driver = backend.open().await;
+pub(crate) async fn g4_shutdown_hands_over_to_a_standby_at_once(factory: &dyn DriverFactory) {
+    let driver = factory.open().await;
     produce(&driver, "s", "m", 3).await;
     let slow = |d: &Arc<dyn Driver>| {
         consumer(d, "s", "g")
@@ -76,8 +76,8 @@ pub async fn g4_shutdown_hands_over_to_a_standby_at_once(backend: &dyn Backend) 
 
 /// Guarantee 4: a standby takes over a silent owner once messages have been pending for
 /// `takeover_after`, and not before.
-pub async fn g4_standby_takes_over_when_messages_stay_pending(backend: &dyn Backend) {
-    let driver = backend.open().await;
+pub(crate) async fn g4_standby_takes_over_when_messages_stay_pending(factory: &dyn DriverFactory) {
+    let driver = factory.open().await;
     let dead = consumer(&driver, "s", "g").build().await.expect("owner");
     let mut standby = consumer(&driver, "s", "g").build().await.expect("standby");
     drop(dead);
@@ -95,8 +95,8 @@ pub async fn g4_standby_takes_over_when_messages_stay_pending(backend: &dyn Back
 }
 
 /// Guarantee 4: with nothing pending there is no takeover, whether the owner is alive or dead.
-pub async fn g4_idle_group_is_never_taken_over(backend: &dyn Backend) {
-    let driver = backend.open().await;
+pub(crate) async fn g4_idle_group_is_never_taken_over(factory: &dyn DriverFactory) {
+    let driver = factory.open().await;
     produce(&driver, "s", "m", 2).await;
     let mut owner = consumer(&driver, "s", "g").build().await.expect("owner");
     drain(&mut owner).await;
@@ -112,8 +112,10 @@ pub async fn g4_idle_group_is_never_taken_over(backend: &dyn Backend) {
 
 /// Guarantee 4: an owner that died while its group was idle is replaced once messages
 /// arrive and stay pending (the standby's timer is armed by the new messages).
-pub async fn g4_owner_that_died_while_idle_is_replaced_once_messages_wait(backend: &dyn Backend) {
-    let driver = backend.open().await;
+pub(crate) async fn g4_owner_that_died_while_idle_is_replaced_once_messages_wait(
+    factory: &dyn DriverFactory,
+) {
+    let driver = factory.open().await;
     let owner = consumer(&driver, "s", "g").build().await.expect("owner");
     let mut standby = consumer(&driver, "s", "g").build().await.expect("standby");
     drop(owner);
@@ -132,8 +134,10 @@ pub async fn g4_owner_that_died_while_idle_is_replaced_once_messages_wait(backen
 
 /// Guarantee 4: the first message after a quiet period longer than `takeover_after` does not
 /// hand a live owner's group to a standby.
-pub async fn g4_first_message_after_a_quiet_period_does_not_cause_takeover(backend: &dyn Backend) {
-    let driver = backend.open().await;
+pub(crate) async fn g4_first_message_after_a_quiet_period_does_not_cause_takeover(
+    factory: &dyn DriverFactory,
+) {
+    let driver = factory.open().await;
     let mut owner = consumer(&driver, "s", "g").build().await.expect("owner");
     let mut standby = consumer(&driver, "s", "g").build().await.expect("standby");
     let owner_id = owner.id().to_owned();
@@ -173,10 +177,12 @@ pub async fn g4_first_message_after_a_quiet_period_does_not_cause_takeover(backe
 /// Guarantee 4: a consumer whose start failed after its claim was stored (the reply was
 /// lost) releases the group, so the next consumer takes over at once instead of waiting for
 /// a ghost owner to time out.
-pub async fn g4_failed_start_does_not_leave_the_group_to_a_ghost(backend: &dyn Backend) {
-    let driver = backend.open().await;
+pub(crate) async fn g4_failed_start_does_not_leave_the_group_to_a_ghost(
+    factory: &dyn DriverFactory,
+) {
+    let driver = factory.open().await;
     produce(&driver, "s", "m", 1).await;
-    let faulty = FaultyDriver::new(driver.clone());
+    let faulty = InstrumentedDriver::new(driver.clone());
     let flaky: Arc<dyn Driver> = faulty.clone();
     faulty.lose_next_write_reply();
     let failed = consumer(&flaky, "s", "g")
@@ -202,9 +208,127 @@ pub async fn g4_failed_start_does_not_leave_the_group_to_a_ghost(backend: &dyn B
     assert!(next.is_active(), "took over at once");
 }
 
+/// Guarantee 4 and cancel safety: a `build` dropped after its join write claimed the group
+/// (its reply still on the way) does not leave the group to an owner that never started. A
+/// standby takes over at once, not after `takeover_after`.
+pub(crate) async fn g4_abandoned_start_does_not_leave_the_group_to_a_ghost(
+    factory: &dyn DriverFactory,
+) {
+    let driver = factory.open().await;
+    produce(&driver, "s", "m", 1).await;
+    let slow_replies = InstrumentedDriver::new(driver.clone());
+    let slow: Arc<dyn Driver> = slow_replies.clone();
+    slow_replies.hold_next_write_reply(Duration::from_secs(3));
+    let mut build = Box::pin(
+        consumer(&slow, "s", "g")
+            .takeover_after(Duration::from_secs(60))
+            .heartbeat_every(Duration::from_secs(28))
+            .build(),
+    );
+    tokio::select! {
+        built = &mut build => panic!("build returned while its reply was held: {built:?}"),
+        () = eventually("the join write is applied", BOUND, || {
+            !slow_replies.accepted_writes().is_empty()
+        }) => {}
+    }
+    // Abandoned with the claim stored and its reply still on the way.
+    drop(build);
+
+    let mut standby = consumer(&driver, "s", "g")
+        .takeover_after(Duration::from_secs(60))
+        .heartbeat_every(Duration::from_secs(28))
+        .build()
+        .await
+        .expect("standby");
+    if !standby.is_active() {
+        assert_eq!(
+            standby.wait(BOUND).await.expect("wait"),
+            Wake::Activated,
+            "the abandoned claim was released"
+        );
+    }
+    assert_eq!(drain(&mut standby).await.len(), 1);
+}
+
+/// Guarantee 4 and cancel safety: a `shutdown` whose future is dropped at once still hands
+/// the group over, so a standby takes over without waiting for `takeover_after`.
+pub(crate) async fn g4_dropped_shutdown_still_hands_over(factory: &dyn DriverFactory) {
+    let driver = factory.open().await;
+    produce(&driver, "s", "m", 2).await;
+    let slow = |d: &Arc<dyn Driver>| {
+        consumer(d, "s", "g")
+            .takeover_after(Duration::from_secs(60))
+            .heartbeat_every(Duration::from_secs(28))
+    };
+    let first = slow(&driver).build().await.expect("first");
+    let mut second = slow(&driver).build().await.expect("second");
+    assert!(first.is_active());
+    // Polled once, then dropped (long before a storage round trip could complete it).
+    drop(tokio::time::timeout(Duration::ZERO, first.shutdown()).await);
+    assert_eq!(second.wait(BOUND).await.expect("wait"), Wake::Activated);
+    assert_eq!(drain(&mut second).await.len(), 2);
+}
+
+/// Guarantee 6 at the driver level: a compare-and-swap that loses returns the record as it
+/// is now, so the protocol learns who won without reading it again; one that finds the
+/// record gone says so.
+pub(crate) async fn g6_conflict_returns_the_current_record(factory: &dyn DriverFactory) {
+    use crate::driver::{DriverError, Expected};
+    let driver = factory.open().await;
+    let key = "conformance/cas";
+    let first = driver
+        .put_record(key, serde_json::json!({"v": 1}), Expected::Absent, false)
+        .await
+        .expect("create");
+    let second = driver
+        .put_record(
+            key,
+            serde_json::json!({"v": 2}),
+            Expected::Revision(first),
+            true,
+        )
+        .await
+        .expect("update");
+    assert!(second > first, "revisions grow");
+    for expected in [Expected::Absent, Expected::Revision(first)] {
+        match driver
+            .put_record(key, serde_json::json!({"v": 3}), expected, false)
+            .await
+        {
+            Err(DriverError::Conflict {
+                key: conflicted,
+                current: Some(current),
+            }) => {
+                assert_eq!(conflicted, key);
+                assert_eq!(current.revision, second);
+                assert_eq!(current.value, serde_json::json!({"v": 2}));
+            }
+            other => panic!("expected a conflict with the current record, got {other:?}"),
+        }
+    }
+    let stored = driver.get_record(key).await.expect("get").expect("exists");
+    assert_eq!(
+        (stored.revision, stored.value),
+        (second, serde_json::json!({"v": 2})),
+        "a lost compare-and-swap changes nothing"
+    );
+    match driver
+        .put_record(
+            "conformance/never-created",
+            serde_json::json!({}),
+            Expected::Revision(first),
+            false,
+        )
+        .await
+    {
+        Err(DriverError::Conflict { current: None, .. }) => {}
+        other => panic!("expected a conflict on a missing record, got {other:?}"),
+    }
+}
+
 /// Guarantee 4: every change of owner increments the generation.
-pub async fn g4_generation_grows_with_every_change_of_owner(backend: &dyn Backend) {
-    let driver = backend.open().await;
+pub(crate) async fn g4_generation_grows_with_every_change_of_owner(factory: &dyn DriverFactory) {
+    let driver = factory.open().await;
     let mut current = consumer(&driver, "s", "g").build().await.expect("first");
     assert_eq!(stored_group(&driver, "s", "g").await.generation, 1);
     for generation in 2..=4 {
@@ -222,8 +346,8 @@ pub async fn g4_generation_grows_with_every_change_of_owner(backend: &dyn Backen
 
 /// Guarantee 5: an active consumer that takes longer than `takeover_after` over a message
 /// keeps the group: it heartbeats while messages are pending.
-pub async fn g5_heartbeat_keeps_a_slow_consumer_active(backend: &dyn Backend) {
-    let driver = backend.open().await;
+pub(crate) async fn g5_heartbeat_keeps_a_slow_consumer_active(factory: &dyn DriverFactory) {
+    let driver = factory.open().await;
     produce(&driver, "s", "m", 1).await;
     let mut slow = consumer(&driver, "s", "g").build().await.expect("owner");
     let mut standby = consumer(&driver, "s", "g").build().await.expect("standby");
@@ -253,10 +377,10 @@ pub async fn g5_heartbeat_keeps_a_slow_consumer_active(backend: &dyn Backend) {
 
 /// Guarantee 5: an idle group, active owner and standby alike, writes nothing (and reads
 /// nothing) however long it stays idle.
-pub async fn g5_idle_group_writes_nothing(backend: &dyn Backend) {
-    let inner = backend.open().await;
+pub(crate) async fn g5_idle_group_writes_nothing(factory: &dyn DriverFactory) {
+    let inner = factory.open().await;
     produce(&inner, "s", "m", 1).await;
-    let counting = CountingDriver::new(inner.clone());
+    let counting = InstrumentedDriver::new(inner.clone());
     let driver: Arc<dyn Driver> = counting.clone();
     let mut owner = consumer(&driver, "s", "g").build().await.expect("owner");
     owner.next().await.expect("next").expect("message");
@@ -273,7 +397,7 @@ pub async fn g5_idle_group_writes_nothing(backend: &dyn Backend) {
 
 /// Waits (bounded) until the call counters of `counting` stay still for longer than
 /// `takeover_after` (so no deadline a consumer had armed is still to come); returns them.
-pub(crate) async fn settle(counting: &CountingDriver) -> (u64, u64) {
+pub(crate) async fn settle(counting: &InstrumentedDriver) -> (u64, u64) {
     let deadline = Instant::now() + BOUND;
     let mut last = (counting.reads(), counting.writes());
     loop {
@@ -292,13 +416,13 @@ pub(crate) async fn settle(counting: &CountingDriver) -> (u64, u64) {
 
 /// Guarantee 6: a consumer cut off from storage loses the group to a standby; once back, its
 /// commit is fenced, the committed offset is unchanged, and it is standby.
-pub async fn g6_zombie_commit_is_fenced(backend: &dyn Backend) {
+pub(crate) async fn g6_zombie_commit_is_fenced(factory: &dyn DriverFactory) {
     let Zombie {
         driver,
         mut zombie,
         mut standby,
         delivered,
-    } = zombie(backend).await;
+    } = zombie(factory).await;
 
     let result = zombie.commit(delivered.offset()).await;
     assert!(
@@ -331,10 +455,10 @@ struct Zombie {
     delivered: Message,
 }
 
-async fn zombie(backend: &dyn Backend) -> Zombie {
-    let driver = backend.open().await;
+async fn zombie(factory: &dyn DriverFactory) -> Zombie {
+    let driver = factory.open().await;
     produce(&driver, "s", "m", 3).await;
-    let faulty = FaultyDriver::new(driver.clone());
+    let faulty = InstrumentedDriver::new(driver.clone());
     let zombie_driver: Arc<dyn Driver> = faulty.clone();
     let mut zombie = consumer(&zombie_driver, "s", "g")
         .build()
@@ -356,13 +480,13 @@ async fn zombie(backend: &dyn Backend) -> Zombie {
 
 /// Guarantee 6 with a background commit: a zombie's background commit is fenced, stores
 /// nothing, and the next call reports it.
-pub async fn g6_zombie_background_commit_is_fenced(backend: &dyn Backend) {
+pub(crate) async fn g6_zombie_background_commit_is_fenced(factory: &dyn DriverFactory) {
     let Zombie {
         driver,
         mut zombie,
         standby,
         delivered,
-    } = zombie(backend).await;
+    } = zombie(factory).await;
 
     // Either the zombie already knows (refused at once) or its write finds out; both end in
     // `Fenced`, reported no later than the next call.
@@ -385,10 +509,10 @@ pub async fn g6_zombie_background_commit_is_fenced(backend: &dyn Backend) {
 
 /// Guarantee 6: a commit that was applied but whose reply was lost does not demote the
 /// consumer: the retry finds its own write, adopts it and succeeds.
-pub async fn g6_lost_commit_reply_does_not_demote(backend: &dyn Backend) {
-    let driver = backend.open().await;
+pub(crate) async fn g6_lost_commit_reply_does_not_demote(factory: &dyn DriverFactory) {
+    let driver = factory.open().await;
     produce(&driver, "s", "m", 3).await;
-    let faulty = FaultyDriver::new(driver.clone());
+    let faulty = InstrumentedDriver::new(driver.clone());
     let flaky: Arc<dyn Driver> = faulty.clone();
     // Slow timings: no heartbeat may take the injected fault meant for the commit.
     let mut c = consumer(&flaky, "s", "g")

@@ -1,4 +1,5 @@
-//! The group state record and every write a consumer makes to it.
+//! A consumer's membership in its group: the role it holds, and every write it makes to the
+//! group record.
 //!
 //! All writes are compare-and-swap on the revision this consumer last saw (guarantee 4). They
 //! are serialised per consumer by `writes`, so a conflict always means either another consumer
@@ -6,31 +7,13 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::Settings;
-use crate::driver::{Driver, Expected, Record, Revision};
-use crate::error::{DriverError, Error};
-
-/// The revisioned record of a group: who owns it and how far it has committed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct GroupState {
-    /// The consumer id of the owner.
-    pub(crate) owner: String,
-    /// Grows by one at every change of owner (Kafka's generation id).
-    pub(crate) generation: u64,
-    /// False once the owner shut down gracefully: a standby may take over at once.
-    pub(crate) active: bool,
-    /// The committed offset: everything up to it has been processed.
-    pub(crate) committed: u64,
-}
-
-/// Record key of a group's state. Names cannot contain `/`, so keys cannot collide.
-pub(crate) fn group_key(stream: &str, group: &str) -> String {
-    format!("group/{stream}/{group}")
-}
+use super::builder::Settings;
+use super::state::{StoredGroup, decode, group_key};
+use crate::driver::{Driver, DriverError, Expected, Record, Revision};
+use crate::error::Error;
 
 /// What this consumer may do right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +30,7 @@ pub(crate) enum Role {
 /// The last group state this consumer saw, and when it last wrote.
 #[derive(Debug)]
 struct View {
-    state: Option<(GroupState, Revision)>,
+    state: Option<(StoredGroup, Revision)>,
     last_write: Instant,
 }
 
@@ -56,9 +39,9 @@ struct View {
 /// else is wrong.
 const MAX_CAS_ATTEMPTS: usize = 5;
 
-/// State shared by a consumer's handle and its background task.
+/// A consumer's membership, shared by its handle and its background task.
 #[derive(Debug)]
-pub(crate) struct Shared {
+pub(crate) struct Membership {
     pub(crate) driver: Arc<dyn Driver>,
     pub(crate) settings: Settings,
     pub(crate) id: String,
@@ -68,10 +51,10 @@ pub(crate) struct Shared {
     role: watch::Sender<Role>,
 }
 
-impl Shared {
+impl Membership {
     pub(crate) fn new(driver: Arc<dyn Driver>, settings: Settings, id: String) -> Self {
         let key = group_key(&settings.stream, &settings.group);
-        Shared {
+        Membership {
             driver,
             settings,
             id,
@@ -112,7 +95,7 @@ impl Shared {
     }
 
     /// Records a state read from (or written to) storage and derives our role from it.
-    pub(crate) fn observe(&self, state: &GroupState, revision: Revision, own_write: bool) {
+    pub(crate) fn observe(&self, state: &StoredGroup, revision: Revision, own_write: bool) {
         {
             let mut view = self.lock_view();
             // Revisions only grow: a read that started before a newer write we already know
@@ -161,26 +144,31 @@ impl Shared {
     }
 
     /// Reads the group state from storage.
-    pub(crate) async fn read_state(&self) -> Result<Option<(GroupState, Revision)>, Error> {
+    pub(crate) async fn read_state(&self) -> Result<Option<(StoredGroup, Revision)>, Error> {
         match self.driver.get_record(&self.key).await? {
             None => {
-                // Deleted (by an operator, say): a recreated record starts its revisions
-                // again, so what we saw before must not make us ignore it.
-                self.lock_view().state = None;
-                self.demote();
+                self.forget();
                 Ok(None)
             }
             Some(record) => Ok(Some(decode(&self.key, record)?)),
         }
     }
 
+    /// The record was deleted (by an operator, say): a recreated record starts its revisions
+    /// again, so what we saw before must not make us ignore it.
+    fn forget(&self) {
+        self.lock_view().state = None;
+        self.demote();
+    }
+
     async fn write(
         &self,
-        state: &GroupState,
+        state: &StoredGroup,
         expected: Expected,
         notify: bool,
     ) -> Result<Revision, DriverError> {
-        let value = serde_json::to_value(state).map_err(DriverError::failed)?;
+        let value = serde_json::to_value(state)
+            .map_err(|e| DriverError::failed("encoding the group record").caused_by(e))?;
         self.driver
             .put_record(&self.key, value, expected, notify)
             .await
@@ -190,7 +178,7 @@ impl Shared {
     /// created it first.
     pub(crate) async fn create_group(&self, committed: u64) -> Result<bool, Error> {
         let _serial = self.writes.lock().await;
-        let state = GroupState {
+        let state = StoredGroup {
             owner: self.id.clone(),
             generation: 1,
             active: true,
@@ -208,7 +196,10 @@ impl Shared {
                 self.observe(&state, revision, true);
                 Ok(true)
             }
-            Err(DriverError::Conflict { .. }) => Ok(false),
+            Err(DriverError::Conflict { current, .. }) => {
+                self.observe_current(current)?;
+                Ok(false)
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -218,12 +209,12 @@ impl Shared {
     /// changed in between; the caller re-reads.
     pub(crate) async fn take_over(
         &self,
-        current: &GroupState,
+        current: &StoredGroup,
         revision: Revision,
         reason: &'static str,
     ) -> Result<bool, Error> {
         let _serial = self.writes.lock().await;
-        let state = GroupState {
+        let state = StoredGroup {
             owner: self.id.clone(),
             generation: current.generation + 1,
             active: true,
@@ -244,9 +235,26 @@ impl Shared {
                 self.observe(&state, new_revision, true);
                 Ok(true)
             }
-            Err(DriverError::Conflict { .. }) => Ok(false),
+            Err(DriverError::Conflict { current, .. }) => {
+                self.observe_current(current)?;
+                Ok(false)
+            }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Takes in the record a lost compare-and-swap returned; `None` if the record is gone.
+    fn observe_current(
+        &self,
+        current: Option<Record>,
+    ) -> Result<Option<(StoredGroup, Revision)>, Error> {
+        let Some(record) = current else {
+            self.forget();
+            return Ok(None);
+        };
+        let (state, revision) = decode(&self.key, record)?;
+        self.observe(&state, revision, false);
+        Ok(Some((state, revision)))
     }
 
     /// Writes the group state as its owner in `generation`, applying `change` to the latest
@@ -260,7 +268,7 @@ impl Shared {
         &self,
         generation: u64,
         notify: bool,
-        change: impl Fn(&mut GroupState) -> bool,
+        change: impl Fn(&mut StoredGroup) -> bool,
     ) -> Result<(), Error> {
         let _serial = self.writes.lock().await;
         for _ in 0..MAX_CAS_ATTEMPTS {
@@ -279,12 +287,13 @@ impl Shared {
                     self.observe(&state, new_revision, true);
                     return Ok(());
                 }
-                Err(DriverError::Conflict { .. }) => {
-                    let Some((latest, latest_revision)) = self.read_state().await? else {
+                Err(DriverError::Conflict { current, .. }) => {
+                    // The driver returns the record as it is now: no read needed to tell our
+                    // own lost reply from another owner.
+                    let Some((latest, _)) = self.observe_current(current)? else {
                         // The record is gone: whatever happened, this claim is over.
                         return Err(self.fenced(generation));
                     };
-                    self.observe(&latest, latest_revision, false);
                     if !self.owns(&latest, generation) {
                         tracing::warn!(
                             group = %self.settings.group,
@@ -350,7 +359,7 @@ impl Shared {
         }
     }
 
-    fn owns(&self, state: &GroupState, generation: u64) -> bool {
+    fn owns(&self, state: &StoredGroup, generation: u64) -> bool {
         state.owner == self.id && state.generation == generation && state.active
     }
 
@@ -360,13 +369,4 @@ impl Shared {
             generation,
         }
     }
-}
-
-fn decode(key: &str, record: Record) -> Result<(GroupState, Revision), Error> {
-    let state = serde_json::from_value(record.value).map_err(|e| {
-        Error::Storage(DriverError::failed(format!(
-            "group record {key:?} is not a valid group state: {e}"
-        )))
-    })?;
-    Ok((state, record.revision))
 }

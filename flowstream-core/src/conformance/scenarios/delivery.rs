@@ -3,15 +3,19 @@
 
 use std::time::Duration;
 
-use flowstream_core::{Error, StartFrom, Wake};
+use crate::{Error, StartFrom, Wake};
 use futures_util::StreamExt;
 
-use crate::{BOUND, Backend, CountingDriver, close, consumer, drain, produce, stored_group};
+use crate::conformance::{
+    BOUND, DriverFactory, InstrumentedDriver, close, consumer, drain, produce, stored_group,
+};
 
 /// Guarantee 3: messages delivered but not committed go to the next owner after a handover,
 /// starting right after the committed offset.
-pub async fn g3_uncommitted_messages_are_redelivered_after_handover(backend: &dyn Backend) {
-    let driver = backend.open().await;
+pub(crate) async fn g3_uncommitted_messages_are_redelivered_after_handover(
+    factory: &dyn DriverFactory,
+) {
+    let driver = factory.open().await;
     produce(&driver, "s", "m", 5).await;
     let mut first = consumer(&driver, "s", "g").build().await.expect("first");
     let mut second = consumer(&driver, "s", "g").build().await.expect("second");
@@ -30,17 +34,19 @@ pub async fn g3_uncommitted_messages_are_redelivered_after_handover(backend: &dy
 
 /// Guarantee 3 (and 10 on durable stores): a consumer that crashed is replaced by a new one
 /// that resumes right after the committed offset, after reopening the store when it can be.
-pub async fn g3_restarted_consumer_resumes_after_committed_offset(backend: &dyn Backend) {
-    let driver = backend.open().await;
+pub(crate) async fn g3_restarted_consumer_resumes_after_committed_offset(
+    factory: &dyn DriverFactory,
+) {
+    let driver = factory.open().await;
     produce(&driver, "s", "m", 10).await;
     let mut crashed = consumer(&driver, "s", "g").build().await.expect("consumer");
     assert_eq!(drain(&mut crashed).await.len(), 10);
     crashed.commit(4).await.expect("commit");
     drop(crashed);
 
-    let driver = if backend.durable() {
+    let driver = if factory.durable() {
         close(driver).await;
-        backend.open().await
+        factory.open().await
     } else {
         driver
     };
@@ -57,8 +63,8 @@ pub async fn g3_restarted_consumer_resumes_after_committed_offset(backend: &dyn 
 }
 
 /// Guarantee 7: the committed offset never moves backwards; re-committing is harmless.
-pub async fn g7_commits_are_monotonic(backend: &dyn Backend) {
-    let driver = backend.open().await;
+pub(crate) async fn g7_commits_are_monotonic(factory: &dyn DriverFactory) {
+    let driver = factory.open().await;
     produce(&driver, "s", "m", 5).await;
     let mut c = consumer(&driver, "s", "g").build().await.expect("consumer");
     drain(&mut c).await;
@@ -70,8 +76,8 @@ pub async fn g7_commits_are_monotonic(backend: &dyn Backend) {
 }
 
 /// Guarantee 7: committing an offset that was not delivered is an error and stores nothing.
-pub async fn g7_commit_beyond_delivered_is_rejected(backend: &dyn Backend) {
-    let driver = backend.open().await;
+pub(crate) async fn g7_commit_beyond_delivered_is_rejected(factory: &dyn DriverFactory) {
+    let driver = factory.open().await;
     produce(&driver, "s", "m", 5).await;
     let mut c = consumer(&driver, "s", "g").build().await.expect("consumer");
     c.next().await.expect("next").expect("message 1");
@@ -93,8 +99,8 @@ pub async fn g7_commit_beyond_delivered_is_rejected(backend: &dyn Backend) {
 }
 
 /// Guarantee 7 and 4: a standby cannot commit.
-pub async fn g7_commit_while_standby_is_rejected(backend: &dyn Backend) {
-    let driver = backend.open().await;
+pub(crate) async fn g7_commit_while_standby_is_rejected(factory: &dyn DriverFactory) {
+    let driver = factory.open().await;
     produce(&driver, "s", "m", 2).await;
     let _active = consumer(&driver, "s", "g").build().await.expect("active");
     let mut standby = consumer(&driver, "s", "g").build().await.expect("standby");
@@ -106,16 +112,15 @@ pub async fn g7_commit_while_standby_is_rejected(backend: &dyn Backend) {
 }
 
 /// Guarantee 9: the consumer reads in batches of its batch size, never the whole stream.
-pub async fn g9_reads_are_batched(backend: &dyn Backend) {
-    let driver = backend.open().await;
-    let producer = flowstream_core::Producer::new(driver.clone());
+pub(crate) async fn g9_reads_are_batched(factory: &dyn DriverFactory) {
+    let driver = factory.open().await;
+    let producer = crate::Producer::new(driver.clone());
     for chunk in 0..20 {
-        let batch =
-            (0..100).map(|i| flowstream_core::NewMessage::new("long", format!("{chunk}-{i}")));
+        let batch = (0..100).map(|i| crate::NewMessage::new("long", format!("{chunk}-{i}")));
         producer.send_batch(batch).await.expect("send");
     }
-    let counting = CountingDriver::new(driver.clone());
-    let counted: std::sync::Arc<dyn flowstream_core::Driver> = counting.clone();
+    let counting = InstrumentedDriver::new(driver.clone());
+    let counted: std::sync::Arc<dyn crate::Driver> = counting.clone();
     let mut c = consumer(&counted, "long", "g")
         .batch_size(64)
         .build()
@@ -144,11 +149,13 @@ pub async fn g9_reads_are_batched(backend: &dyn Backend) {
 
 /// Guarantee 9, read-ahead: while the application handles a full batch, the next one is
 /// already being read, and draining a stream costs one read per batch, not per message.
-pub async fn g9_next_batch_is_read_while_the_current_one_is_handled(backend: &dyn Backend) {
-    let driver = backend.open().await;
+pub(crate) async fn g9_next_batch_is_read_while_the_current_one_is_handled(
+    factory: &dyn DriverFactory,
+) {
+    let driver = factory.open().await;
     produce(&driver, "ahead", "m", 30).await;
-    let counting = CountingDriver::new(driver.clone());
-    let counted: std::sync::Arc<dyn flowstream_core::Driver> = counting.clone();
+    let counting = InstrumentedDriver::new(driver.clone());
+    let counted: std::sync::Arc<dyn crate::Driver> = counting.clone();
     let mut c = consumer(&counted, "ahead", "g")
         .batch_size(10)
         .build()
@@ -157,7 +164,7 @@ pub async fn g9_next_batch_is_read_while_the_current_one_is_handled(backend: &dy
     let first = c.next().await.expect("next").expect("a message");
     assert_eq!(first.offset(), 1);
     // No further call to `next`: the second batch is read in the background.
-    crate::eventually("the read-ahead of the second batch", BOUND, || {
+    crate::conformance::eventually("the read-ahead of the second batch", BOUND, || {
         counting.stream_reads() >= 2
     })
     .await;
@@ -178,8 +185,10 @@ pub async fn g9_next_batch_is_read_while_the_current_one_is_handled(backend: &dy
 
 /// Guarantee 7 with background commits: checked at once, written in order, and stored by the
 /// time `shutdown` returns.
-pub async fn g7_background_commits_are_checked_at_once_and_stored(backend: &dyn Backend) {
-    let driver = backend.open().await;
+pub(crate) async fn g7_background_commits_are_checked_at_once_and_stored(
+    factory: &dyn DriverFactory,
+) {
+    let driver = factory.open().await;
     produce(&driver, "s", "m", 10).await;
     let mut c = consumer(&driver, "s", "g").build().await.expect("consumer");
     for _ in 0..5 {
@@ -203,7 +212,7 @@ pub async fn g7_background_commits_are_checked_at_once_and_stored(backend: &dyn 
     c.commit_in_background(10)
         .await
         .expect("second background commit");
-    crate::eventually_async("the background commit to be stored", BOUND, async || {
+    crate::conformance::eventually_async("the background commit to be stored", BOUND, async || {
         stored_group(&driver, "s", "g").await.committed == 10
     })
     .await;
@@ -222,8 +231,8 @@ pub async fn g7_background_commits_are_checked_at_once_and_stored(backend: &dyn 
 }
 
 /// Two groups on one stream each see every message and commit independently.
-pub async fn groups_progress_independently(backend: &dyn Backend) {
-    let driver = backend.open().await;
+pub(crate) async fn groups_progress_independently(factory: &dyn DriverFactory) {
+    let driver = factory.open().await;
     produce(&driver, "s", "m", 6).await;
     let mut billing = consumer(&driver, "s", "billing")
         .build()
@@ -248,8 +257,8 @@ pub async fn groups_progress_independently(backend: &dyn Backend) {
 
 /// A new group can start at the head of the stream instead of its beginning; an existing
 /// group ignores the setting and resumes after its committed offset.
-pub async fn new_group_can_start_at_latest(backend: &dyn Backend) {
-    let driver = backend.open().await;
+pub(crate) async fn new_group_can_start_at_latest(factory: &dyn DriverFactory) {
+    let driver = factory.open().await;
     produce(&driver, "s", "old", 3).await;
     let mut latest = consumer(&driver, "s", "new")
         .start_from(StartFrom::Latest)
@@ -273,8 +282,8 @@ pub async fn new_group_can_start_at_latest(backend: &dyn Backend) {
 }
 
 /// The `Stream` view yields messages in order, waits at the head, and commits in between.
-pub async fn stream_view_delivers_in_order_and_commits(backend: &dyn Backend) {
-    let driver = backend.open().await;
+pub(crate) async fn stream_view_delivers_in_order_and_commits(factory: &dyn DriverFactory) {
+    let driver = factory.open().await;
     produce(&driver, "s", "m", 3).await;
     let mut messages = consumer(&driver, "s", "g")
         .batch_size(2)
@@ -310,13 +319,13 @@ pub async fn stream_view_delivers_in_order_and_commits(backend: &dyn Backend) {
 
 /// Guarantee 10: every acknowledged message is there after the store is closed and opened
 /// again, and offsets continue where they stopped.
-pub async fn g10_acknowledged_messages_survive_a_restart(backend: &dyn Backend) {
-    let driver = backend.open().await;
+pub(crate) async fn g10_acknowledged_messages_survive_a_restart(factory: &dyn DriverFactory) {
+    let driver = factory.open().await;
     let offsets = produce(&driver, "durable", "m", 50).await;
     assert_eq!(offsets.last(), Some(&50));
     close(driver).await;
 
-    let driver = backend.open().await;
+    let driver = factory.open().await;
     let stored = driver.read("durable", 0, 100).await.expect("read");
     assert_eq!(stored.len(), 50);
     for (i, message) in stored.iter().enumerate() {

@@ -91,6 +91,8 @@ impl Subscription {
     /// Waits until the topic is notified. A notification that arrived since the subscription
     /// was made (or since the last `changed` returned) completes it at once.
     ///
+    /// # Cancel safety
+    ///
     /// Cancel-safe: dropping the future loses no notification.
     pub async fn changed(&mut self) {
         let Some(rx) = self.rx.as_mut() else {
@@ -100,6 +102,14 @@ impl Subscription {
             // The sender lives in the hub until the last subscription is dropped, so this
             // cannot happen while we hold one; never spin if it ever does.
             std::future::pending::<()>().await;
+        }
+    }
+
+    /// Treats every notification so far as seen: the next [`changed`](Subscription::changed)
+    /// waits for a new one. For a waiter that is about to re-read everything anyway.
+    pub fn mark_seen(&mut self) {
+        if let Some(rx) = self.rx.as_mut() {
+            rx.borrow_and_update();
         }
     }
 

@@ -2,14 +2,14 @@
 
 use std::collections::HashMap;
 
-use flowstream_core::{Consumer, Error, NewMessage, Producer, Wake};
+use crate::{Consumer, Error, NewMessage, Producer, Wake};
 
-use crate::{BOUND, Backend, consumer, produce};
+use crate::conformance::{BOUND, DriverFactory, consumer, produce};
 
 /// Guarantee 1: one call's messages to a stream get consecutive offsets in call order, and
 /// bodies and headers come back as sent.
-pub async fn g1_send_assigns_consecutive_offsets_in_call_order(backend: &dyn Backend) {
-    let driver = backend.open().await;
+pub(crate) async fn g1_send_assigns_consecutive_offsets_in_call_order(factory: &dyn DriverFactory) {
+    let driver = factory.open().await;
     let producer = Producer::new(driver.clone());
     let batch: Vec<_> = (0..5)
         .map(|i| NewMessage::new("orders", format!("m{i}")).with_header("n", i.to_string()))
@@ -59,8 +59,8 @@ pub async fn g1_send_assigns_consecutive_offsets_in_call_order(backend: &dyn Bac
 
 /// Guarantee 1: a batch to several streams is stored whole, with offsets in input order; a
 /// batch with one bad message is rejected whole and stores nothing.
-pub async fn g1_batch_to_several_streams_is_all_or_nothing(backend: &dyn Backend) {
-    let driver = backend.open().await;
+pub(crate) async fn g1_batch_to_several_streams_is_all_or_nothing(factory: &dyn DriverFactory) {
+    let driver = factory.open().await;
     let producer = Producer::new(driver.clone()).with_max_body_size(16);
     let offsets = producer
         .send_batch([
@@ -97,7 +97,7 @@ pub async fn g1_batch_to_several_streams_is_all_or_nothing(backend: &dyn Backend
         "{bad_name:?}"
     );
     let bad_header = producer
-        .send_batch([NewMessage::new("a", "a3").with_header("k", "nul\0")])
+        .send_batch([NewMessage::new("a", "a3").with_header("", "no name")])
         .await;
     assert!(
         matches!(bad_header, Err(Error::InvalidHeader { .. })),
@@ -118,12 +118,12 @@ pub async fn g1_batch_to_several_streams_is_all_or_nothing(backend: &dyn Backend
 /// Guarantee 1 under group commit: many tasks sending through one producer at once share
 /// transactions, yet every call gets its own offsets, consecutive within the call, and each
 /// offset holds exactly the body its call sent.
-pub async fn g1_concurrent_sends_through_one_producer_keep_their_own_offsets(
-    backend: &dyn Backend,
+pub(crate) async fn g1_concurrent_sends_through_one_producer_keep_their_own_offsets(
+    factory: &dyn DriverFactory,
 ) {
     const TASKS: usize = 32;
     const CALLS: usize = 10;
-    let driver = backend.open().await;
+    let driver = factory.open().await;
     let producer = Producer::new(driver.clone());
     let mut tasks = Vec::new();
     for task in 0..TASKS {
@@ -181,10 +181,10 @@ pub async fn g1_concurrent_sends_through_one_producer_keep_their_own_offsets(
 
 /// Guarantee 2: concurrent producers never make a tailing reader skip a message: it sees
 /// every offset exactly once, in order, and each producer's messages in that producer's order.
-pub async fn g2_concurrent_producers_leave_no_gaps(backend: &dyn Backend) {
+pub(crate) async fn g2_concurrent_producers_leave_no_gaps(factory: &dyn DriverFactory) {
     const PRODUCERS: usize = 8;
     const EACH: usize = 150;
-    let driver = backend.open().await;
+    let driver = factory.open().await;
     let mut reader = consumer(&driver, "tail", "g")
         .build()
         .await
@@ -246,8 +246,8 @@ pub async fn g2_concurrent_producers_leave_no_gaps(backend: &dyn Backend) {
 
 /// `trim` deletes messages up to an offset; later offsets and the head are untouched, and
 /// new messages continue the sequence.
-pub async fn trim_removes_messages_up_to_an_offset(backend: &dyn Backend) {
-    let driver = backend.open().await;
+pub(crate) async fn trim_removes_messages_up_to_an_offset(factory: &dyn DriverFactory) {
+    let driver = factory.open().await;
     produce(&driver, "t", "m", 5).await;
     assert_eq!(driver.trim("t", 3).await.expect("trim"), 3);
     let left: Vec<u64> = driver
@@ -265,8 +265,8 @@ pub async fn trim_removes_messages_up_to_an_offset(backend: &dyn Backend) {
 
 /// Bad names, bad settings and bad batches get their own typed error before storage is
 /// touched; what was stored before is unchanged.
-pub async fn invalid_input_is_rejected_and_stores_nothing(backend: &dyn Backend) {
-    let driver = backend.open().await;
+pub(crate) async fn invalid_input_is_rejected_and_stores_nothing(factory: &dyn DriverFactory) {
+    let driver = factory.open().await;
     produce(&driver, "kept", "m", 3).await;
     let producer = Producer::new(driver.clone());
     let long = "s".repeat(10_000);
@@ -305,10 +305,10 @@ pub async fn invalid_input_is_rejected_and_stores_nothing(backend: &dyn Backend)
     );
 
     let settings = [
-        consumer(&driver, "kept", "g").heartbeat_every(crate::TAKEOVER),
+        consumer(&driver, "kept", "g").heartbeat_every(crate::conformance::TAKEOVER),
         consumer(&driver, "kept", "g").takeover_after(std::time::Duration::ZERO),
         consumer(&driver, "kept", "g").batch_size(0),
-        consumer(&driver, "kept", "g").batch_size(flowstream_core::MAX_BATCH_SIZE + 1),
+        consumer(&driver, "kept", "g").batch_size(crate::MAX_BATCH_SIZE + 1),
     ];
     for builder in settings {
         assert!(matches!(
@@ -319,7 +319,7 @@ pub async fn invalid_input_is_rejected_and_stores_nothing(backend: &dyn Backend)
     let oversized = Producer::new(driver.clone())
         .send(NewMessage::new(
             "kept",
-            vec![0u8; flowstream_core::DEFAULT_MAX_BODY_SIZE + 1],
+            vec![0u8; crate::DEFAULT_MAX_BODY_SIZE + 1],
         ))
         .await;
     assert!(matches!(oversized, Err(Error::BodyTooLarge { .. })));
@@ -327,10 +327,9 @@ pub async fn invalid_input_is_rejected_and_stores_nothing(backend: &dyn Backend)
     assert_eq!(driver.head("kept").await.expect("head"), 3);
     assert_eq!(driver.read("kept", 0, 10).await.expect("read").len(), 3);
     assert!(
-        driver
-            .get_record(&flowstream_core::group_record_key("kept", "g"))
+        crate::GroupState::load(driver.as_ref(), "kept", "g")
             .await
-            .expect("get")
+            .expect("load")
             .is_none()
     );
 }

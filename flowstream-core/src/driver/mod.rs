@@ -1,11 +1,36 @@
-//! The storage abstraction: logs, revisioned records and change notifications.
+//! For people who implement storage: the [`Driver`] trait, its errors and the notification
+//! hub.
+//!
+//! Applications use the crate root ([`Producer`](crate::Producer),
+//! [`Consumer`](crate::Consumer), [`Error`](crate::Error)) and hand it an `Arc<dyn Driver>`
+//! from a driver crate; they need nothing from this module. Driver authors implement
+//! [`Driver`] and check their implementation with the conformance suite (the
+//! `conformance` feature of this crate, module `flowstream_core::conformance`).
+//!
+//! This part of the API may change faster than the crate root: a minor release may add a
+//! required method to [`Driver`] (with the conformance scenarios that check it), where the
+//! applications' API keeps its semver promise.
+
+mod backoff;
+mod error;
+mod notify;
 
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::error::DriverError;
-use crate::message::{Message, NewMessage};
-use crate::notify::ChangeHub;
+pub use crate::message::{Headers, Message, NewMessage};
+pub use backoff::Backoff;
+pub use error::{DriverError, Source, StorageErrorKind};
+pub use notify::{ChangeHub, Subscription, Topic};
+
+/// Checks a stream name as the engine does before it reaches a driver (`[A-Za-z0-9._-]`, 1
+/// to [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) bytes). Drivers call it in methods that
+/// applications may call directly (`read`, `head`, `trim`), so that a bad name is refused the
+/// same way whichever path it takes.
+pub fn check_stream_name(name: &str) -> Result<(), DriverError> {
+    crate::names::validate_name(crate::NameKind::Stream, name)
+        .map_err(|error| DriverError::InvalidInput(error.to_string()))
+}
 
 /// The version of a record. Every successful write produces a new, larger revision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -37,8 +62,8 @@ pub enum Expected {
 ///
 /// # Contract
 ///
-/// Every implementation must guarantee the following; the conformance suite in the project's
-/// `tests/` crate checks them against each driver.
+/// Every implementation must guarantee the following; the conformance suite (feature
+/// `conformance`, module `flowstream_core::conformance`) checks them.
 ///
 /// **Logs**
 /// - [`append`](Driver::append) is atomic: all messages of the call are stored, or none is.
@@ -56,24 +81,36 @@ pub enum Expected {
 /// **Records** (small JSON values the engine owns, such as a group's state)
 /// - [`put_record`](Driver::put_record) is a compare-and-swap on the revision: it succeeds only
 ///   when [`Expected`] holds, and then returns a revision greater than any the record had;
-///   otherwise it returns [`DriverError::Conflict`] and changes nothing.
+///   otherwise it returns [`DriverError::Conflict`] with the record as it is now (a value no
+///   older than the write that made the precondition fail) and changes nothing.
 /// - [`get_record`](Driver::get_record) returns the latest committed value and its revision.
 ///
 /// **Notifications**
-/// - After an append commits, the driver calls [`ChangeHub::notify`] on
-///   [`Topic::Stream`](crate::Topic::Stream) for each stream it touched; after a record write
-///   with `notify = true` commits, on [`Topic::Record`](crate::Topic::Record). It may notify
+/// - After an append commits, the driver calls [`ChangeHub::notify`] on [`Topic::Stream`] for
+///   each stream it touched; after a record write with `notify = true` commits, on
+///   [`Topic::Record`]. It may notify
 ///   more often than asked (spurious wake-ups are allowed), never less, except that
 ///   notifications may be lost when the storage connection drops, in which case the driver must
 ///   call [`ChangeHub::notify_all`] once it is connected again.
 /// - One hub per driver instance serves every consumer of that instance.
 ///
+/// **Messages**
+/// - A message the driver cannot store faithfully (a header it cannot represent, say) is
+///   refused with [`DriverError::InvalidInput`] before anything of the call is stored. The
+///   conformance suite fixes which messages every driver accepts and which it refuses, so that
+///   a stream can move between drivers.
+/// - What was stored reads back byte for byte; a stored value the driver cannot decode is a
+///   [`StorageErrorKind::Corrupt`] error, never silently altered.
+///
 /// **Errors and safety**
-/// - Storage and connection failures are [`DriverError::Unavailable`] (retrying may help; a
-///   write may or may not have been applied) or [`DriverError::Failed`]. Never a panic.
+/// - Storage failures are [`DriverError::Storage`] with a [`StorageErrorKind`]:
+///   `Unavailable` when retrying may help (a write may or may not have been applied),
+///   `Connect`, `Locked`, `Corrupt` or `Failed` otherwise. Never a panic.
 /// - Blocking work (file I/O of an embedded store) runs off the async executor.
-/// - Names passed in have been validated by the engine (`[A-Za-z0-9._-]`, at most 249 bytes);
-///   record keys are built from them.
+/// - The engine validates names before they reach the driver (`[A-Za-z0-9._-]`, at most 249
+///   bytes) and builds record keys from them; `read`, `head` and `trim` are also called by
+///   applications directly, so drivers check the stream name there with
+///   [`check_stream_name`].
 #[async_trait]
 pub trait Driver: Send + Sync + std::fmt::Debug + 'static {
     /// Appends messages, possibly to several streams, atomically. Returns one offset per

@@ -1,0 +1,274 @@
+//! Configuring and connecting a [`PgDriver`]: settings checked before anything is sent,
+//! a first connection that reports the server's real answer at once, then migrations (or a
+//! check that they were applied), the pool and the listener.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flowstream_core::Error;
+use flowstream_core::driver::{ChangeHub, DriverError, StorageErrorKind};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
+
+use crate::schema::{self, Queries, validate_schema};
+use crate::{Inner, PgDriver, listener};
+
+/// Configures a [`PgDriver`]; made by [`PgDriver::builder`].
+#[must_use = "call .connect().await"]
+pub struct PgDriverBuilder {
+    pub(crate) url: String,
+    pub(crate) schema: String,
+    pub(crate) max_connections: u32,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) operation_timeout: Duration,
+    pub(crate) fallback_poll: Duration,
+    pub(crate) run_migrations: bool,
+    pub(crate) migrate_to: Option<i64>,
+    pub(crate) application_name: String,
+}
+
+impl std::fmt::Debug for PgDriverBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password: never print it.
+        f.debug_struct("PgDriverBuilder")
+            .field("schema", &self.schema)
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("operation_timeout", &self.operation_timeout)
+            .field("fallback_poll", &self.fallback_poll)
+            .field("run_migrations", &self.run_migrations)
+            .field("application_name", &self.application_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgDriverBuilder {
+    /// The schema holding flowstream's tables (default `flowstream`). Lower-case letters,
+    /// digits and `_`; see [`validate_schema`].
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// Most connections the pool opens, including the one kept for LISTEN (default 10, at
+    /// least 2).
+    pub fn max_connections(mut self, connections: u32) -> Self {
+        self.max_connections = connections;
+        self
+    }
+
+    /// How long to wait for a connection, at connect and later from the pool (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Longest a storage call may take, waiting for a connection included, before it fails
+    /// with a retryable error (default 30 s). Bounds every call when the server hangs
+    /// instead of failing (a frozen host, a stalled network).
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = timeout;
+        self
+    }
+
+    /// How often every waiter is woken to re-read, as a safety net should a notification
+    /// ever be missed (default 30 s). Costs one or two point reads per consumer per period.
+    pub fn fallback_poll(mut self, every: Duration) -> Self {
+        self.fallback_poll = every;
+        self
+    }
+
+    /// Whether `connect` creates and migrates the schema (default `true`). Turn it off when
+    /// migrations are applied by a deployment step.
+    pub fn run_migrations(mut self, run: bool) -> Self {
+        self.run_migrations = run;
+        self
+    }
+
+    /// The `application_name` of the driver's connections, as `pg_stat_activity` shows it
+    /// (default `flowstream`).
+    pub fn application_name(mut self, name: impl Into<String>) -> Self {
+        self.application_name = name.into();
+        self
+    }
+
+    /// Applies migrations only up to `version` (for upgrade tests).
+    #[doc(hidden)]
+    pub fn migrate_to(mut self, version: i64) -> Self {
+        self.migrate_to = Some(version);
+        self
+    }
+
+    /// Connects, migrates (unless told not to) and starts listening for notifications.
+    ///
+    /// Errors:
+    /// - [`Error::InvalidConfig`] for a URL that is not `postgres://` or `postgresql://`, a
+    ///   bad schema name, fewer than 2 connections or a zero timeout or period, before
+    ///   anything is sent;
+    /// - [`Error::Storage`] of kind [`StorageErrorKind::Connect`] when the server is
+    ///   unreachable or refuses the connection: at once when it refuses (a wrong port, a
+    ///   missing database or user, a wrong password), after `connect_timeout` when it does
+    ///   not answer. The message names host, port and database, never the password;
+    /// - `Error::Storage(DriverError::NotFound(_))` when migrations are off and the schema
+    ///   does not hold flowstream's tables;
+    /// - `Error::Storage` of kind `Failed` when a migration fails; the schema is then left as
+    ///   it was (a schema or migrations table the failed run created is removed).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future closes what it opened. A migration cut short is rolled back by the
+    /// server with its transaction; the migrations table it may have created stays, empty.
+    pub async fn connect(self) -> Result<PgDriver, Error> {
+        self.check()?;
+        let options = PgConnectOptions::from_str(&self.url)
+            .map_err(|e| Error::InvalidConfig(format!("invalid PostgreSQL URL: {e}")))?
+            .application_name(&self.application_name);
+        let target = format!(
+            "PostgreSQL at {}:{}, database {}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or(options.get_username())
+        );
+        let connect_error = |e: sqlx::Error| {
+            Error::Storage(
+                DriverError::storage(
+                    StorageErrorKind::Connect,
+                    format!("could not connect to {target}"),
+                )
+                .caused_by(e),
+            )
+        };
+        // One connection first, outside the pool: the pool retries a refused connection until
+        // its timeout, where a direct attempt reports the server's answer at once.
+        let first =
+            tokio::time::timeout(self.connect_timeout, PgConnection::connect_with(&options))
+                .await
+                .map_err(|_| {
+                    Error::Storage(DriverError::storage(
+                        StorageErrorKind::Connect,
+                        format!("{target} did not answer within {:?}", self.connect_timeout),
+                    ))
+                })?
+                .map_err(connect_error)?;
+        // Closing is a courtesy to the server; the connection is gone either way.
+        drop(first.close().await);
+        let pool = PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .min_connections(0)
+            .acquire_timeout(self.connect_timeout)
+            .connect_lazy_with(options);
+        if self.run_migrations {
+            migrate(&pool, &self.schema, self.migrate_to).await?;
+        } else {
+            check_migrated(&pool, &self.schema).await?;
+        }
+        let hub = ChangeHub::new();
+        let channel = schema::channel(&self.schema);
+        let listener = listener::start(&pool, channel.clone(), hub.clone(), self.fallback_poll)
+            .await
+            .map_err(connect_error)?;
+        tracing::debug!(%target, schema = %self.schema, "connected");
+        Ok(PgDriver {
+            inner: Arc::new(Inner {
+                sql: Queries::new(&self.schema),
+                pool,
+                hub,
+                schema: self.schema,
+                channel,
+                operation_timeout: self.operation_timeout,
+                _listener: listener,
+            }),
+        })
+    }
+
+    /// The settings checks made before anything is sent to the server.
+    fn check(&self) -> Result<(), Error> {
+        let scheme = self.url.split_once("://").map(|(scheme, _)| scheme);
+        if !matches!(scheme, Some("postgres" | "postgresql")) {
+            return Err(Error::InvalidConfig(format!(
+                "not a PostgreSQL URL: it must start with postgres:// or postgresql://, got {}",
+                scheme.map_or_else(|| "no scheme".to_owned(), |s| format!("{s}://"))
+            )));
+        }
+        validate_schema(&self.schema)?;
+        if self.max_connections < 2 {
+            return Err(Error::InvalidConfig(
+                "max_connections must be at least 2: one is kept for LISTEN".into(),
+            ));
+        }
+        for (name, value) in [
+            ("connect_timeout", self.connect_timeout),
+            ("operation_timeout", self.operation_timeout),
+            ("fallback_poll", self.fallback_poll),
+        ] {
+            if value.is_zero() {
+                return Err(Error::InvalidConfig(format!("{name} must be above zero")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Applies the migrations. If they fail, removes what this run created (the schema, or the
+/// migrations table) so that the schema is left as it was.
+async fn migrate(pool: &PgPool, schema: &str, target: Option<i64>) -> Result<(), Error> {
+    let migrating = |e: sqlx::Error| {
+        Error::Storage(DriverError::failed(format!("migrating schema {schema}")).caused_by(e))
+    };
+    let (had_schema, had_table): (bool, bool) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1), \
+         to_regclass(format('%I._flowstream_migrations', $1::text)) IS NOT NULL",
+    )
+    .bind(schema)
+    .fetch_one(pool)
+    .await
+    .map_err(migrating)?;
+    let Err(error) = schema::migrator(schema, target).run(pool).await else {
+        return Ok(());
+    };
+    let undo = if !had_schema {
+        // Fails, and keeps the schema, if something else was created in it meanwhile.
+        format!("DROP SCHEMA IF EXISTS {schema} RESTRICT")
+    } else if !had_table {
+        format!("DROP TABLE IF EXISTS {schema}._flowstream_migrations")
+    } else {
+        String::new()
+    };
+    if !undo.is_empty()
+        && let Err(undo_error) = sqlx::query(AssertSqlSafe(undo)).execute(pool).await
+    {
+        tracing::warn!(%schema, error = %undo_error, "could not undo a failed migration");
+    }
+    Err(Error::Storage(
+        DriverError::failed(format!(
+            "migrating schema {schema} failed; the schema was left as it was"
+        ))
+        .caused_by(error),
+    ))
+}
+
+/// With migrations off, checks that they were applied: a schema without flowstream's tables
+/// is an error at connect, not at every later call.
+async fn check_migrated(pool: &PgPool, schema: &str) -> Result<(), Error> {
+    let present: bool = sqlx::query_scalar(
+        "SELECT to_regclass(format('%I.streams', $1::text)) IS NOT NULL \
+            AND to_regclass(format('%I.messages', $1::text)) IS NOT NULL \
+            AND to_regclass(format('%I.records', $1::text)) IS NOT NULL",
+    )
+    .bind(schema)
+    .fetch_one(pool)
+    .await
+    .map_err(|e| {
+        Error::Storage(
+            DriverError::failed(format!("checking the tables of schema {schema}")).caused_by(e),
+        )
+    })?;
+    if present {
+        return Ok(());
+    }
+    Err(Error::Storage(DriverError::NotFound(format!(
+        "schema {schema} does not hold flowstream's tables and run_migrations is off: apply \
+         the migrations (connect once with run_migrations(true)) or name the right schema"
+    ))))
+}

@@ -1,0 +1,15 @@
+//! The scenarios, grouped by what they exercise. Each takes a
+//! [`DriverFactory`](super::DriverFactory) and panics on a violation; the name says which
+//! guarantee of the crate docs it checks (`g4_…`: guarantee 4).
+
+mod delivery;
+mod leadership;
+mod produce;
+mod storage;
+mod waiting;
+
+pub(crate) use delivery::*;
+pub(crate) use leadership::*;
+pub(crate) use produce::*;
+pub(crate) use storage::*;
+pub(crate) use waiting::*;

@@ -1,0 +1,258 @@
+//! Configuring a consumer and joining its group.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::Consumer;
+use super::membership::{Membership, Role};
+use super::protocol::{NextCheck, Watcher};
+use crate::driver::Driver;
+use crate::error::{Chain, Error, NameKind};
+use crate::names::validate_name;
+
+/// Default for [`ConsumerBuilder::takeover_after`]: 60 s.
+pub const DEFAULT_TAKEOVER_AFTER: Duration = Duration::from_secs(60);
+/// Default for [`ConsumerBuilder::heartbeat_every`]: 28 s.
+pub const DEFAULT_HEARTBEAT_EVERY: Duration = Duration::from_secs(28);
+/// Default for [`ConsumerBuilder::batch_size`].
+pub const DEFAULT_BATCH_SIZE: usize = 256;
+/// Largest accepted [`ConsumerBuilder::batch_size`].
+pub const MAX_BATCH_SIZE: usize = 10_000;
+/// Largest accepted [`ConsumerBuilder::takeover_after`]: one week.
+pub const MAX_TAKEOVER_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Where a *new* group starts reading. An existing group always resumes after its committed
+/// offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum StartFrom {
+    /// From the first message of the stream.
+    #[default]
+    Earliest,
+    /// After the last message that exists when the group is created.
+    Latest,
+}
+
+/// Consumer settings, fixed at build time.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) stream: String,
+    pub(crate) group: String,
+    pub(crate) takeover_after: Duration,
+    pub(crate) heartbeat_every: Duration,
+    pub(crate) batch_size: usize,
+    pub(crate) start_from: StartFrom,
+}
+
+impl Settings {
+    fn validate(&self) -> Result<(), Error> {
+        validate_name(NameKind::Stream, &self.stream)?;
+        validate_name(NameKind::Group, &self.group)?;
+        if self.takeover_after.is_zero() || self.takeover_after > MAX_TAKEOVER_AFTER {
+            return Err(Error::InvalidConfig(format!(
+                "takeover_after must be above zero and at most {MAX_TAKEOVER_AFTER:?}"
+            )));
+        }
+        if self.heartbeat_every.is_zero() || self.heartbeat_every >= self.takeover_after {
+            return Err(Error::InvalidConfig(format!(
+                "heartbeat_every ({:?}) must be above zero and below takeover_after ({:?})",
+                self.heartbeat_every, self.takeover_after
+            )));
+        }
+        if !(1..=MAX_BATCH_SIZE).contains(&self.batch_size) {
+            return Err(Error::InvalidConfig(format!(
+                "batch_size must be between 1 and {MAX_BATCH_SIZE}, got {}",
+                self.batch_size
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Configures and starts a [`Consumer`]; see [`Consumer::builder`].
+#[derive(Debug)]
+#[must_use = "call .build().await to start the consumer"]
+pub struct ConsumerBuilder {
+    driver: Arc<dyn Driver>,
+    settings: Settings,
+}
+
+impl ConsumerBuilder {
+    pub(super) fn new(driver: Arc<dyn Driver>, stream: String, group: String) -> Self {
+        ConsumerBuilder {
+            driver,
+            settings: Settings {
+                stream,
+                group,
+                takeover_after: DEFAULT_TAKEOVER_AFTER,
+                heartbeat_every: DEFAULT_HEARTBEAT_EVERY,
+                batch_size: DEFAULT_BATCH_SIZE,
+                start_from: StartFrom::Earliest,
+            },
+        }
+    }
+
+    /// How long messages may stay pending, with no sign of life from the active consumer,
+    /// before a standby takes over. Default 60 s. Measured on each consumer's own clock.
+    ///
+    /// A standby learns of the owner's commits and heartbeats by reading the group record
+    /// every `takeover_after / 4` while messages are pending, so it takes over between
+    /// `takeover_after` and `1.25 × takeover_after` after the owner's last sign of life.
+    pub fn takeover_after(mut self, after: Duration) -> Self {
+        self.settings.takeover_after = after;
+        self
+    }
+
+    /// How often the active consumer proves it is alive while messages are pending and it has
+    /// not committed. Default 28 s; must be below `takeover_after`, and the gap between the two
+    /// absorbs notification delay between consumers.
+    pub fn heartbeat_every(mut self, every: Duration) -> Self {
+        self.settings.heartbeat_every = every;
+        self
+    }
+
+    /// How many messages one storage read fetches (1 to [`MAX_BATCH_SIZE`]). Memory use is
+    /// bounded by two batches: the one being handled and the one read ahead.
+    pub fn batch_size(mut self, messages: usize) -> Self {
+        self.settings.batch_size = messages;
+        self
+    }
+
+    /// Where the group starts if it does not exist yet. Default [`StartFrom::Earliest`].
+    pub fn start_from(mut self, start: StartFrom) -> Self {
+        self.settings.start_from = start;
+        self
+    }
+
+    /// Validates the settings, joins the group (creating it if needed) and starts the
+    /// background task. When this returns, [`Consumer::is_active`] tells which role it got.
+    ///
+    /// Errors: [`Error::InvalidName`] or [`Error::InvalidConfig`] for bad settings (nothing is
+    /// written), [`Error::NoRuntime`] outside a tokio runtime, [`Error::Storage`] if the group
+    /// record cannot be read or written.
+    ///
+    /// # Cancel safety
+    ///
+    /// Safe to drop. The join runs in a task of its own: if this future is dropped after the
+    /// join claimed the group (or while that write is in flight), the task finishes the write
+    /// and then hands the group back, so a standby takes over at once rather than after
+    /// `takeover_after`.
+    pub async fn build(self) -> Result<Consumer, Error> {
+        self.settings.validate()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        let membership = Arc::new(Membership::new(
+            self.driver,
+            self.settings,
+            new_consumer_id(),
+        ));
+        let joining = Joining {
+            membership: Arc::clone(&membership),
+            task: Some(runtime.spawn(join(Watcher::new(Arc::clone(&membership))))),
+        };
+        let (watcher, joined) = joining.finish().await?;
+        let next = match joined {
+            Ok(next) => next,
+            Err(error) => {
+                // A creation or takeover may have been applied with its reply lost: do not
+                // leave the group to an owner that never started.
+                if let Err(release) = membership.release().await {
+                    tracing::warn!(
+                        error = %Chain(&release),
+                        "could not release the group after a failed start"
+                    );
+                }
+                return Err(error);
+            }
+        };
+        let (stop, stopped) = oneshot::channel();
+        let task = runtime.spawn(watcher.run(next, stopped));
+        tracing::debug!(
+            group = %membership.settings.group,
+            stream = %membership.settings.stream,
+            consumer = %membership.id,
+            active = matches!(membership.role(), Role::Active { .. }),
+            "consumer started"
+        );
+        Ok(Consumer::start(membership, stop, task))
+    }
+}
+
+/// Joins the group: reads it, then creates it or takes it over if the protocol says so, until
+/// this consumer holds a definite role. Returns the watcher (to run in the background) and
+/// when it should look next.
+async fn join(mut watcher: Watcher) -> (Watcher, Result<NextCheck, Error>) {
+    let mut next = watcher.step().await;
+    // A lost creation race or the takeover of an inactive group settle in the same call.
+    while matches!(next, Ok(Some(at)) if at <= Instant::now()) {
+        next = watcher.step().await;
+    }
+    (watcher, next)
+}
+
+/// The join task of a `build` in progress. If `build` is dropped before the join is
+/// collected, the join still runs to its end (a write in flight is never cut off halfway) and
+/// the group is then released: nobody will ever use the claim.
+struct Joining {
+    membership: Arc<Membership>,
+    task: Option<JoinHandle<(Watcher, Result<NextCheck, Error>)>>,
+}
+
+impl Joining {
+    /// The join's outcome. Dropping this future leaves the task to `Drop`.
+    async fn finish(mut self) -> Result<(Watcher, Result<NextCheck, Error>), Error> {
+        // Always `Some` here: only `finish` and `drop` take the task, and each runs once.
+        let joined = match self.task.as_mut() {
+            Some(task) => task.await,
+            None => return Err(join_failed("it was collected twice")),
+        };
+        self.task = None;
+        joined.map_err(|e| join_failed(&e.to_string()))
+    }
+}
+
+fn join_failed(why: &str) -> Error {
+    Error::Storage(crate::driver::DriverError::failed(format!(
+        "the consumer's join task failed: {why}"
+    )))
+}
+
+impl Drop for Joining {
+    fn drop(&mut self) {
+        let Some(task) = self.task.take() else {
+            return;
+        };
+        let membership = Arc::clone(&self.membership);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // The runtime is going away with the task; there is nobody left to hand over to
+            // in this process, and the claim ends like a crash.
+            return;
+        };
+        runtime.spawn(async move {
+            drop(task.await);
+            if let Err(error) = membership.release().await {
+                tracing::warn!(
+                    group = %membership.settings.group,
+                    consumer = %membership.id,
+                    error = %Chain(&error),
+                    "could not release the group after an abandoned start"
+                );
+            }
+        });
+    }
+}
+
+/// A process-unique, practically globally unique consumer id: pid, start time and a counter.
+fn new_consumer_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:x}-{:x}-{n}", std::process::id(), nanos)
+}

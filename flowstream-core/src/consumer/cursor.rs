@@ -1,0 +1,132 @@
+//! The read-ahead cursor: where the active consumer is in the stream, the batch it is handing
+//! out, and the next batch being read meanwhile.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+
+use super::Consumer;
+use super::membership::Role;
+use crate::driver::DriverError;
+use crate::error::Error;
+use crate::message::Message;
+
+/// Reading position within one claim (generation) of the group.
+#[derive(Debug, Default)]
+pub(super) struct Cursor {
+    /// The generation these positions belong to; `None` before this consumer was ever active.
+    pub(super) generation: Option<u64>,
+    /// Highest offset fetched from storage (including a finished prefetch still in flight).
+    pub(super) fetched: u64,
+    /// Highest offset returned by `next()`.
+    pub(super) delivered: u64,
+    buffer: VecDeque<Message>,
+    /// The read of the batch after `fetched`, started while the application works through
+    /// `buffer`. At most one batch ahead, so memory stays bounded by two batches.
+    prefetch: Option<Prefetch>,
+}
+
+impl Cursor {
+    /// Forgets everything read past `fetched`: the range after it was trimmed.
+    pub(super) fn skip_to(&mut self, head: u64) {
+        self.prefetch = None;
+        self.fetched = head;
+        self.delivered = self.delivered.max(head);
+    }
+}
+
+/// A read running in the background. Dropping it cancels the read.
+#[derive(Debug)]
+struct Prefetch {
+    task: JoinHandle<Result<Vec<Message>, DriverError>>,
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Consumer {
+    /// Brings the cursor in line with `role`; returns the generation while active. A new claim
+    /// starts right after the committed offset it began with (guarantee 3); losing the claim
+    /// drops what was buffered, which the new owner delivers again.
+    pub(super) fn sync_with_role(&mut self, role: Role) -> Option<u64> {
+        let Role::Active {
+            generation,
+            resume_after,
+        } = role
+        else {
+            self.cursor.buffer.clear();
+            self.cursor.prefetch = None;
+            self.seen_generation = None;
+            return None;
+        };
+        if self.cursor.generation != Some(generation) {
+            self.cursor = Cursor {
+                generation: Some(generation),
+                fetched: resume_after,
+                delivered: resume_after,
+                buffer: VecDeque::new(),
+                prefetch: None,
+            };
+        }
+        Some(generation)
+    }
+
+    /// Makes sure a message is buffered if one is available to this consumer. `Ok(false)`:
+    /// standby, or at the head.
+    pub(super) async fn fill(&mut self) -> Result<bool, Error> {
+        let Some(generation) = self.sync_with_role(self.membership.role()) else {
+            return Ok(false);
+        };
+        self.seen_generation = Some(generation);
+        if self.cursor.buffer.is_empty() {
+            let batch = match &mut self.cursor.prefetch {
+                // Awaiting through `&mut` keeps the read if this future is dropped.
+                Some(prefetch) => {
+                    let done = (&mut prefetch.task).await;
+                    self.cursor.prefetch = None;
+                    done.map_err(|e| {
+                        DriverError::failed(format!("the background read failed: {e}"))
+                    })??
+                }
+                None => {
+                    let settings = &self.membership.settings;
+                    self.membership
+                        .driver
+                        .read(&settings.stream, self.cursor.fetched, settings.batch_size)
+                        .await?
+                }
+            };
+            let full = batch.len() >= self.membership.settings.batch_size;
+            if let Some(last) = batch.last() {
+                self.cursor.fetched = last.offset();
+            }
+            self.cursor.buffer.extend(batch);
+            if full {
+                // More is likely stored: fetch it while the application handles this batch.
+                // A short batch means the head was reached, and `wait` takes over from there.
+                self.prefetch();
+            }
+        }
+        Ok(!self.cursor.buffer.is_empty())
+    }
+
+    fn prefetch(&mut self) {
+        let driver = Arc::clone(&self.membership.driver);
+        let stream = self.membership.settings.stream.clone();
+        let (after, limit) = (self.cursor.fetched, self.membership.settings.batch_size);
+        self.cursor.prefetch = Some(Prefetch {
+            task: tokio::spawn(async move { driver.read(&stream, after, limit).await }),
+        });
+    }
+
+    /// The next buffered message, marked as delivered.
+    pub(super) fn pop(&mut self) -> Option<Message> {
+        let message = self.cursor.buffer.pop_front()?;
+        self.cursor.delivered = message.offset();
+        Some(message)
+    }
+}

@@ -1,0 +1,156 @@
+//! Waiting for something to do: [`Consumer::wait`] returns at the head, [`Consumer::recv`]
+//! waits for the next message. Both are woken by the driver's notifications, never by polling
+//! (guarantee 8).
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::Consumer;
+use crate::driver::Topic;
+use crate::error::Error;
+use crate::message::Message;
+
+/// Why [`Consumer::wait`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Wake {
+    /// Messages are ready for `next()`.
+    Messages,
+    /// This consumer has just become the active one; `next()` resumes after the committed
+    /// offset.
+    Activated,
+    /// The timeout passed with nothing to do.
+    TimedOut,
+}
+
+/// How long `recv` and the stream view wait in one go; they loop, so this only bounds how
+/// long a wait's bookkeeping lives.
+const IDLE_WAIT: Duration = Duration::from_secs(3600);
+
+impl Consumer {
+    /// Waits until there is something to do: messages past this consumer's position, this
+    /// consumer becoming active, or `timeout`. Woken by the driver's notifications, never by
+    /// polling: while active it reads the stream once when called and once per notification
+    /// of its stream (plus its head when that read finds nothing), and nothing in between.
+    ///
+    /// If messages were trimmed before this consumer read them, `wait` moves past them (they
+    /// cannot be delivered any more) instead of reporting them forever.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future loses no message and no activation; a message read
+    /// while waiting stays buffered for the next [`next`](Consumer::next).
+    pub async fn wait(&mut self, timeout: Duration) -> Result<Wake, Error> {
+        let deadline = deadline_after(timeout);
+        let mut stream_changes = self
+            .membership
+            .driver
+            .changes()
+            .subscribe(Topic::Stream(self.membership.settings.stream.clone()));
+        let mut role_changes = self.membership.watch_role();
+        loop {
+            let role = *role_changes.borrow_and_update();
+            let generation = self.sync_with_role(role);
+            let active = generation.is_some();
+            if let Some(generation) = generation {
+                if self.seen_generation != Some(generation) {
+                    // Became active since the caller last looked (built active doesn't count).
+                    self.seen_generation = Some(generation);
+                    return Ok(Wake::Activated);
+                }
+                if self.look_for_messages(generation).await? {
+                    return Ok(Wake::Messages);
+                }
+            }
+            tokio::select! {
+                // Subscribed before the head was read, so no append is missed; look at the
+                // head again rather than trusting the wake-up, which may be a driver's
+                // catch-all after a reconnection.
+                () = stream_changes.changed(), if active => {}
+                changed = role_changes.changed() => {
+                    if changed.is_err() {
+                        // The background task is gone with the role sender: nothing can wake us.
+                        tokio::time::sleep_until(deadline).await;
+                        return Ok(Wake::TimedOut);
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => return Ok(Wake::TimedOut),
+            }
+        }
+    }
+
+    /// Whether messages past the cursor can be delivered now, as the active owner of
+    /// `generation`. Skips a range that was trimmed before it was read.
+    async fn look_for_messages(&mut self, generation: u64) -> Result<bool, Error> {
+        // Read rather than look at the head first: when there is something new (the usual
+        // reason to be woken), that is one storage call instead of two.
+        if self.fill().await? {
+            return Ok(true);
+        }
+        if self.cursor.generation != Some(generation) {
+            return Ok(false);
+        }
+        let head = self
+            .membership
+            .driver
+            .head(&self.membership.settings.stream)
+            .await?;
+        if head <= self.cursor.fetched {
+            return Ok(false);
+        }
+        // Messages past our position may have been appended since that read: read again,
+        // now that everything up to `head` is known to be committed.
+        if self.fill().await? {
+            return Ok(true);
+        }
+        if self.cursor.generation == Some(generation) {
+            // Nothing readable up to the head, read after the head was: those messages were
+            // trimmed. Skip past them instead of reporting them forever.
+            self.cursor.skip_to(head);
+        }
+        Ok(false)
+    }
+
+    /// The next message, waiting as long as it takes: while at the head, and while standby
+    /// until this consumer becomes active. The waiting counterpart of
+    /// [`next`](Consumer::next), as tokio's `recv` is of `try_recv`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: if the future is dropped, no message is lost; the next call returns it.
+    /// It can be used as a branch of `tokio::select!`.
+    pub async fn recv(&mut self) -> Result<Message, Error> {
+        loop {
+            if let Some(message) = self.next().await? {
+                return Ok(message);
+            }
+            self.wait(IDLE_WAIT).await?;
+        }
+    }
+
+    /// Fills the buffer, waiting as long as needed; returns early (with `false`) when
+    /// `recall` is notified.
+    pub(super) async fn fill_or_wait(
+        &mut self,
+        recall: &tokio::sync::Notify,
+    ) -> Result<bool, Error> {
+        loop {
+            if self.fill().await? {
+                return Ok(true);
+            }
+            tokio::select! {
+                woke = self.wait(IDLE_WAIT) => { woke?; }
+                () = recall.notified() => return Ok(false),
+            }
+        }
+    }
+}
+
+/// `now + timeout`, saturating far in the future instead of overflowing.
+fn deadline_after(timeout: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    let now = Instant::now();
+    now.checked_add(timeout.min(FAR))
+        .unwrap_or_else(|| now + Duration::from_secs(24 * 3600))
+}

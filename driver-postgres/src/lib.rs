@@ -38,7 +38,7 @@
 //! # What it refuses
 //!
 //! Headers are stored as `jsonb`, which cannot hold a NUL character: a header name or value
-//! containing one is refused ([`Error::Refused`](flowstream_core::Error::Refused)) before
+//! containing one is refused ([`Error::Refused`]) before
 //! anything is written, as every flowstream driver does. Bodies are `bytea` and hold anything.
 //!
 //! # Schema

@@ -6,7 +6,8 @@
 //! state in revision order (an audit trigger on PostgreSQL, a recording driver in process).
 //! Revisions order those writes even when they came from several processes, so fencing and
 //! monotonic commits are checked against what the store actually accepted, not against what
-//! the consumers believed.
+//! the consumers believed. Guarantee numbers are the README's (and the crate docs'), as
+//! everywhere in the project.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -99,14 +100,15 @@ pub struct History {
 /// One broken guarantee, with what shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Violation {
-    /// 1: an acknowledged message never reached a group.
+    /// Guarantee 3: an acknowledged message never reached a group.
     NotDelivered {
         /// Group.
         group: String,
         /// Offset.
         offset: u64,
     },
-    /// 2: a consumer's deliveries within one claim went backwards or skipped an offset.
+    /// Guarantee 2: a consumer's deliveries within one claim went backwards or skipped an
+    /// offset.
     OutOfOrder {
         /// Consumer.
         consumer: String,
@@ -115,7 +117,7 @@ pub enum Violation {
         /// Offset delivered next.
         next: u64,
     },
-    /// 3: the stored committed offset of a group went down.
+    /// Guarantee 7: the stored committed offset of a group went down.
     CommittedDecreased {
         /// Group.
         group: String,
@@ -126,16 +128,16 @@ pub enum Violation {
         /// After.
         to: u64,
     },
-    /// 4: the store accepted a write from a generation that had been superseded, or a
-    /// consumer saw a commit accepted after being told it was fenced.
+    /// Guarantees 4 and 6: the store accepted a write from a generation that had been
+    /// superseded, or a consumer saw a commit accepted after being told it was fenced.
     FencedWriteAccepted {
         /// Group.
         group: String,
         /// What happened.
         detail: String,
     },
-    /// 5: a message was delivered again although it had been committed before the claim
-    /// that redelivered it began.
+    /// Guarantee 3: a message was delivered again although it had been committed before the
+    /// claim that redelivered it began (delivery resumes right after the last commit).
     UnjustifiedRedelivery {
         /// Group.
         group: String,
@@ -146,8 +148,8 @@ pub enum Violation {
         /// Where that claim resumed.
         resumed_after: u64,
     },
-    /// 4/7: a commit the store holds does not match what the claim delivered, or a commit
-    /// reported accepted is not in the store.
+    /// Guarantees 6 and 7: a commit the store holds does not match what the claim delivered,
+    /// or a commit reported accepted is not in the store.
     CommitMismatch {
         /// Group.
         group: String,
@@ -161,7 +163,8 @@ pub enum Violation {
         /// The generation.
         generation: u64,
     },
-    /// 6: a stream has a hole, or an acknowledged message is missing or different.
+    /// Guarantees 1, 2 and 10: a stream has a hole, or an acknowledged message is missing or
+    /// different.
     NotDense {
         /// Stream.
         stream: String,
@@ -214,8 +217,8 @@ impl History {
         }
     }
 
-    /// 6 (and 1's premise): stored offsets are 1..=n without holes, and every acknowledged
-    /// message is stored at its offset with its payload.
+    /// Guarantees 1, 2 and 10: stored offsets are 1..=n without holes, and every
+    /// acknowledged message is stored at its offset with its payload.
     fn check_dense(&self, violations: &mut Vec<Violation>) {
         for (stream, stored) in &self.stored {
             for (index, (offset, _)) in stored.iter().enumerate() {
@@ -245,7 +248,7 @@ impl History {
         }
     }
 
-    /// 1: every acknowledged message reached every group of its stream.
+    /// Guarantee 3: every acknowledged message reached every group of its stream.
     fn check_delivered(&self, violations: &mut Vec<Violation>) {
         let mut delivered: HashMap<&str, BTreeSet<u64>> = HashMap::new();
         for d in &self.deliveries {
@@ -266,7 +269,7 @@ impl History {
         }
     }
 
-    /// 2: within one claim, a consumer delivers consecutive offsets, in order.
+    /// Guarantee 2: within one claim, a consumer delivers consecutive offsets, in order.
     fn check_order(&self, violations: &mut Vec<Violation>) {
         let mut last: HashMap<(&str, u64), u64> = HashMap::new();
         for d in &self.deliveries {
@@ -293,8 +296,8 @@ impl History {
         by_group
     }
 
-    /// 3 and 4, on what the store accepted: in revision order the committed offset never goes
-    /// down, the generation never goes down, and each generation has a single owner.
+    /// Guarantees 7 and 4, on what the store accepted: in revision order the committed offset
+    /// never goes down, the generation never goes down, and each generation has a single owner.
     fn check_writes(&self, violations: &mut Vec<Violation>) {
         for (group, writes) in self.writes_by_group() {
             let mut owners: HashMap<u64, &str> = HashMap::new();
@@ -333,8 +336,9 @@ impl History {
         }
     }
 
-    /// 5: a claim only delivers messages past the committed offset it resumed after, so a
-    /// message is delivered twice only if a takeover came between its delivery and its commit.
+    /// Guarantee 3: a claim only delivers messages past the committed offset it resumed after,
+    /// so a message is delivered twice only if a takeover came between its delivery and its
+    /// commit.
     fn check_redelivery(&self, violations: &mut Vec<Violation>) {
         let by_group = self.writes_by_group();
         // Where each claim resumed: the committed offset of the first write of its generation.
@@ -371,9 +375,9 @@ impl History {
         }
     }
 
-    /// 4 and 7 against the store: within a claim the stored committed offset never passes
-    /// what that claim delivered (or where it resumed), and every commit reported accepted is
-    /// in the store, written by its claim.
+    /// Guarantees 6 and 7 against the store: within a claim the stored committed offset never
+    /// passes what that claim delivered (or where it resumed), and every commit reported
+    /// accepted is in the store, written by its claim.
     fn check_commits_match(&self, violations: &mut Vec<Violation>) {
         let mut delivered: HashMap<(&str, u64), u64> = HashMap::new();
         for d in &self.deliveries {
@@ -416,8 +420,8 @@ impl History {
         }
     }
 
-    /// 4, as the consumers saw it: once a consumer was told a claim is fenced, no commit of
-    /// that claim is accepted.
+    /// Guarantee 6, as the consumers saw it: once a consumer was told a claim is fenced, no
+    /// commit of that claim is accepted.
     fn check_commits_after_fencing(&self, violations: &mut Vec<Violation>) {
         let mut fenced: BTreeSet<(&str, u64)> = BTreeSet::new();
         for c in &self.commits {

@@ -216,6 +216,10 @@ pub fn builder(schema: &str) -> PgDriverBuilder {
 }
 
 /// Drops a test schema and everything in it.
+///
+/// # Cancel safety
+///
+/// A dropped call may or may not have dropped the schema.
 pub async fn drop_schema(schema: &str) {
     let admin = sqlx::PgPool::connect(&DATABASE.url())
         .await
@@ -296,6 +300,10 @@ pub fn uses_containers() -> bool {
 
 /// Starts a PostgreSQL container of the test image ([`IMAGE_VAR`], or [`DEFAULT_IMAGE`]);
 /// returns it with the URL of its `postgres` database. Dropping the handle removes it.
+///
+/// # Cancel safety
+///
+/// A container started before the drop is removed with its handle.
 pub async fn start_container() -> Result<(ContainerAsync<Postgres>, String), String> {
     let image = std::env::var(IMAGE_VAR).unwrap_or_else(|_| DEFAULT_IMAGE.to_owned());
     let (name, tag) = image

@@ -7,12 +7,73 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flowstream_core::{Driver, NewMessage, Producer};
+use flowstream_core::driver::{Record, Revision};
+use flowstream_core::{Driver, GroupState, NewMessage, Producer};
 use flowstream_postgres::PgDriver;
 use sqlx::{AssertSqlSafe, Row};
 use tokio::time::Instant;
 
 use crate::history::{Ack, Commit, Delivery, GroupWrite, History, Outcome};
+
+/// One line of the consumer process's output (see the `pg-consumer` program), parsed once
+/// here for every test that follows such a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// `standby`: joined as a standby.
+    Standby,
+    /// `active after C gen G`: joined or took over, resuming after committed offset C.
+    Active {
+        /// The committed offset it resumes after.
+        after: u64,
+        /// The generation of its claim.
+        generation: u64,
+    },
+    /// `delivered G N`: `next()` returned offset N under generation G.
+    Delivered {
+        /// The generation it was delivered under.
+        generation: u64,
+        /// The offset.
+        offset: u64,
+    },
+    /// `commit G N accepted|fenced|failed`.
+    Commit {
+        /// The generation it was delivered under.
+        generation: u64,
+        /// The offset committed.
+        offset: u64,
+        /// What the commit returned.
+        outcome: Outcome,
+    },
+}
+
+impl Event {
+    /// Parses a line; `None` for anything else (a log line, say).
+    pub fn parse(line: &str) -> Option<Event> {
+        let words: Vec<&str> = line.split(' ').collect();
+        let number = |word: &str| word.parse::<u64>().ok();
+        match words.as_slice() {
+            ["standby"] => Some(Event::Standby),
+            ["active", "after", after, "gen", generation] => Some(Event::Active {
+                after: number(after)?,
+                generation: number(generation)?,
+            }),
+            ["delivered", generation, offset] => Some(Event::Delivered {
+                generation: number(generation)?,
+                offset: number(offset)?,
+            }),
+            ["commit", generation, offset, outcome] => Some(Event::Commit {
+                generation: number(generation)?,
+                offset: number(offset)?,
+                outcome: match *outcome {
+                    "accepted" => Outcome::Accepted,
+                    "fenced" => Outcome::Fenced,
+                    _ => Outcome::Failed,
+                },
+            }),
+            _ => None,
+        }
+    }
+}
 use crate::postgres::DATABASE;
 
 /// The stream and group every workload uses.
@@ -22,6 +83,10 @@ pub const GROUP: &str = "workers";
 
 /// Records every write of the `records` table in revision order, so the history holds what
 /// the store accepted, whichever process wrote it.
+///
+/// # Cancel safety
+///
+/// Dropping the future may leave the audit table without its trigger; the test then fails.
 pub async fn install_audit(driver: &PgDriver) {
     let s = driver.schema();
     for statement in [
@@ -91,22 +156,25 @@ impl Process {
         }
     }
 
+    /// Its events so far, parsed.
+    pub fn parsed(&self) -> impl DoubleEndedIterator<Item = Event> + '_ {
+        self.events.iter().filter_map(|line| Event::parse(line))
+    }
+
     /// Whether its latest role line says it is active.
     pub fn is_active(&self) -> bool {
-        self.events
-            .iter()
+        self.parsed()
             .rev()
-            .find(|line| line.starts_with("active ") || *line == "standby")
-            .is_some_and(|line| line.starts_with("active "))
+            .find(|e| matches!(e, Event::Active { .. } | Event::Standby))
+            .is_some_and(|e| matches!(e, Event::Active { .. }))
     }
 
     /// Deliveries since it last became active.
     pub fn deliveries_since_active(&self) -> usize {
-        self.events
-            .iter()
+        self.parsed()
             .rev()
-            .take_while(|line| !line.starts_with("active "))
-            .filter(|line| line.starts_with("delivered "))
+            .take_while(|e| !matches!(e, Event::Active { .. }))
+            .filter(|e| matches!(e, Event::Delivered { .. }))
             .count()
     }
 }
@@ -137,6 +205,10 @@ pub struct Workload {
 impl Workload {
     /// Connects, migrates the schema and installs the audit trigger. `program` is the path
     /// of the `pg-consumer` test binary.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future drops what it connected.
     pub async fn new(program: &str, schema: &str, takeover_ms: u64, process_ms: u64) -> Self {
         let pg = crate::postgres::builder(schema)
             .connect()
@@ -188,6 +260,10 @@ impl Workload {
     }
 
     /// Collects new output, then checks `condition`, until it holds; panics after `bound`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only looks.
     pub async fn wait_until(
         &mut self,
         what: &str,
@@ -211,6 +287,10 @@ impl Workload {
     }
 
     /// Waits until some live process has reported itself active; returns it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only looks.
     pub async fn active(&mut self) -> usize {
         self.wait_until("a process is active", crate::BOUND, |w| {
             w.processes.iter().any(|p| p.alive && p.is_active())
@@ -240,18 +320,18 @@ impl Workload {
 
     /// Whether some process delivered offset `offset`.
     pub fn delivered(&self, offset: u64) -> bool {
-        let wanted = offset.to_string();
         self.processes.iter().any(|p| {
-            p.events.iter().any(|line| {
-                line.strip_prefix("delivered ")
-                    .and_then(|rest| rest.split(' ').nth(1))
-                    .is_some_and(|n| n == wanted)
-            })
+            p.parsed()
+                .any(|e| matches!(e, Event::Delivered { offset: o, .. } if o == offset))
         })
     }
 
     /// Kills every process and assembles the history: their events, the audit of group
     /// writes, the stored stream and the acknowledgements.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future leaves the processes killed and the history unassembled.
     pub async fn finish(mut self) -> History {
         for process in &mut self.processes {
             process.kill();
@@ -262,27 +342,26 @@ impl Workload {
             .insert(STREAM.to_owned(), vec![GROUP.to_owned()]);
         history.acks = self.acks.lock().expect("acks").clone();
         for process in &self.processes {
-            for line in &process.events {
-                let words: Vec<&str> = line.split(' ').collect();
-                match words.as_slice() {
-                    ["delivered", generation, offset] => history.deliveries.push(Delivery {
+            for event in process.parsed() {
+                match event {
+                    Event::Delivered { generation, offset } => history.deliveries.push(Delivery {
                         consumer: process.label.clone(),
                         group: GROUP.to_owned(),
-                        generation: generation.parse().expect("generation"),
-                        offset: offset.parse().expect("offset"),
+                        generation,
+                        offset,
                     }),
-                    ["commit", generation, offset, outcome] => history.commits.push(Commit {
+                    Event::Commit {
+                        generation,
+                        offset,
+                        outcome,
+                    } => history.commits.push(Commit {
                         consumer: process.label.clone(),
                         group: GROUP.to_owned(),
-                        generation: generation.parse().expect("generation"),
-                        offset: offset.parse().expect("offset"),
-                        outcome: match *outcome {
-                            "accepted" => Outcome::Accepted,
-                            "fenced" => Outcome::Fenced,
-                            _ => Outcome::Failed,
-                        },
+                        generation,
+                        offset,
+                        outcome,
                     }),
-                    _ => {}
+                    Event::Standby | Event::Active { .. } => {}
                 }
             }
         }
@@ -342,6 +421,10 @@ pub fn produce_acked(
 }
 
 /// Every group-state write the audit trigger recorded, in revision order.
+///
+/// # Cancel safety
+///
+/// Cancel-safe: it only reads.
 pub async fn read_audit(pg: &PgDriver) -> Vec<GroupWrite> {
     let rows = sqlx::query(AssertSqlSafe(format!(
         "SELECT revision, value FROM {}.audit ORDER BY revision",
@@ -353,21 +436,28 @@ pub async fn read_audit(pg: &PgDriver) -> Vec<GroupWrite> {
     rows.into_iter()
         .map(|row| {
             let revision: i64 = row.get("revision");
-            let value: serde_json::Value = row.get("value");
-            let field = |name: &str| value.get(name).cloned().unwrap_or_default();
+            let record = Record {
+                value: row.get("value"),
+                revision: Revision(u64::try_from(revision).expect("revision")),
+            };
+            let written = GroupState::from_record("audit", record).expect("a group state");
             GroupWrite {
                 group: GROUP.to_owned(),
-                revision: u64::try_from(revision).expect("revision"),
-                owner: field("owner").as_str().unwrap_or_default().to_owned(),
-                generation: field("generation").as_u64().unwrap_or_default(),
-                active: field("active").as_bool().unwrap_or_default(),
-                committed: field("committed").as_u64().unwrap_or_default(),
+                revision: written.revision,
+                owner: written.owner,
+                generation: written.generation,
+                active: written.active,
+                committed: written.committed,
             }
         })
         .collect()
 }
 
 /// A whole stream as stored: (offset, body).
+///
+/// # Cancel safety
+///
+/// Cancel-safe: it only reads.
 pub async fn read_stream(driver: &dyn Driver, stream: &str) -> Vec<(u64, String)> {
     let mut stored: Vec<(u64, String)> = Vec::new();
     loop {

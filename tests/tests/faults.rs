@@ -11,7 +11,7 @@ use flowstream_tests::cluster::{self, Cluster, Stop};
 use flowstream_tests::history::{Commit, Delivery, History, Outcome};
 use flowstream_tests::postgres::{DATABASE, schema_trial};
 use flowstream_tests::workload::{
-    GROUP, STREAM, Workload, install_audit, produce_acked, read_audit, read_stream, rounds,
+    Event, GROUP, STREAM, Workload, install_audit, produce_acked, read_audit, read_stream, rounds,
 };
 use flowstream_tests::{BOUND, error_chain, eventually, suite};
 use libtest_mimic::Trial;
@@ -86,9 +86,9 @@ async fn paused_consumer_is_fenced(schema: String) {
 
     w.wait_until("the first process is processing", BOUND, |w| {
         w.processes[frozen]
-            .events
+            .parsed()
             .last()
-            .is_some_and(|l| l.starts_with("delivered "))
+            .is_some_and(|e| matches!(e, Event::Delivered { .. }))
     })
     .await;
     w.processes[frozen].signal("STOP");
@@ -105,17 +105,26 @@ async fn paused_consumer_is_fenced(schema: String) {
     w.wait_until("the thawed process tries to commit", BOUND, |w| {
         w.processes[frozen].events[before_thaw..]
             .iter()
-            .any(|l| l.starts_with("commit "))
+            .any(|l| matches!(Event::parse(l), Some(Event::Commit { .. })))
     })
     .await;
-    let after: Vec<String> = w.processes[frozen].events[before_thaw..].to_vec();
+    let after: Vec<Event> = w.processes[frozen].events[before_thaw..]
+        .iter()
+        .filter_map(|l| Event::parse(l))
+        .collect();
     let first_commit = after
         .iter()
-        .find(|l| l.starts_with("commit "))
+        .find(|e| matches!(e, Event::Commit { .. }))
         .expect("a commit");
     assert!(
-        first_commit.ends_with(" fenced"),
-        "the zombie's commit: {first_commit}"
+        matches!(
+            first_commit,
+            Event::Commit {
+                outcome: Outcome::Fenced,
+                ..
+            }
+        ),
+        "the zombie's commit: {first_commit:?}"
     );
 
     producing.await.expect("producer");

@@ -10,10 +10,11 @@ use std::time::Duration;
 use flowstream_core::driver::DriverError;
 use flowstream_core::{Driver, Error, NewMessage, Producer, StorageErrorKind};
 use flowstream_postgres::PgDriver;
+use flowstream_tests::history::Outcome;
 use flowstream_tests::postgres::{
     DATABASE, PgBackend, builder, schema_trial, start_container, uses_containers,
 };
-use flowstream_tests::workload::follow;
+use flowstream_tests::workload::{Event, follow};
 use flowstream_tests::{BOUND, consumer, error_chain, produce, stored_group, suite};
 use sqlx::{AssertSqlSafe, Row};
 use tokio::time::Instant;
@@ -176,14 +177,22 @@ fn expect_line(lines: &mpsc::Receiver<String>, wanted: &str) {
 
 /// The offset of a `delivered G N` line.
 fn processed(line: &str) -> Option<u64> {
-    let mut words = line.strip_prefix("delivered ")?.split(' ');
-    words.nth(1)?.parse().ok()
+    match Event::parse(line)? {
+        Event::Delivered { offset, .. } => Some(offset),
+        _ => None,
+    }
 }
 
 /// The offset of a `commit G N accepted` line.
 fn committed(line: &str) -> Option<u64> {
-    let rest = line.strip_prefix("commit ")?.strip_suffix(" accepted")?;
-    rest.split(' ').nth(1)?.parse().ok()
+    match Event::parse(line)? {
+        Event::Commit {
+            offset,
+            outcome: Outcome::Accepted,
+            ..
+        } => Some(offset),
+        _ => None,
+    }
 }
 
 /// Guarantees 3 and 4 across processes: two OS processes in one group; the active one is
@@ -238,10 +247,9 @@ async fn killed_process_is_replaced_by_another_process(schema: String) {
     while seen.len() < TOTAL as usize || resumed_after.is_none() {
         let line = tokio::task::block_in_place(|| second_lines.recv_timeout(BOUND))
             .expect("second consumer output");
-        if let Some(committed) = line
-            .strip_prefix("active after ")
-            .and_then(|rest| rest.split(' ').next())
-            .and_then(|n| n.parse::<u64>().ok())
+        if let Some(Event::Active {
+            after: committed, ..
+        }) = Event::parse(&line)
         {
             assert!(
                 killed_at.elapsed() >= Duration::from_millis(TAKEOVER_MS / 2),

@@ -51,7 +51,7 @@ async fn second_process_sees_the_lock_too() {
         .expect("run other process");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(3), "{stdout}");
-    assert!(stdout.contains("locked by another process"), "{stdout}");
+    assert!(stdout.contains("open in another process"), "{stdout}");
 }
 
 #[tokio::test]

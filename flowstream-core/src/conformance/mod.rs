@@ -11,24 +11,23 @@
 //! use flowstream_core::Driver;
 //! use flowstream_core::conformance::{self, DriverFactory};
 //!
-//! /// A fresh store per scenario; `open` may be called again to simulate a restart.
-//! struct Fresh;
+//! /// A fresh store per scenario; `open` may be called again to simulate a restart. (Here a
+//! /// store made elsewhere, handed over whole.)
+//! struct Fresh(Arc<dyn Driver>);
 //!
 //! #[async_trait::async_trait]
 //! impl DriverFactory for Fresh {
 //!     async fn open(&self) -> Arc<dyn Driver> {
-//!         # unimplemented!()
-//!         // Arc::new(MyDriver::connect(...).await.unwrap())
+//!         self.0.clone() // a durable driver opens its store anew here
 //!     }
 //!     fn durable(&self) -> bool {
-//!         true // what one `open` stored, the next one sees
+//!         false // true when what one `open` stored, the next one sees
 //!     }
 //! }
 //!
-//! // In the driver's tests (a multi-threaded runtime: scenarios run tasks side by side):
-//! // #[tokio::test(flavor = "multi_thread")]
-//! async fn conformance() {
-//!     conformance::run_all(|| Fresh).await;
+//! // In the driver's tests, under #[tokio::test(flavor = "multi_thread")]:
+//! async fn conformance(make_store: fn() -> Arc<dyn Driver>) {
+//!     conformance::run_all(|| Fresh(make_store())).await;
 //! }
 //! ```
 //!
@@ -63,6 +62,10 @@ pub use instrumented::InstrumentedDriver;
 pub trait DriverFactory: Send + Sync {
     /// A driver instance on this factory's store. Called again to simulate a restart, so a
     /// durable store must be opened anew (a new connection pool, the file reopened).
+    ///
+    /// # Cancel safety
+    ///
+    /// The suite never drops this future before it completes.
     async fn open(&self) -> Arc<dyn Driver>;
 
     /// Whether a driver from a later [`open`](DriverFactory::open) sees what earlier
@@ -72,6 +75,10 @@ pub trait DriverFactory: Send + Sync {
 
     /// Removes what the scenario stored (drops its database schema, say). Runs after a
     /// scenario that passed.
+    ///
+    /// # Cancel safety
+    ///
+    /// The suite never drops this future before it completes.
     async fn cleanup(&self) {}
 }
 
@@ -216,11 +223,19 @@ pub fn consumer(driver: &Arc<dyn Driver>, stream: &str, group: &str) -> Consumer
 }
 
 /// Waits until `condition` holds, checking every few milliseconds; panics after `bound`.
+///
+/// # Cancel safety
+///
+/// Cancel-safe: it only looks.
 pub async fn eventually(what: &str, bound: Duration, mut condition: impl FnMut() -> bool) {
     eventually_async(what, bound, async || condition()).await;
 }
 
 /// Like [`eventually`], for conditions that need to await (e.g. read storage).
+///
+/// # Cancel safety
+///
+/// As cancel-safe as `condition`.
 pub async fn eventually_async(
     what: &str,
     bound: Duration,
@@ -240,6 +255,10 @@ pub async fn eventually_async(
 }
 
 /// Sends `count` messages to `stream` one by one, bodies `"{prefix}{i}"`; returns offsets.
+///
+/// # Cancel safety
+///
+/// A dropped call has sent a prefix of the messages (the last one perhaps).
 pub async fn produce(
     driver: &Arc<dyn Driver>,
     stream: &str,
@@ -259,6 +278,11 @@ pub async fn produce(
 }
 
 /// Calls `next()` until it returns `None`.
+///
+/// # Cancel safety
+///
+/// Messages drained before the drop are lost to the caller (they were delivered); the rest
+/// stay with the consumer.
 pub async fn drain(consumer: &mut Consumer) -> Vec<Message> {
     let mut out = Vec::new();
     while let Some(message) = consumer.next().await.expect("next") {
@@ -268,6 +292,10 @@ pub async fn drain(consumer: &mut Consumer) -> Vec<Message> {
 }
 
 /// A group's stored state; panics if the group does not exist.
+///
+/// # Cancel safety
+///
+/// Cancel-safe: it only reads.
 pub async fn stored_group(driver: &Arc<dyn Driver>, stream: &str, group: &str) -> GroupState {
     GroupState::load(driver.as_ref(), stream, group)
         .await
@@ -277,6 +305,10 @@ pub async fn stored_group(driver: &Arc<dyn Driver>, stream: &str, group: &str) -
 
 /// Drops a driver after waiting (bounded) until nothing else holds it, as a process exit
 /// would: consumers' background tasks release their handle asynchronously after a drop.
+///
+/// # Cancel safety
+///
+/// Dropping the future drops the driver handle at once.
 pub async fn close(driver: Arc<dyn Driver>) {
     eventually(
         "every handle on the driver is released",

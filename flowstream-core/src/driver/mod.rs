@@ -115,9 +115,19 @@ pub enum Expected {
 pub trait Driver: Send + Sync + std::fmt::Debug + 'static {
     /// Appends messages, possibly to several streams, atomically. Returns one offset per
     /// message, in input order.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future must leave the append either wholly stored or not stored at all
+    /// (the caller cannot know which, as with a lost reply), and a stored append must still be
+    /// notified.
     async fn append(&self, messages: Vec<NewMessage>) -> Result<Vec<u64>, DriverError>;
 
     /// Reads up to `limit` messages of `stream` with offsets greater than `after`, ascending.
+    ///
+    /// # Cancel safety
+    ///
+    /// Must be cancel-safe: a read changes nothing.
     async fn read(
         &self,
         stream: &str,
@@ -126,17 +136,35 @@ pub trait Driver: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Vec<Message>, DriverError>;
 
     /// The highest offset of `stream`, 0 if it has never had a message.
+    ///
+    /// # Cancel safety
+    ///
+    /// Must be cancel-safe: it changes nothing.
     async fn head(&self, stream: &str) -> Result<u64, DriverError>;
 
     /// Deletes the messages of `stream` with offsets up to and including `through`. Returns
     /// how many were deleted.
+    ///
+    /// # Cancel safety
+    ///
+    /// A dropped trim may have deleted all of the range, part of it from the oldest message
+    /// on, or nothing; calling it again finishes the job.
     async fn trim(&self, stream: &str, through: u64) -> Result<u64, DriverError>;
 
     /// Reads a record.
+    ///
+    /// # Cancel safety
+    ///
+    /// Must be cancel-safe: it changes nothing.
     async fn get_record(&self, key: &str) -> Result<Option<Record>, DriverError>;
 
     /// Writes a record if `expected` holds (compare-and-swap); returns the new revision.
     /// With `notify`, subscribers of the record's topic are woken after the commit.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future must leave the write applied or not, never half done (the group
+    /// protocol treats it as a lost reply: a later conflict shows which).
     async fn put_record(
         &self,
         key: &str,

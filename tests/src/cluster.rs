@@ -21,6 +21,7 @@ pub enum Stop {
 }
 
 /// A running private cluster; stopped and deleted on drop.
+#[derive(Debug)]
 pub struct Cluster {
     dir: tempfile::TempDir,
     bin: PathBuf,

@@ -232,10 +232,10 @@ impl History {
             }
         }
         for ack in &self.acks {
-            let stored = self
-                .stored
-                .get(&ack.stream)
-                .and_then(|s| s.get((ack.offset as usize).wrapping_sub(1)));
+            let stored = self.stored.get(&ack.stream).and_then(|s| {
+                let index = usize::try_from(ack.offset).ok()?.checked_sub(1)?;
+                s.get(index)
+            });
             if stored != Some(&(ack.offset, ack.payload.clone())) {
                 violations.push(Violation::NotDense {
                     stream: ack.stream.clone(),

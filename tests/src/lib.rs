@@ -5,6 +5,9 @@
 //! The test binaries use their own `main` (libtest-mimic), so that a resource such as a
 //! PostgreSQL container or cluster lives exactly as long as the test run.
 
+// Test code: a failed expectation is how a test fails.
+#![allow(clippy::expect_used)]
+
 pub mod cluster;
 pub mod history;
 pub mod postgres;

@@ -35,18 +35,21 @@ pub const DEFAULT_IMAGE: &str = "postgres:18-alpine";
 /// busiest opens 24.
 const CLUSTER_CONNECTIONS: u32 = 100;
 
+#[derive(Debug)]
 struct Container {
     runtime: tokio::runtime::Runtime,
     handle: ContainerAsync<Postgres>,
 }
 
 /// What a test binary's database runs on.
+#[derive(Debug)]
 enum Provider {
     Container(Box<Container>),
     Cluster(Cluster),
 }
 
 /// The database of one test binary: resolved on first use, removed by [`TestDatabase::stop`].
+#[derive(Debug)]
 pub struct TestDatabase {
     url: OnceLock<Result<String, String>>,
     provider: Mutex<Option<Provider>>,
@@ -234,6 +237,7 @@ pub async fn drop_schema(schema: &str) {
 }
 
 /// Each test gets its own schema; every `open` connects a new driver instance to it.
+#[derive(Debug)]
 pub struct PgBackend {
     /// The test's schema.
     pub schema: String,

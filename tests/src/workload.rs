@@ -110,6 +110,7 @@ pub async fn install_audit(driver: &PgDriver) {
 }
 
 /// One consumer process and everything it printed so far.
+#[derive(Debug)]
 pub struct Process {
     /// Its label in the history.
     pub label: String,
@@ -188,6 +189,7 @@ impl Drop for Process {
 }
 
 /// Consumer processes in one group of one schema, and the producer's acknowledgements.
+#[derive(Debug)]
 pub struct Workload {
     /// The test schema.
     pub schema: String,

@@ -1,6 +1,9 @@
 //! The fault suite: real processes killed and paused, a redb writer killed mid-append, each
 //! run checked by the history checker. Short in CI; `FLOWSTREAM_SOAK=1` runs many more rounds.
 
+// Test code: a failed expectation is how a test fails.
+#![allow(clippy::expect_used)]
+
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

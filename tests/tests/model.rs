@@ -7,6 +7,9 @@
 //! that test. `FLOWSTREAM_SOAK=1` runs many more seeds. The sequence of operations is fixed by
 //! the seed; background tasks (heartbeats, takeovers) run on real time alongside.
 
+// Test code: a failed expectation is how a test fails.
+#![allow(clippy::expect_used)]
+
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -164,12 +167,12 @@ impl Model {
         if self.members.is_empty() {
             return self.join().await;
         }
-        let index = rng.below(self.members.len() as u64) as usize;
+        let index = rng.pick(self.members.len());
         match rng.below(100) {
             0..=14 => self.join().await,
-            15..=34 => self.produce(1 + rng.below(6) as usize).await,
-            35..=59 => self.consume(index, 1 + rng.below(5) as usize, true).await,
-            60..=67 => self.consume(index, 1 + rng.below(3) as usize, false).await,
+            15..=34 => self.produce(1 + rng.pick(6)).await,
+            35..=59 => self.consume(index, 1 + rng.pick(5), true).await,
+            60..=67 => self.consume(index, 1 + rng.pick(3), false).await,
             68..=73 => {
                 // A crash: no handover.
                 self.members.remove(index);
@@ -187,7 +190,7 @@ impl Model {
             89..=93 => self.commit_last(index).await,
             _ => {
                 // Let time pass: heartbeats and takeovers happen here.
-                let pause = Duration::from_millis(rng.below(2 * TAKEOVER.as_millis() as u64));
+                let pause = TAKEOVER.mul_f64(2.0 * rng.below(1_000) as f64 / 1_000.0);
                 tokio::time::sleep(pause).await;
             }
         }

@@ -1,6 +1,9 @@
 //! The conformance suite and the PostgreSQL-specific tests, against a real server:
 //! `FLOWSTREAM_PG_URL` when set, otherwise a container started by testcontainers.
 
+// Test code: a failed expectation is how a test fails.
+#![allow(clippy::expect_used)]
+
 use std::collections::{BTreeSet, HashMap};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
@@ -244,7 +247,7 @@ async fn killed_process_is_replaced_by_another_process(schema: String) {
 
     let mut resumed_after = None;
     let mut first_after_takeover = None;
-    while seen.len() < TOTAL as usize || resumed_after.is_none() {
+    while (seen.len() as u64) < TOTAL || resumed_after.is_none() {
         let line = tokio::task::block_in_place(|| second_lines.recv_timeout(BOUND))
             .expect("second consumer output");
         if let Some(Event::Active {

@@ -1,5 +1,8 @@
 //! The conformance suite against the embedded redb driver, on a file and in memory.
 
+// Test code: a failed expectation is how a test fails.
+#![allow(clippy::expect_used)]
+
 use std::process::ExitCode;
 use std::sync::Arc;
 

@@ -5,6 +5,9 @@
 //! Random but reproducible: the seed is printed, and `FLOWSTREAM_FAULT_SEED` replays it.
 //! `FLOWSTREAM_SOAK=1` runs many more rounds.
 
+// Test code: a failed expectation is how a test fails.
+#![allow(clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -29,7 +32,7 @@ async fn killed_writer_loses_no_acknowledged_batch_and_shows_no_partial_one() {
         .unwrap_or_else(|| {
             SystemTime::now()
                 .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
+                .map(|d| d.as_secs().rotate_left(32) ^ u64::from(d.subsec_nanos()))
                 .unwrap_or(1)
         })
         .max(1);

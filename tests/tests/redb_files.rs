@@ -1,5 +1,8 @@
 //! redb file handling: a file held by another process, and files that are not redb stores.
 
+// Test code: a failed expectation is how a test fails.
+#![allow(clippy::expect_used)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 

@@ -20,7 +20,7 @@ use flowstream_postgres::PgDriver;
 use flowstream_redb::RedbDriver;
 
 async fn open_store() -> Result<Arc<dyn Driver>, Box<dyn Error>> {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).collect::<Vec<_>>().into_iter();
     let first = args.next();
     let url = match first.as_deref() {
         Some("--postgres") => Some(args.next().ok_or("--postgres needs a URL")?),

@@ -40,8 +40,15 @@
 //! of [`HEARTBEAT`]. Scenarios wait on conditions with generous bounds ([`BOUND`]); the only
 //! fixed waits are observation windows that show something does *not* happen.
 
-// A test suite reports a violation by panicking, with a message saying what broke.
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+// A test suite reports a violation by panicking, with a message saying what broke; and its
+// scenarios run on the calling test's own runtime (`block_on`), so their futures need not be
+// `Send`.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::future_not_send
+)]
 
 mod instrumented;
 mod scenarios;

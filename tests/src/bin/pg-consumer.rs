@@ -11,6 +11,9 @@
 //!
 //! Each message is "processed" for PROCESS_MS (default 0) between delivery and commit.
 
+// Test code: a failed expectation is how a test fails.
+#![allow(clippy::expect_used)]
+
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;

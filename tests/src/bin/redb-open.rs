@@ -3,6 +3,9 @@
 //! `redb-open PATH` opens the store, prints `opened` and keeps it open until its standard
 //! input closes; on failure it prints `error: …` and exits with status 3.
 
+// Test code: a failed expectation is how a test fails.
+#![allow(clippy::expect_used)]
+
 use std::io::Read;
 
 #[tokio::main(flavor = "current_thread")]

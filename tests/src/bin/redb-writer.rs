@@ -4,6 +4,9 @@
 //! messages with bodies `b{b}.{i}/{k}`, and prints `acked {b} {first_offset} {k}` (flushed)
 //! each time a send returns `Ok`.
 
+// Test code: a failed expectation is how a test fails.
+#![allow(clippy::expect_used)]
+
 use std::io::Write;
 
 use flowstream_core::{NewMessage, Producer};

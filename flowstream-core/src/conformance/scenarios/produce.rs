@@ -161,7 +161,7 @@ pub(crate) async fn g1_concurrent_sends_through_one_producer_keep_their_own_offs
     let total = sent.len() as u64;
     assert_eq!(total, (TASKS * CALLS * 2) as u64);
     let stored = driver
-        .read("shared", 0, total as usize + 1)
+        .read("shared", 0, usize::try_from(total).expect("fits") + 1)
         .await
         .expect("read");
     assert_eq!(

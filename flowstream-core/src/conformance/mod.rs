@@ -180,6 +180,7 @@ pub fn scenarios() -> Vec<Scenario> {
         scenario!(g8_wait_wakes_promptly_on_append),
         scenario!(g8_wait_returns_at_its_timeout),
         scenario!(g8_recv_waits_for_the_next_message),
+        scenario!(g8_a_wake_all_costs_an_idle_consumer_one_look),
         scenario!(g8_thousand_idle_consumers_make_no_storage_reads),
         scenario!(g9_reads_are_batched),
         scenario!(g9_next_batch_is_read_while_the_current_one_is_handled),

@@ -104,6 +104,30 @@ pub(crate) async fn g8_recv_waits_for_the_next_message(factory: &dyn DriverFacto
     assert_eq!((message.offset(), message.body_str()), (2, Some("late0")));
 }
 
+/// Guarantee 8: a wake-all (what a driver sends after reconnecting, and PostgreSQL's safety
+/// net) costs an idle consumer's background task one look (the group record and the head),
+/// not one per subscription it holds.
+pub(crate) async fn g8_a_wake_all_costs_an_idle_consumer_one_look(factory: &dyn DriverFactory) {
+    let inner = factory.open().await;
+    let counting = InstrumentedDriver::new(inner);
+    let driver: Arc<dyn Driver> = counting.clone();
+    produce(&driver, "s", "m", 1).await;
+    let mut c = consumer(&driver, "s", "g").build().await.expect("consumer");
+    assert_eq!(drain(&mut c).await.len(), 1);
+    c.commit(1).await.expect("commit");
+    let (before, writes) = settle(&counting).await;
+
+    driver.changes().notify_all();
+    let (after, writes_after) = settle(&counting).await;
+    assert_eq!(writes_after, writes, "an idle group is never written");
+    assert!(after > before, "the wake-all was answered with a look");
+    assert!(
+        after - before <= 2,
+        "one look reads the record and the head: {} reads",
+        after - before
+    );
+}
+
 /// Guarantee 8: a thousand consumers waiting on one driver cost no storage reads while idle,
 /// and an append wakes the ones on its stream.
 pub(crate) async fn g8_thousand_idle_consumers_make_no_storage_reads(factory: &dyn DriverFactory) {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flowstream_core::{Consumer, Driver, NewMessage, Producer, Wake};
+use sqlx::PgPool;
 
 use crate::BoxError;
 use crate::procstat;
@@ -23,16 +24,47 @@ pub(crate) struct Flowstream {
     label: &'static str,
     driver: Arc<dyn Driver>,
     producer: Producer,
+    /// On PostgreSQL, a pool on the same database, to count the transactions the server ran.
+    server: Option<PgPool>,
+}
+
+/// What `idle_cpu` measured.
+pub(crate) struct IdleCost {
+    /// CPU time this process used during the window.
+    pub(crate) cpu: Duration,
+    /// Transactions the database server committed during the window (PostgreSQL only).
+    pub(crate) server_transactions: Option<u64>,
 }
 
 impl Flowstream {
-    pub(crate) fn new(label: &'static str, driver: Arc<dyn Driver>) -> Self {
+    pub(crate) fn new(label: &'static str, driver: Arc<dyn Driver>, server: Option<PgPool>) -> Self {
         let producer = Producer::new(Arc::clone(&driver));
         Flowstream {
             label,
             driver,
             producer,
+            server,
         }
+    }
+
+    /// Transactions the database has committed or rolled back so far, from the server's own
+    /// statistics; `None` when not on PostgreSQL.
+    async fn server_transactions(&self) -> Result<Option<u64>, BoxError> {
+        let Some(pool) = &self.server else {
+            return Ok(None);
+        };
+        // Flush this backend's own counts first; the others flush theirs within a second of
+        // going idle, far inside the window.
+        sqlx::query("SELECT pg_stat_force_next_flush()")
+            .execute(pool)
+            .await?;
+        let total: i64 = sqlx::query_scalar(
+            "SELECT (xact_commit + xact_rollback)::int8 FROM pg_stat_database \
+             WHERE datname = current_database()",
+        )
+        .fetch_one(pool)
+        .await?;
+        Ok(Some(u64::try_from(total)?))
     }
 
     async fn fill(&self, stream: &str, count: usize, body: &[u8]) -> Result<(), BoxError> {
@@ -136,12 +168,13 @@ impl Flowstream {
     }
 
     /// CPU this process uses while `consumers` consumers, each the active member of its own
-    /// group, wait for messages for `window`.
+    /// group, wait for messages for `window`; on PostgreSQL also the transactions the server
+    /// ran meanwhile (the safety-net wake-ups are the only ones expected).
     pub(crate) async fn idle_cpu(
         &self,
         consumers: usize,
         window: Duration,
-    ) -> Result<Duration, BoxError> {
+    ) -> Result<IdleCost, BoxError> {
         let stream = unique("idle");
         self.producer
             .send(NewMessage::new(&stream, "start"))
@@ -169,16 +202,31 @@ impl Flowstream {
                 Ok::<(), flowstream_core::Error>(())
             });
         }
-        // Let the joins settle before the window opens.
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Let the joins settle before the window opens. On PostgreSQL, wait out the server's
+        // statistics too: a backend that went idle flushes its counts within 10 s, and counts
+        // of what ran before must not land in the window.
+        let settle = if self.server.is_some() && window >= Duration::from_secs(10) {
+            Duration::from_secs(11)
+        } else {
+            Duration::from_secs(1)
+        };
+        tokio::time::sleep(settle).await;
+        let transactions_before = self.server_transactions().await?;
         let before = procstat::cpu_time().ok_or("no CPU figures from /proc")?;
         tokio::time::sleep(window).await;
         let used = procstat::cpu_time().ok_or("no CPU figures from /proc")? - before;
+        let transactions_after = self.server_transactions().await?;
         let _ = stop.send(());
         while let Some(done) = waiting.join_next().await {
             done??;
         }
-        Ok(used)
+        Ok(IdleCost {
+            cpu: used,
+            // The two counting queries are transactions too.
+            server_transactions: transactions_before
+                .zip(transactions_after)
+                .map(|(before, after)| after.saturating_sub(before).saturating_sub(2)),
+        })
     }
 }
 

@@ -26,7 +26,6 @@ mod workload;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowstream_core::Driver;
 use flowstream_postgres::PgDriver;
 use flowstream_redb::RedbDriver;
 
@@ -269,9 +268,25 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
             .idle_cpu(options.idle_consumers, options.idle_for)
             .await
         {
-            Ok(used) => {
-                let share = used.as_secs_f64() / options.idle_for.as_secs_f64() * 100.0;
+            Ok(cost) => {
+                let share = cost.cpu.as_secs_f64() / options.idle_for.as_secs_f64() * 100.0;
                 report.push(&scenario, &flow.name(), share, "% of a core", true);
+                if let Some(transactions) = cost.server_transactions {
+                    let periods = options.idle_for.as_secs_f64()
+                        / flowstream_postgres::DEFAULT_FALLBACK_POLL.as_secs_f64();
+                    let each = transactions as f64 / options.idle_consumers as f64 / periods;
+                    report.push(
+                        &format!(
+                            "idle: PostgreSQL transactions per waiting consumer per \
+                             fallback_poll period ({:?}, the default)",
+                            flowstream_postgres::DEFAULT_FALLBACK_POLL
+                        ),
+                        &flow.name(),
+                        each,
+                        "transactions",
+                        true,
+                    );
+                }
             }
             Err(error) => {
                 report.skip(&scenario, &flow.name(), error.to_string());
@@ -334,24 +349,25 @@ const FLOW_FILE: &str = "flowstream.redb";
 const RAW_FILE: &str = "raw.redb";
 
 async fn open_flowstream(backend: Backend, options: &Options) -> Result<Flowstream, BoxError> {
-    let driver: Arc<dyn Driver> = match backend {
-        Backend::Postgres => Arc::new(
-            PgDriver::builder(&options.pg_url)
+    Ok(match backend {
+        Backend::Postgres => {
+            // Default settings but the pool size and the name: fallback_poll is the default
+            // (30 s), so the idle row shows what its wake-ups cost.
+            let driver = PgDriver::builder(&options.pg_url)
                 .schema(PG_SCHEMA)
                 .max_connections(16)
                 .application_name("flowstream-bench")
                 .connect()
-                .await?,
+                .await?;
+            let server = driver.pool().clone();
+            Flowstream::new("flowstream (postgres)", Arc::new(driver), Some(server))
+        }
+        Backend::Redb => Flowstream::new(
+            "flowstream (redb)",
+            Arc::new(RedbDriver::open(options.dir.join(FLOW_FILE)).await?),
+            None,
         ),
-        Backend::Redb => Arc::new(RedbDriver::open(options.dir.join(FLOW_FILE)).await?),
-    };
-    Ok(Flowstream::new(
-        match backend {
-            Backend::Postgres => "flowstream (postgres)",
-            Backend::Redb => "flowstream (redb)",
-        },
-        driver,
-    ))
+    })
 }
 
 /// Runs this program again to consume `stream` and report its peak resident memory.

@@ -88,7 +88,9 @@ impl Options {
             rates: vec![1_000, 10_000],
             latency_for: Duration::from_secs(5),
             idle_consumers: 1_000,
-            idle_for: Duration::from_secs(10),
+            // Two of PostgreSQL's default fallback_poll periods, so the row includes what the
+            // safety-net wake-ups cost.
+            idle_for: Duration::from_secs(60),
             memory_child: None,
             help: false,
         };

@@ -37,7 +37,11 @@ pub(crate) struct IdleCost {
 }
 
 impl Flowstream {
-    pub(crate) fn new(label: &'static str, driver: Arc<dyn Driver>, server: Option<PgPool>) -> Self {
+    pub(crate) fn new(
+        label: &'static str,
+        driver: Arc<dyn Driver>,
+        server: Option<PgPool>,
+    ) -> Self {
         let producer = Producer::new(Arc::clone(&driver));
         Flowstream {
             label,

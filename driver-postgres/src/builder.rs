@@ -9,10 +9,11 @@ use std::time::Duration;
 use flowstream_core::Error;
 use flowstream_core::driver::{ChangeHub, DriverError, StorageErrorKind};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
+use sqlx::{Connection, PgConnection};
 
+use crate::errors::cause;
 use crate::schema::{self, Queries, validate_schema};
-use crate::{Inner, PgDriver, listener};
+use crate::{Inner, PgDriver, listener, migrate};
 
 /// Configures a [`PgDriver`]; made by [`PgDriver::builder`].
 #[must_use = "call .connect().await"]
@@ -73,7 +74,10 @@ impl PgDriverBuilder {
     }
 
     /// How often every waiter is woken to re-read, as a safety net should a notification
-    /// ever be missed (default 30 s). Costs one or two point reads per consumer per period.
+    /// ever be missed (default 30 s). Costs each consumer two point reads per period (its
+    /// background task reads the group record and the stream's head), and two more while it
+    /// is blocked in `wait` (its stream, then the head): measured, 4.0 transactions per idle
+    /// consumer per period (see the project's BENCHMARKS.md).
     pub fn fallback_poll(mut self, every: Duration) -> Self {
         self.fallback_poll = every;
         self
@@ -113,12 +117,12 @@ impl PgDriverBuilder {
     /// - `Error::Storage(DriverError::NotFound(_))` when migrations are off and the schema
     ///   does not hold flowstream's tables;
     /// - `Error::Storage` of kind `Failed` when a migration fails; the schema is then left as
-    ///   it was (a schema or migrations table the failed run created is removed).
+    ///   it was (all pending migrations run in one transaction).
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future closes what it opened. A migration cut short is rolled back by the
-    /// server with its transaction; the migrations table it may have created stays, empty.
+    /// Dropping the future closes what it opened. Migrations cut short are rolled back by the
+    /// server with their transaction.
     pub async fn connect(self) -> Result<PgDriver, Error> {
         self.check()?;
         let options = PgConnectOptions::from_str(&self.url)
@@ -136,7 +140,7 @@ impl PgDriverBuilder {
                     StorageErrorKind::Connect,
                     format!("could not connect to {target}"),
                 )
-                .caused_by(e),
+                .with_cause(cause(e)),
             )
         };
         // One connection first, outside the pool: the pool retries a refused connection until
@@ -159,9 +163,9 @@ impl PgDriverBuilder {
             .acquire_timeout(self.connect_timeout)
             .connect_lazy_with(options);
         if self.run_migrations {
-            migrate(&pool, &self.schema, self.migrate_to).await?;
+            migrate::migrate(&pool, &self.schema, self.migrate_to).await?;
         } else {
-            check_migrated(&pool, &self.schema).await?;
+            migrate::check_migrated(&pool, &self.schema).await?;
         }
         let hub = ChangeHub::new();
         let channel = schema::channel(&self.schema);
@@ -208,67 +212,4 @@ impl PgDriverBuilder {
         }
         Ok(())
     }
-}
-
-/// Applies the migrations. If they fail, removes what this run created (the schema, or the
-/// migrations table) so that the schema is left as it was.
-async fn migrate(pool: &PgPool, schema: &str, target: Option<i64>) -> Result<(), Error> {
-    let migrating = |e: sqlx::Error| {
-        Error::Storage(DriverError::failed(format!("migrating schema {schema}")).caused_by(e))
-    };
-    let (had_schema, had_table): (bool, bool) = sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1), \
-         to_regclass(format('%I._flowstream_migrations', $1::text)) IS NOT NULL",
-    )
-    .bind(schema)
-    .fetch_one(pool)
-    .await
-    .map_err(migrating)?;
-    let Err(error) = schema::migrator(schema, target).run(pool).await else {
-        return Ok(());
-    };
-    let undo = if !had_schema {
-        // Fails, and keeps the schema, if something else was created in it meanwhile.
-        format!("DROP SCHEMA IF EXISTS {schema} RESTRICT")
-    } else if !had_table {
-        format!("DROP TABLE IF EXISTS {schema}._flowstream_migrations")
-    } else {
-        String::new()
-    };
-    if !undo.is_empty()
-        && let Err(undo_error) = sqlx::query(AssertSqlSafe(undo)).execute(pool).await
-    {
-        tracing::warn!(%schema, error = %undo_error, "could not undo a failed migration");
-    }
-    Err(Error::Storage(
-        DriverError::failed(format!(
-            "migrating schema {schema} failed; the schema was left as it was"
-        ))
-        .caused_by(error),
-    ))
-}
-
-/// With migrations off, checks that they were applied: a schema without flowstream's tables
-/// is an error at connect, not at every later call.
-async fn check_migrated(pool: &PgPool, schema: &str) -> Result<(), Error> {
-    let present: bool = sqlx::query_scalar(
-        "SELECT to_regclass(format('%I.streams', $1::text)) IS NOT NULL \
-            AND to_regclass(format('%I.messages', $1::text)) IS NOT NULL \
-            AND to_regclass(format('%I.records', $1::text)) IS NOT NULL",
-    )
-    .bind(schema)
-    .fetch_one(pool)
-    .await
-    .map_err(|e| {
-        Error::Storage(
-            DriverError::failed(format!("checking the tables of schema {schema}")).caused_by(e),
-        )
-    })?;
-    if present {
-        return Ok(());
-    }
-    Err(Error::Storage(DriverError::NotFound(format!(
-        "schema {schema} does not hold flowstream's tables and run_migrations is off: apply \
-         the migrations (connect once with run_migrations(true)) or name the right schema"
-    ))))
 }

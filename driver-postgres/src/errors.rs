@@ -2,7 +2,9 @@
 //! message says what it was doing, and the sqlx error is the cause (never repeated in the
 //! message).
 
-use flowstream_core::driver::{DriverError, StorageErrorKind};
+use std::sync::Arc;
+
+use flowstream_core::driver::{DriverError, Source, StorageErrorKind};
 
 /// SQLSTATEs after which the same call may succeed later: connection exceptions (class 08),
 /// server shutdown or startup (57P01–57P03), serialization failure and deadlock (40001,
@@ -43,8 +45,37 @@ pub(crate) fn storage_error(doing: &str, error: sqlx::Error) -> DriverError {
         },
         _ => StorageErrorKind::Failed,
     };
-    DriverError::storage(kind, doing).caused_by(error)
+    DriverError::storage(kind, doing).with_cause(cause(error))
 }
+
+/// The innermost cause of a sqlx error. sqlx's own wrappers ("error returned from database:
+/// …") repeat their cause in their message and return it from `source()` as well, so a chain
+/// printed by an error reporter would show it twice; the innermost error shows it once.
+pub(crate) fn cause(error: sqlx::Error) -> Source {
+    match error {
+        sqlx::Error::Database(db) => Arc::new(ServerError(db)),
+        sqlx::Error::Io(io) => Arc::new(io),
+        sqlx::Error::Tls(tls) | sqlx::Error::Configuration(tls) => Arc::from(tls),
+        other => Arc::new(other),
+    }
+}
+
+/// An error PostgreSQL reported, shown as its message and SQLSTATE. sqlx's own display adds
+/// the line of the server's C source that raised it, which tells a user nothing.
+#[derive(Debug)]
+struct ServerError(Box<dyn sqlx::error::DatabaseError>);
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.message())?;
+        if let Some(code) = self.0.code() {
+            write!(f, " (SQLSTATE {code})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ServerError {}
 
 #[cfg(test)]
 mod tests {

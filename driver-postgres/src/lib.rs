@@ -33,7 +33,8 @@
 //! listener reconnects, every waiter re-reads (notifications sent meanwhile are lost), and a
 //! slow periodic wake-up ([`PgDriverBuilder::fallback_poll`], every 30 s by default) is the
 //! safety net. That wake-up is what an idle consumer costs: per period, its stream and
-//! background task each look once (one to three point reads), and nothing in between.
+//! background task each look once (two point reads each: four per consumer blocked in `wait`,
+//! two for one that is not), and nothing in between.
 //!
 //! # What it refuses
 //!
@@ -45,11 +46,13 @@
 //!
 //! All tables live in one schema (default `flowstream`), with their own migrations table, so
 //! they never collide with the application's. Migrations are embedded and run on connect
-//! (unless [`PgDriverBuilder::run_migrations`] is off), safely from several processes at once.
+//! (unless [`PgDriverBuilder::run_migrations`] is off), all pending ones in one transaction (a
+//! failure changes nothing), safely from several processes at once.
 
 mod builder;
 mod errors;
 mod listener;
+mod migrate;
 mod offsets;
 mod schema;
 

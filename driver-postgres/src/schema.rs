@@ -2,14 +2,12 @@
 //!
 //! Every table lives in one schema (default `flowstream`), with the migrations table beside
 //! them (`_flowstream_migrations`), so nothing collides with the application's own tables or
-//! its own sqlx migrations. Migrations are embedded in the binary; sqlx's migrator runs them
-//! under a PostgreSQL advisory lock, so two processes connecting at once apply them once.
+//! its own sqlx migrations. Migrations are embedded in the binary and applied by the
+//! `migrate` module.
 
 use std::sync::Arc;
 
 use flowstream_core::Error;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{AssertSqlSafe, SqlSafeStr};
 
 /// Default schema name.
 pub const DEFAULT_SCHEMA: &str = "flowstream";
@@ -19,7 +17,7 @@ pub const DEFAULT_SCHEMA: &str = "flowstream";
 pub const MAX_SCHEMA_LEN: usize = 48;
 
 /// `(version, description, SQL)`; `{schema}` in the SQL is replaced by the schema name.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
+pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "streams", include_str!("migrations/0001_streams.sql")),
     (2, "records", include_str!("migrations/0002_records.sql")),
 ];
@@ -51,30 +49,6 @@ pub fn validate_schema(name: &str) -> Result<(), Error> {
                 .collect::<String>()
         )))
     }
-}
-
-/// The migrator for `schema`, up to `target` (all migrations when `None`).
-pub(crate) fn migrator(schema: &str, target: Option<i64>) -> Migrator {
-    let migrations = MIGRATIONS
-        .iter()
-        .filter(|(version, _, _)| target.is_none_or(|t| *version <= t))
-        .map(|(version, description, sql)| {
-            Migration::new(
-                *version,
-                (*description).into(),
-                MigrationType::Simple,
-                AssertSqlSafe(sql.replace("{schema}", schema)).into_sql_str(),
-                false,
-            )
-        })
-        .collect();
-    let mut migrator = Migrator::with_migrations(migrations);
-    // A newer binary may have applied migrations this one does not know; they are additive,
-    // so an older binary keeps working during a rolling upgrade.
-    migrator.set_ignore_missing(true);
-    migrator.dangerous_set_table_name(format!("{schema}._flowstream_migrations"));
-    migrator.create_schema(schema.to_owned());
-    migrator
 }
 
 /// The notification channel of a schema.

@@ -41,7 +41,9 @@
 //! 6. Commits are compare-and-swap on the group's revision: a consumer that lost the group is
 //!    [fenced](Error::Fenced), and a lost reply never demotes a healthy one.
 //! 7. Commits are monotonic; committing past what was delivered is an error.
-//! 8. [`Consumer::wait`] is woken by the driver's notifications, never by polling.
+//! 8. [`Consumer::wait`] is woken by the driver's notifications, not by polling; a driver may
+//!    add a slow safety-net wake-up (PostgreSQL's `fallback_poll`, every 30 s by default:
+//!    two point reads per idle consumer per period, four for one blocked in `wait`).
 //! 9. Consumers read in batches, at most one batch ahead: memory does not grow with the stream.
 //! 10. `send` returns once the messages are durable. Concurrent sends through one [`Producer`]
 //!     share storage transactions (group commit), each keeping its own offsets and result.

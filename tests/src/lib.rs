@@ -32,6 +32,21 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     shown
 }
 
+/// Asserts that no error in the chain repeats its cause in its own message (error reporters
+/// print the whole chain, so a repeated cause would show twice).
+pub fn assert_causes_printed_once(error: &(dyn std::error::Error + 'static)) {
+    let mut current = error;
+    while let Some(cause) = current.source() {
+        let (shown, cause_shown) = (current.to_string(), cause.to_string());
+        assert!(
+            !shown.contains(&cause_shown),
+            "{shown:?} repeats its cause {cause_shown:?} (chain: {})",
+            error_chain(error)
+        );
+        current = cause;
+    }
+}
+
 /// The README's examples, compiled as doc tests so they cannot rot.
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]

@@ -31,9 +31,14 @@ pub const URL_VAR: &str = "FLOWSTREAM_PG_URL";
 pub const IMAGE_VAR: &str = "FLOWSTREAM_PG_IMAGE";
 /// The image used when [`IMAGE_VAR`] is not set: the official one, a current major version.
 pub const DEFAULT_IMAGE: &str = "postgres:18-alpine";
-/// Connections the private cluster accepts: the PostgreSQL tests run two at a time, and the
-/// busiest opens 24.
-const CLUSTER_CONNECTIONS: u32 = 100;
+/// Connections the private cluster accepts: the PostgreSQL tests run one per CPU at a time,
+/// and the busiest opens about 30 (its driver's pool, a tail consumer, an admin pool).
+fn cluster_connections() -> u32 {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    u32::try_from(threads * 30 + 40)
+        .unwrap_or(u32::MAX)
+        .max(100)
+}
 
 #[derive(Debug)]
 struct Container {
@@ -95,7 +100,7 @@ impl TestDatabase {
             },
             Err(why) => why,
         };
-        let cluster = match Cluster::try_start(CLUSTER_CONNECTIONS) {
+        let cluster = match Cluster::try_start(cluster_connections()) {
             Ok(cluster) => {
                 let url = cluster.url();
                 eprintln!(
@@ -160,14 +165,36 @@ impl TestDatabase {
     }
 }
 
-/// Whether a Docker engine answers a ping where testcontainers will look for it
-/// (`DOCKER_HOST`, or the default socket). `Err` says why not, for the message of the next
-/// way.
+/// Whether a Docker engine answers a ping where testcontainers looks for one: `DOCKER_HOST`
+/// when set, else the usual sockets (the system one, rootless Docker's, Docker Desktop's).
+/// `Err` says why not, for the message of the next way.
 pub fn docker_answers() -> Result<(), String> {
-    let host = std::env::var("DOCKER_HOST")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned());
+    let hosts: Vec<String> = match std::env::var("DOCKER_HOST") {
+        Ok(host) if !host.is_empty() => vec![host],
+        _ => {
+            let mut sockets = vec!["/var/run/docker.sock".to_owned()];
+            if let Ok(runtime) = std::env::var("XDG_RUNTIME_DIR") {
+                sockets.push(format!("{runtime}/docker.sock"));
+                sockets.push(format!("{runtime}/.docker/run/docker.sock"));
+            }
+            if let Ok(home) = std::env::var("HOME") {
+                sockets.push(format!("{home}/.docker/run/docker.sock"));
+                sockets.push(format!("{home}/.docker/desktop/docker.sock"));
+            }
+            sockets.into_iter().map(|s| format!("unix://{s}")).collect()
+        }
+    };
+    let mut why = Vec::new();
+    for host in &hosts {
+        match ping(host) {
+            Ok(()) => return Ok(()),
+            Err(error) => why.push(error),
+        }
+    }
+    Err(why.join("; "))
+}
+
+fn ping(host: &str) -> Result<(), String> {
     let timeout = Duration::from_secs(2);
     let request = b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n";
     let mut answer = String::new();
@@ -178,11 +205,20 @@ pub fn docker_answers() -> Result<(), String> {
             socket.read_to_string(&mut answer)
         })
     } else if let Some(address) = host.strip_prefix("tcp://") {
-        std::net::TcpStream::connect(address).and_then(|mut socket| {
-            socket.set_read_timeout(Some(timeout))?;
-            socket.write_all(request)?;
-            socket.read_to_string(&mut answer)
-        })
+        use std::net::ToSocketAddrs;
+        address
+            .to_socket_addrs()
+            .and_then(|mut addresses| {
+                addresses
+                    .next()
+                    .ok_or_else(|| std::io::Error::other("no address"))
+            })
+            .and_then(|address| std::net::TcpStream::connect_timeout(&address, timeout))
+            .and_then(|mut socket| {
+                socket.set_read_timeout(Some(timeout))?;
+                socket.write_all(request)?;
+                socket.read_to_string(&mut answer)
+            })
     } else {
         return Err(format!("DOCKER_HOST={host} is neither unix:// nor tcp://"));
     };

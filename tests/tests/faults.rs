@@ -16,7 +16,7 @@ use flowstream_tests::postgres::{DATABASE, schema_trial};
 use flowstream_tests::workload::{
     Event, GROUP, STREAM, Workload, install_audit, produce_acked, read_audit, read_stream, rounds,
 };
-use flowstream_tests::{BOUND, error_chain, eventually, suite};
+use flowstream_tests::{BOUND, assert_causes_printed_once, error_chain, eventually, suite};
 use libtest_mimic::Trial;
 use tokio::time::Instant;
 
@@ -292,6 +292,7 @@ async fn wrong_password_is_a_clear_connect_error() {
         Err(error) if error.storage_kind() == Some(StorageErrorKind::Connect) => error,
         other => panic!("expected a connect error, got {other:?}"),
     };
+    assert_causes_printed_once(&error);
     let shown = format!("{} / {error:?}", error_chain(&error));
     assert!(
         shown.contains("127.0.0.1") && shown.contains("database postgres"),

@@ -152,23 +152,13 @@ impl ConsumerBuilder {
         ));
         let joining = Joining {
             membership: Arc::clone(&membership),
-            task: Some(runtime.spawn(join(Watcher::new(Arc::clone(&membership))))),
+            task: Some(runtime.spawn(join(
+                Watcher::new(Arc::clone(&membership)),
+                Arc::clone(&membership),
+            ))),
         };
         let (watcher, joined) = joining.finish().await?;
-        let next = match joined {
-            Ok(next) => next,
-            Err(error) => {
-                // A creation or takeover may have been applied with its reply lost: do not
-                // leave the group to an owner that never started.
-                if let Err(release) = membership.release().await {
-                    tracing::warn!(
-                        error = %Chain(&release),
-                        "could not release the group after a failed start"
-                    );
-                }
-                return Err(error);
-            }
-        };
+        let next = joined?;
         let (stop, stopped) = oneshot::channel();
         let task = runtime.spawn(watcher.run(next, stopped));
         tracing::debug!(
@@ -185,13 +175,34 @@ impl ConsumerBuilder {
 /// Joins the group: reads it, then creates it or takes it over if the protocol says so, until
 /// this consumer holds a definite role. Returns the watcher (to run in the background) and
 /// when it should look next.
-async fn join(mut watcher: Watcher) -> (Watcher, Result<NextCheck, Error>) {
+async fn join(
+    mut watcher: Watcher,
+    membership: Arc<Membership>,
+) -> (Watcher, Result<NextCheck, Error>) {
     let mut next = watcher.step().await;
     // A lost creation race or the takeover of an inactive group settle in the same call.
     while matches!(next, Ok(Some(at)) if at <= Instant::now()) {
         next = watcher.step().await;
     }
+    if next.is_err() {
+        // A creation or takeover may have been applied with its reply lost: do not leave the
+        // group to an owner that never started. Released here, in the join's own task, so
+        // that it happens even if the caller of `build` has gone.
+        release_quietly(&membership, "a failed start").await;
+    }
     (watcher, next)
+}
+
+/// Releases the group, logging (not returning) a failure: for claims nobody will use.
+async fn release_quietly(membership: &Membership, after: &str) {
+    if let Err(error) = membership.release().await {
+        tracing::warn!(
+            group = %membership.settings.group,
+            consumer = %membership.id,
+            error = %Chain(&error),
+            "could not release the group after {after}"
+        );
+    }
 }
 
 /// The join task of a `build` in progress. If `build` is dropped before the join is
@@ -211,7 +222,12 @@ impl Joining {
             None => return Err(join_failed("it was collected twice")),
         };
         self.task = None;
-        joined.map_err(|e| join_failed(&e.to_string()))
+        joined.map_err(|e| {
+            // The join panicked, perhaps after its claim was stored: hand the group back.
+            let membership = Arc::clone(&self.membership);
+            tokio::spawn(async move { release_quietly(&membership, "a failed start").await });
+            join_failed(&e.to_string())
+        })
     }
 }
 
@@ -234,14 +250,7 @@ impl Drop for Joining {
         };
         runtime.spawn(async move {
             drop(task.await);
-            if let Err(error) = membership.release().await {
-                tracing::warn!(
-                    group = %membership.settings.group,
-                    consumer = %membership.id,
-                    error = %Chain(&error),
-                    "could not release the group after an abandoned start"
-                );
-            }
+            release_quietly(&membership, "an abandoned start").await;
         });
     }
 }

@@ -29,7 +29,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::driver::{Driver, DriverError};
-use crate::error::Error;
+use crate::error::{Chain, Error};
 use crate::message::Message;
 pub use builder::{
     ConsumerBuilder, DEFAULT_BATCH_SIZE, DEFAULT_HEARTBEAT_EVERY, DEFAULT_TAKEOVER_AFTER,
@@ -166,7 +166,8 @@ impl Consumer {
     /// next owner.
     ///
     /// A background commit still running is finished first; its error, if any, is returned
-    /// after the group has been released.
+    /// after the group has been released (before an error of the release itself, which is
+    /// then logged).
     ///
     /// # Cancel safety
     ///
@@ -174,11 +175,21 @@ impl Consumer {
     /// group is still released (a standby takes over at once, as after a completed shutdown),
     /// only its result is lost.
     pub async fn shutdown(mut self) -> Result<(), Error> {
-        let handover = tokio::spawn(async move {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        let handover = runtime.spawn(async move {
             let pending = self.collect_background_commit().await;
             self.stop_background().await;
-            self.membership.release().await?;
-            pending
+            let released = self.membership.release().await;
+            if let (Err(_), Err(release)) = (&pending, &released) {
+                tracing::warn!(
+                    group = %self.membership.settings.group,
+                    consumer = %self.membership.id,
+                    error = %Chain(release),
+                    "could not release the group on shutdown"
+                );
+            }
+            // The background commit's error first: it is the one the caller has not seen.
+            pending.and(released)
         });
         handover.await.map_err(|e| {
             Error::Storage(DriverError::failed(format!(

@@ -128,7 +128,7 @@ impl ConsumerStream {
             self.in_flight = None;
             if let Err(error) = result {
                 // The next poll fetches again and reports a persisting error itself.
-                tracing::debug!(%error, "fetch interrupted by a commit failed");
+                tracing::debug!(error = %crate::error::Chain(&error), "fetch interrupted by a commit failed");
             }
             self.consumer = Some(consumer);
         }

@@ -108,9 +108,16 @@ impl DriverError {
     /// Attaches the underlying error to a storage failure (other variants are returned
     /// unchanged: they carry no cause).
     #[must_use]
-    pub fn caused_by(mut self, cause: impl StdError + Send + Sync + 'static) -> Self {
+    pub fn caused_by(self, cause: impl StdError + Send + Sync + 'static) -> Self {
+        self.with_cause(Arc::new(cause))
+    }
+
+    /// Like [`caused_by`](DriverError::caused_by), for a cause already shared (or boxed and
+    /// converted with `Arc::from`).
+    #[must_use]
+    pub fn with_cause(mut self, cause: Source) -> Self {
         if let DriverError::Storage { source, .. } = &mut self {
-            *source = Some(Arc::new(cause));
+            *source = Some(cause);
         }
         self
     }

@@ -24,9 +24,21 @@ type Topics = HashMap<Topic, watch::Sender<u64>>;
 /// Fans change notifications out to any number of in-process subscribers.
 ///
 /// Cloning gives another handle to the same hub.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ChangeHub {
     topics: Arc<Mutex<Topics>>,
+    /// Bumped by [`notify_all`](ChangeHub::notify_all): one send that every subscription sees
+    /// at once, so a waiter holding several subscriptions can take a wake-all as one event.
+    everything: Arc<watch::Sender<u64>>,
+}
+
+impl Default for ChangeHub {
+    fn default() -> Self {
+        ChangeHub {
+            topics: Arc::default(),
+            everything: Arc::new(watch::channel(0).0),
+        }
+    }
 }
 
 impl ChangeHub {
@@ -46,6 +58,7 @@ impl ChangeHub {
             hub: self.clone(),
             topic,
             rx: Some(rx),
+            everything: self.everything.subscribe(),
         }
     }
 
@@ -58,11 +71,10 @@ impl ChangeHub {
     }
 
     /// Wakes every subscriber of every topic, e.g. after notifications may have been lost.
+    /// Costs one send whatever the number of topics.
     pub fn notify_all(&self) {
-        let topics = self.lock();
-        for tx in topics.values() {
-            tx.send_modify(|version| *version = version.wrapping_add(1));
-        }
+        self.everything
+            .send_modify(|version| *version = version.wrapping_add(1));
     }
 
     /// Number of topics with at least one subscriber.
@@ -85,6 +97,7 @@ pub struct Subscription {
     topic: Topic,
     // Always `Some` until drop, which takes it so the receiver is gone before the count check.
     rx: Option<watch::Receiver<u64>>,
+    everything: watch::Receiver<u64>,
 }
 
 impl Subscription {
@@ -98,9 +111,13 @@ impl Subscription {
         let Some(rx) = self.rx.as_mut() else {
             return std::future::pending().await;
         };
-        if rx.changed().await.is_err() {
-            // The sender lives in the hub until the last subscription is dropped, so this
-            // cannot happen while we hold one; never spin if it ever does.
+        let changed = tokio::select! {
+            changed = rx.changed() => changed,
+            changed = self.everything.changed() => changed,
+        };
+        if changed.is_err() {
+            // Both senders live in the hub, which this subscription holds, so this cannot
+            // happen; never spin if it ever does.
             std::future::pending::<()>().await;
         }
     }
@@ -111,6 +128,7 @@ impl Subscription {
         if let Some(rx) = self.rx.as_mut() {
             rx.borrow_and_update();
         }
+        self.everything.borrow_and_update();
     }
 
     /// The topic this subscription listens to.
@@ -175,5 +193,34 @@ mod tests {
             .expect("woken by notify_all");
         drop(a);
         assert_eq!(hub.topic_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_wake_all_is_one_event_for_a_holder_of_several_subscriptions() {
+        let hub = ChangeHub::new();
+        let mut record = hub.subscribe(Topic::Record("k".into()));
+        let mut stream = hub.subscribe(Topic::Stream("s".into()));
+        hub.notify_all();
+        timeout(Duration::from_secs(5), record.changed())
+            .await
+            .expect("woken by notify_all");
+        // A waiter that answers the wake-all with one look marks both seen...
+        record.mark_seen();
+        stream.mark_seen();
+        // ...and neither fires again for it.
+        assert!(
+            timeout(Duration::from_millis(20), stream.changed())
+                .await
+                .is_err()
+        );
+        assert!(
+            timeout(Duration::from_millis(20), record.changed())
+                .await
+                .is_err()
+        );
+        hub.notify(&Topic::Stream("s".into()));
+        timeout(Duration::from_secs(5), stream.changed())
+            .await
+            .expect("a later notification still wakes");
     }
 }

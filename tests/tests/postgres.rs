@@ -156,6 +156,42 @@ async fn reader_never_sees_past_a_pending_offset(schema: String) {
     assert_eq!(seen, vec![1, 2, 3]);
 }
 
+/// A stored row whose headers flowstream could not have written (a non-string value, put
+/// there by hand) is reported as damage, never read back with the header silently dropped;
+/// the rows before it still read.
+async fn headers_not_written_by_flowstream_are_reported_not_dropped(schema: String) {
+    let driver = builder(&schema).connect().await.expect("connect");
+    let shared: Arc<dyn Driver> = Arc::new(driver.clone());
+    produce(&shared, "s", "m", 1).await;
+    sqlx::query(AssertSqlSafe(format!(
+        "WITH h AS (UPDATE {schema}.streams SET head = head + 1 WHERE name = 's' RETURNING head) \
+         INSERT INTO {schema}.messages (stream, \"offset\", body, headers) \
+         SELECT 's', head, 'x', '{{\"attempt\": 2}}' FROM h"
+    )))
+    .execute(driver.pool())
+    .await
+    .expect("store a hand-written row");
+    let read = shared.read("s", 0, 10).await;
+    match read {
+        Err(error) => {
+            assert_eq!(
+                error.storage_kind(),
+                Some(StorageErrorKind::Corrupt),
+                "{error}"
+            );
+            assert!(
+                error.to_string().contains("s/2"),
+                "names the message: {error}"
+            );
+        }
+        Ok(messages) => panic!(
+            "read {} messages, one with its header dropped",
+            messages.len()
+        ),
+    }
+    assert_eq!(shared.read("s", 0, 1).await.expect("read").len(), 1);
+}
+
 fn spawn_consumer(schema: &str, takeover_ms: u64) -> (Child, mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pg-consumer"))
         .args([
@@ -641,6 +677,11 @@ fn main() -> ExitCode {
             "postgres",
             "connect_errors_name_the_server_not_the_password",
             connect_errors_name_the_server_not_the_password,
+        ),
+        schema_trial(
+            "postgres",
+            "headers_not_written_by_flowstream_are_reported_not_dropped",
+            headers_not_written_by_flowstream_are_reported_not_dropped,
         ),
         schema_trial(
             "postgres",

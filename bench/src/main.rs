@@ -12,6 +12,7 @@
 // rounding a figure wants.
 #![allow(clippy::cast_possible_truncation)]
 
+mod fleet;
 mod flow;
 mod nats_peer;
 mod options;
@@ -52,6 +53,14 @@ async fn main() {
     };
     if options.help {
         println!("{}", options::USAGE);
+        return;
+    }
+    if let Some((window, stream, schema)) = &options.fleet_child {
+        let sent = fleet::child(&options.pg_url, schema, stream, *window, options.body).await;
+        if let Err(error) = sent {
+            eprintln!("{error}");
+            std::process::exit(1);
+        }
         return;
     }
     if let Some((backend, stream)) = &options.memory_child {
@@ -123,6 +132,11 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
     }
 
     let mut ok = true;
+    if options.fleet_only {
+        ok &= fleet_rows(options, &mut report).await;
+        println!("\n{}", report.table());
+        return Ok(ok);
+    }
     let mut systems: Vec<(&dyn System, bool)> = flows
         .iter()
         .map(|(_, f)| (f as &dyn System, true))
@@ -174,6 +188,10 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
             result,
             is_flow,
         );
+    }
+
+    if options.backends.contains(&Backend::Postgres) {
+        ok &= fleet_rows(options, &mut report).await;
     }
 
     let scenario = format!(
@@ -368,6 +386,57 @@ async fn open_flowstream(backend: Backend, options: &Options) -> Result<Flowstre
             None,
         ),
     })
+}
+
+/// The fleet rows (PostgreSQL only): single sends from separate processes, next to a plain
+/// one-row `INSERT` from as many clients. Returns false if a flowstream figure failed.
+async fn fleet_rows(options: &Options, report: &mut Report) -> bool {
+    let mut ok = true;
+    for (processes, streams) in [(1, 1), (8, 1), (8, 8)] {
+        let scenario = format!(
+            "produce, {processes} process{} × 1 task × single sends, {streams} stream{}",
+            if processes == 1 { "" } else { "es" },
+            if streams == 1 { "" } else { "s" },
+        );
+        println!("{scenario}");
+        if let Err(error) = settle(options).await {
+            report.skip(&scenario, "flowstream (postgres)", error.to_string());
+            return false;
+        }
+        match fleet::flowstream(
+            &options.pg_url,
+            PG_SCHEMA,
+            processes,
+            streams,
+            options.fleet_for,
+            options.body,
+        )
+        .await
+        {
+            Ok(rate) => report.push(&scenario, "flowstream (postgres)", rate, "msg/s", false),
+            Err(error) => {
+                report.skip(&scenario, "flowstream (postgres)", error.to_string());
+                ok = false;
+            }
+        }
+        if streams == 1 {
+            let raw = "raw pg: one-row INSERT per transaction";
+            let _ = settle(options).await;
+            match fleet::raw_insert(
+                &options.pg_url,
+                raw_pg::SCHEMA,
+                processes,
+                options.fleet_for,
+                options.body,
+            )
+            .await
+            {
+                Ok(rate) => report.push(&scenario, raw, rate, "msg/s", false),
+                Err(error) => report.skip(&scenario, raw, error.to_string()),
+            }
+        }
+    }
+    ok
 }
 
 /// Runs this program again to consume `stream` and report its peak resident memory.

@@ -19,6 +19,8 @@ usage: flowstream-bench [options]
   --messages N                 length of the stream the consume rows read (default 1000000)
   --dir PATH                   where redb files go (default target/flowstream-bench)
   --json PATH                  where figures go (default target/flowstream-bench/results.json)
+  --fleet-only                 only the fleet rows (PostgreSQL: producer processes with one
+                               task each, next to a one-row INSERT from as many clients)
 
 The bench drops and recreates the PostgreSQL schemas flowstream_bench and
 flowstream_bench_raw, and switches Redis's persistence for the appendfsync
@@ -66,6 +68,12 @@ pub(crate) struct Options {
     pub(crate) idle_for: Duration,
     /// Internal: run as the consumer process of the memory figure, reading this stream.
     pub(crate) memory_child: Option<(Backend, String)>,
+    /// Set in a fleet producer process: how long to send, the stream, and the schema.
+    pub(crate) fleet_child: Option<(Duration, String, String)>,
+    /// How long each fleet row sends.
+    pub(crate) fleet_for: Duration,
+    /// Run the fleet rows and nothing else.
+    pub(crate) fleet_only: bool,
     /// Print the usage and stop.
     pub(crate) help: bool,
 }
@@ -92,10 +100,15 @@ impl Options {
             // safety-net wake-ups cost.
             idle_for: Duration::from_secs(60),
             memory_child: None,
+            fleet_child: None,
+            fleet_for: Duration::from_secs(5),
+            fleet_only: false,
             help: false,
         };
         let mut child_backend = None;
         let mut child_stream = None;
+        let mut fleet_millis = None;
+        let mut fleet_schema = None;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
@@ -108,6 +121,9 @@ impl Options {
                 }
                 "--memory-child" => child_backend = Some(Backend::parse(&value()?)?),
                 "--stream" => child_stream = Some(value()?),
+                "--fleet-child" => fleet_millis = Some(number(&arg, &value()?)?),
+                "--fleet-schema" => fleet_schema = Some(value()?),
+                "--fleet-only" => options.fleet_only = true,
                 "--pg-url" => options.pg_url = value()?,
                 "--redis-url" => options.redis_url = value()?,
                 "--nats-url" => options.nats_url = value()?,
@@ -121,6 +137,15 @@ impl Options {
                 other => return Err(format!("unknown option {other:?}")),
             }
         }
+        if let Some(millis) = fleet_millis {
+            let stream = child_stream.clone().ok_or("--fleet-child needs --stream")?;
+            let schema = fleet_schema.ok_or("--fleet-child needs --fleet-schema")?;
+            options.fleet_child = Some((
+                Duration::from_millis(u64::try_from(millis).unwrap_or(u64::MAX)),
+                stream,
+                schema,
+            ));
+        }
         options.memory_child = child_backend.zip(child_stream);
         if options.body < 8 {
             return Err("--body must be at least 8 (latency rows stamp the body)".to_owned());
@@ -130,6 +155,7 @@ impl Options {
             options.latency_for = Duration::from_millis(200);
             options.idle_consumers = 20;
             options.idle_for = Duration::from_secs(1);
+            options.fleet_for = Duration::from_millis(300);
         }
         Ok(options)
     }

@@ -11,7 +11,7 @@ use crate::BoxError;
 use crate::system::System;
 use crate::workload::{Sizes, body, chunks, singles, unique};
 
-const SCHEMA: &str = "flowstream_bench_raw";
+pub(crate) const SCHEMA: &str = "flowstream_bench_raw";
 
 /// How a raw producer writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,155 @@
+//! The fleet rows: producers in separate processes (copies of this program), each with one
+//! task sending single messages and awaiting each, as a fleet of small services would; next
+//! to a plain one-row `INSERT` per transaction from the same number of clients.
+//!
+//! Unlike the 64-task row, nothing is shared between the senders: no group commit, one
+//! connection pool and one listener per process, so what one transaction costs the server
+//! (its commit, its `NOTIFY`) is what the row measures.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flowstream_core::{NewMessage, Producer};
+use flowstream_postgres::PgDriver;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{AssertSqlSafe, Executor};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::BoxError;
+use crate::workload::{body, unique};
+
+/// Messages per second sent by `processes` producer processes, one task each, spread over
+/// `streams` streams, during `window`.
+pub(crate) async fn flowstream(
+    pg_url: &str,
+    schema: &str,
+    processes: usize,
+    streams: usize,
+    window: Duration,
+    body_size: usize,
+) -> Result<f64, BoxError> {
+    let prefix = unique("fleet");
+    let mut children = Vec::with_capacity(processes);
+    for p in 0..processes {
+        let mut child = tokio::process::Command::new(std::env::current_exe()?)
+            .args(["--fleet-child", &window.as_millis().to_string()])
+            .args(["--stream", &format!("{prefix}-{}", p % streams.max(1))])
+            .args(["--pg-url", pg_url, "--fleet-schema", schema])
+            .args(["--body", &body_size.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or("no stdout from a fleet process")?;
+        let mut lines = BufReader::new(stdout).lines();
+        // Connected and warmed up: the window starts for everyone at once.
+        match lines.next_line().await? {
+            Some(line) if line == "ready" => {}
+            other => return Err(format!("fleet process said {other:?} instead of ready").into()),
+        }
+        children.push((child, lines));
+    }
+    for (child, _) in &mut children {
+        let stdin = child.stdin.as_mut().ok_or("no stdin to a fleet process")?;
+        stdin.write_all(b"go\n").await?;
+        stdin.flush().await?;
+    }
+    let mut sent = 0u64;
+    for (mut child, mut lines) in children {
+        let line = lines.next_line().await?.unwrap_or_default();
+        let count = line
+            .strip_prefix("sent ")
+            .ok_or_else(|| format!("fleet process said {line:?} instead of its count"))?;
+        sent += count.trim().parse::<u64>()?;
+        child.wait().await?;
+    }
+    Ok(sent as f64 / window.as_secs_f64())
+}
+
+/// The child side of [`flowstream`]: connects, warms up, says `ready`, waits for `go`, sends
+/// one message at a time for `window`, then prints how many it sent.
+pub(crate) async fn child(
+    pg_url: &str,
+    schema: &str,
+    stream: &str,
+    window: Duration,
+    body_size: usize,
+) -> Result<(), BoxError> {
+    let driver = PgDriver::builder(pg_url)
+        .schema(schema)
+        .max_connections(2)
+        .application_name("flowstream-bench-fleet")
+        .connect()
+        .await?;
+    let producer = Producer::new(Arc::new(driver));
+    let body = body(body_size);
+    for _ in 0..20 {
+        producer.send(NewMessage::new(stream, body.clone())).await?;
+    }
+    println!("ready");
+    tokio::task::spawn_blocking(|| {
+        let mut go = String::new();
+        std::io::stdin().read_line(&mut go)
+    })
+    .await??;
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while start.elapsed() < window {
+        producer.send(NewMessage::new(stream, body.clone())).await?;
+        sent += 1;
+    }
+    println!("sent {sent}");
+    Ok(())
+}
+
+/// Rows per second inserted by `clients` connections, each running a one-row `INSERT` in its
+/// own transaction, one after the other, during `window`: the server's ceiling for what the
+/// fleet row does, without offsets or notifications.
+pub(crate) async fn raw_insert(
+    pg_url: &str,
+    raw_schema: &str,
+    clients: usize,
+    window: Duration,
+    body_size: usize,
+) -> Result<f64, BoxError> {
+    let pool = PgPoolOptions::new()
+        .max_connections(u32::try_from(clients)?)
+        .connect(pg_url)
+        .await?;
+    let table = format!("{raw_schema}.fleet_{}", unique("t").replace('-', "_"));
+    pool.execute(AssertSqlSafe(format!(
+        "CREATE TABLE {table} (id bigserial PRIMARY KEY, body bytea NOT NULL, \
+         produced_at timestamptz NOT NULL DEFAULT now())"
+    )))
+    .await?;
+    let insert: Arc<str> = format!("INSERT INTO {table} (body) VALUES ($1)").into();
+    let body = body(body_size);
+    let mut tasks = tokio::task::JoinSet::new();
+    let start = Instant::now();
+    for _ in 0..clients {
+        let (pool, insert, body) = (pool.clone(), Arc::clone(&insert), body.clone());
+        tasks.spawn(async move {
+            let mut conn = pool.acquire().await?;
+            let mut done = 0u64;
+            while start.elapsed() < window {
+                sqlx::query(AssertSqlSafe(Arc::clone(&insert)))
+                    .bind(&body)
+                    .execute(&mut *conn)
+                    .await?;
+                done += 1;
+            }
+            Ok::<u64, sqlx::Error>(done)
+        });
+    }
+    let mut total = 0u64;
+    while let Some(done) = tasks.join_next().await {
+        total += done??;
+    }
+    let elapsed = start.elapsed();
+    pool.close().await;
+    Ok(total as f64 / elapsed.as_secs_f64())
+}

@@ -12,6 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 
 use crate::errors::cause;
+use crate::notifier::Notifier;
 use crate::schema::{self, Queries, validate_schema};
 use crate::{Inner, PgDriver, listener, migrate};
 
@@ -53,7 +54,7 @@ impl PgDriverBuilder {
     }
 
     /// Most connections the pool opens, including the one kept for LISTEN (default 10, at
-    /// least 2).
+    /// least 2). The driver opens one more, outside the pool, to send notifications.
     pub fn max_connections(mut self, connections: u32) -> Self {
         self.max_connections = connections;
         self
@@ -161,7 +162,7 @@ impl PgDriverBuilder {
             .max_connections(self.max_connections)
             .min_connections(0)
             .acquire_timeout(self.connect_timeout)
-            .connect_lazy_with(options);
+            .connect_lazy_with(options.clone());
         if self.run_migrations {
             migrate::migrate(&pool, &self.schema, self.migrate_to).await?;
         } else {
@@ -169,9 +170,16 @@ impl PgDriverBuilder {
         }
         let hub = ChangeHub::new();
         let channel = schema::channel(&self.schema);
-        let listener = listener::start(&pool, channel.clone(), hub.clone(), self.fallback_poll)
-            .await
-            .map_err(connect_error)?;
+        let notifier = Notifier::start(options, channel.clone(), hub.clone());
+        let listener = listener::start(
+            &pool,
+            channel.clone(),
+            hub.clone(),
+            self.fallback_poll,
+            notifier.own_pid(),
+        )
+        .await
+        .map_err(connect_error)?;
         tracing::debug!(%target, schema = %self.schema, "connected");
         Ok(PgDriver {
             inner: Arc::new(Inner {
@@ -181,6 +189,7 @@ impl PgDriverBuilder {
                 schema: self.schema,
                 channel,
                 operation_timeout: self.operation_timeout,
+                notifier,
                 _listener: listener,
             }),
         })

@@ -29,7 +29,11 @@
 //! # Notifications
 //!
 //! Each driver instance keeps one LISTEN connection and fans notifications out to every
-//! consumer in the process; writers send one NOTIFY per transaction, inside it. After the
+//! consumer in the process. An append does not notify inside its transaction (`NOTIFY` would
+//! hold a database-wide lock through the commit's flush, and serialise every producer
+//! process): once it commits, the driver wakes this process's waiters at once and sends one
+//! `NOTIFY` for the others on a connection of its own, without waiting for a flush, gathering
+//! the appends that complete meanwhile into the next one. After the
 //! listener reconnects, every waiter re-reads (notifications sent meanwhile are lost), and a
 //! slow periodic wake-up ([`PgDriverBuilder::fallback_poll`], every 30 s by default) is the
 //! safety net. That wake-up is what an idle consumer costs: per period, its stream and
@@ -53,6 +57,7 @@ mod builder;
 mod errors;
 mod listener;
 mod migrate;
+mod notifier;
 mod offsets;
 mod schema;
 
@@ -100,6 +105,7 @@ struct Inner {
     channel: String,
     sql: Queries,
     operation_timeout: Duration,
+    notifier: notifier::Notifier,
     _listener: ListenerTask,
 }
 

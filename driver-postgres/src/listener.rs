@@ -1,10 +1,13 @@
 //! One LISTEN connection per driver instance, fanned out to every waiter in the process.
 //!
-//! Writers send one `NOTIFY` per transaction on the schema's channel, naming what changed;
+//! Writers send one `NOTIFY` per transaction on the schema's channel, naming what changed (for
+//! appends, after they commit: see `notifier.rs`);
 //! this task turns each notification into [`ChangeHub::notify`] calls. Notifications sent while
 //! the connection is down are lost, so after every reconnection every waiter is woken to
 //! re-read. A slow periodic wake-up of everyone is the safety net for anything else.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use flowstream_core::driver::{Backoff, ChangeHub, Topic};
@@ -81,10 +84,11 @@ pub(crate) async fn start(
     channel: String,
     hub: ChangeHub,
     fallback_poll: Duration,
+    own_pid: Arc<AtomicI32>,
 ) -> Result<ListenerTask, sqlx::Error> {
     let listener = listen(pool, &channel).await?;
     let safety_net = tokio::spawn(wake_everyone_every(fallback_poll, hub.clone()));
-    let listen = tokio::spawn(run(pool.clone(), channel, hub, listener));
+    let listen = tokio::spawn(run(pool.clone(), channel, hub, listener, own_pid));
     Ok(ListenerTask { listen, safety_net })
 }
 
@@ -104,7 +108,13 @@ async fn listen(pool: &PgPool, channel: &str) -> Result<PgListener, sqlx::Error>
     Ok(listener)
 }
 
-async fn run(pool: PgPool, channel: String, hub: ChangeHub, first: PgListener) {
+async fn run(
+    pool: PgPool,
+    channel: String,
+    hub: ChangeHub,
+    first: PgListener,
+    own_pid: Arc<AtomicI32>,
+) {
     let mut listener = Some(first);
     // Connection failures in a row (a connect that fails, or a connection that drops as soon
     // as it is made) back off from 50 ms to 5 s: a server that keeps refusing must not turn
@@ -130,7 +140,11 @@ async fn run(pool: PgPool, channel: String, hub: ChangeHub, first: PgListener) {
         match active.try_recv().await {
             Ok(Some(notification)) => {
                 backoff.succeeded();
-                dispatch(&hub, notification.payload());
+                // This driver's own appends woke this process's waiters when they committed.
+                let own = own_pid.load(Ordering::Relaxed);
+                if own == 0 || notification.process_id() != own.cast_unsigned() {
+                    dispatch(&hub, notification.payload());
+                }
             }
             Ok(None) => {
                 // The connection dropped and the listener re-established it (eagerly, before

@@ -37,7 +37,6 @@ use flowstream_core::driver::{DriverError, NewMessage, check_stream_name};
 use sqlx::AssertSqlSafe;
 
 use crate::PgDriver;
-use crate::listener;
 
 impl PgDriver {
     pub(crate) async fn append_batch(
@@ -54,7 +53,6 @@ impl PgDriver {
         }
         let names: Vec<String> = per_stream.keys().map(|s| (*s).to_owned()).collect();
         let counts: Vec<i64> = per_stream.values().copied().collect();
-        let payload = listener::payload(names.iter().map(|name| listener::Change::Stream(name)));
 
         // Each message's distance from the last message of its stream in this append: the
         // last gets the new head, the one before it head - 1, and so on.
@@ -89,9 +87,14 @@ impl PgDriver {
             .bind(&streams)
             .bind(&backs)
             .bind(&bodies)
-            .bind(&headers)
-            .bind(&self.inner.channel)
-            .bind(&payload);
+            .bind(&headers);
+        // Wakes the streams' waiters once the statement is over, however it ends (even if
+        // this future is dropped): after a commit they must learn of it, and after a failure
+        // a spurious wake-up costs one read.
+        let _wake = WakeWhenDone {
+            driver: self,
+            streams: &names,
+        };
         let rows: Vec<(String, i64)> = self
             .run(
                 || format!("appending to {}", names.join(", ")),
@@ -134,4 +137,16 @@ fn refuse_what_postgres_cannot_store(messages: &[NewMessage]) -> Result<(), Driv
         }
     }
     Ok(())
+}
+
+/// Hands an append's streams to the notifier when dropped.
+struct WakeWhenDone<'a> {
+    driver: &'a PgDriver,
+    streams: &'a [String],
+}
+
+impl Drop for WakeWhenDone<'_> {
+    fn drop(&mut self) {
+        self.driver.inner.notifier.appended(self.streams);
+    }
 }

@@ -93,9 +93,10 @@ impl Queries {
             // each stream (rows taken in name order, so concurrent multi-stream appends lock
             // head rows in the same order and cannot deadlock), store each message at its
             // stream's new head minus its distance from the stream's last message (`back`,
-            // computed by the caller), notify once, and return the new heads. See offsets.rs
-            // for why this keeps offsets dense and visible in order. Empty headers travel as
-            // NULL, which costs nothing to send or parse.
+            // computed by the caller), and return the new heads. See offsets.rs for why this
+            // keeps offsets dense and visible in order. No NOTIFY here: it would hold a
+            // database-wide lock through this commit's flush (see notifier.rs). Empty headers
+            // travel as NULL, which costs nothing to send or parse.
             append: format!(
                 "WITH heads AS ( \
                    INSERT INTO {s}.streams AS st (name, head) \
@@ -108,7 +109,7 @@ impl Queries {
                    FROM unnest($3::text[], $4::int8[], $5::bytea[], $6::jsonb[]) \
                      AS m(stream, back, body, headers) \
                    JOIN heads h ON h.name = m.stream) \
-                 SELECT h.name, h.head FROM heads h CROSS JOIN (SELECT pg_notify($7, $8)) AS n"
+                 SELECT h.name, h.head FROM heads h"
             )
             .into(),
             read: format!(

@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use flowstream_core::driver::DriverError;
-use flowstream_core::{Driver, Error, NewMessage, Producer, StorageErrorKind};
+use flowstream_core::{Driver, Error, NewMessage, Producer, StorageErrorKind, Wake};
 use flowstream_postgres::PgDriver;
 use flowstream_tests::history::Outcome;
 use flowstream_tests::postgres::{
@@ -19,7 +19,8 @@ use flowstream_tests::postgres::{
 };
 use flowstream_tests::workload::{Event, follow};
 use flowstream_tests::{
-    BOUND, assert_causes_printed_once, consumer, error_chain, produce, stored_group, suite,
+    BOUND, InstrumentedDriver, assert_causes_printed_once, consumer, drain, error_chain,
+    eventually, eventually_async, produce, stored_group, suite,
 };
 use sqlx::{AssertSqlSafe, Row};
 use tokio::time::Instant;
@@ -190,6 +191,71 @@ async fn headers_not_written_by_flowstream_are_reported_not_dropped(schema: Stri
         ),
     }
     assert_eq!(shared.read("s", 0, 1).await.expect("read").len(), 1);
+}
+
+/// Guarantee 8 across processes: the wake-up an append sends after it commits, outside its
+/// transaction, reaches a consumer on another driver instance (its own pool and listener;
+/// the safety net is ten minutes away), also after every connection of the producing driver,
+/// its notifying one included, was killed.
+async fn appends_wake_consumers_on_other_driver_instances(schema: String) {
+    let producing: Arc<dyn Driver> = Arc::new(
+        builder(&schema)
+            .application_name("flowstream-test-producer")
+            .connect()
+            .await
+            .expect("connect the producing driver"),
+    );
+    let counting = InstrumentedDriver::new(Arc::new(
+        builder(&schema)
+            .connect()
+            .await
+            .expect("connect the consuming driver"),
+    ));
+    let consuming: Arc<dyn Driver> = counting.clone();
+    produce(&producing, "s", "m", 1).await;
+    let mut c = consumer(&consuming, "s", "g")
+        .build()
+        .await
+        .expect("consumer");
+    assert_eq!(drain(&mut c).await.len(), 1);
+    let admin = sqlx::PgPool::connect(&DATABASE.url()).await.expect("pool");
+    for round in 0..2 {
+        if round == 1 {
+            let killed: i64 = sqlx::query_scalar(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE application_name = 'flowstream-test-producer'",
+            )
+            .fetch_one(&admin)
+            .await
+            .expect("terminate the producing driver's connections");
+            assert!(killed >= 2, "its pool, listener and notifier: {killed}");
+        }
+        let reads = counting.reads();
+        let waiting = tokio::spawn(async move {
+            let woke = c.wait(BOUND).await.expect("wait");
+            (woke, c)
+        });
+        // `wait` reads the stream and its head before it sleeps: once it has, only a
+        // notification can wake it before its timeout.
+        eventually("the consumer is waiting", BOUND, || {
+            counting.reads() >= reads + 2
+        })
+        .await;
+        let producer = Producer::new(producing.clone());
+        eventually_async("a send goes through", BOUND, async || {
+            producer.send(NewMessage::new("s", "late")).await.is_ok()
+        })
+        .await;
+        let (woke, back) = waiting.await.expect("task");
+        assert_eq!(
+            woke,
+            Wake::Messages,
+            "round {round}: woken by the other driver's append"
+        );
+        c = back;
+        assert!(!drain(&mut c).await.is_empty());
+    }
+    admin.close().await;
 }
 
 fn spawn_consumer(schema: &str, takeover_ms: u64) -> (Child, mpsc::Receiver<String>) {
@@ -677,6 +743,11 @@ fn main() -> ExitCode {
             "postgres",
             "connect_errors_name_the_server_not_the_password",
             connect_errors_name_the_server_not_the_password,
+        ),
+        schema_trial(
+            "postgres",
+            "appends_wake_consumers_on_other_driver_instances",
+            appends_wake_consumers_on_other_driver_instances,
         ),
         schema_trial(
             "postgres",

@@ -177,9 +177,7 @@ impl PgDriverBuilder {
             hub.clone(),
             self.fallback_poll,
             notifier.own_pid(),
-        )
-        .await
-        .map_err(connect_error)?;
+        );
         tracing::debug!(%target, schema = %self.schema, "connected");
         Ok(PgDriver {
             inner: Arc::new(Inner {

@@ -77,19 +77,20 @@ impl Drop for ListenerTask {
     }
 }
 
-/// Connects and starts listening before returning, so no waiter created after `connect`
-/// returns can miss a notification.
-pub(crate) async fn start(
+/// Starts the listener. It connects and LISTENs once the hub has its first subscriber (a
+/// process that only produces never holds a LISTEN connection, nor receives every other
+/// process's notifications), and then wakes every waiter: those that subscribed before the
+/// LISTEN began re-read, so none misses a change.
+pub(crate) fn start(
     pool: &PgPool,
     channel: String,
     hub: ChangeHub,
     fallback_poll: Duration,
     own_pid: Arc<AtomicI32>,
-) -> Result<ListenerTask, sqlx::Error> {
-    let listener = listen(pool, &channel).await?;
+) -> ListenerTask {
     let safety_net = tokio::spawn(wake_everyone_every(fallback_poll, hub.clone()));
-    let listen = tokio::spawn(run(pool.clone(), channel, hub, listener, own_pid));
-    Ok(ListenerTask { listen, safety_net })
+    let listen = tokio::spawn(run(pool.clone(), channel, hub, own_pid));
+    ListenerTask { listen, safety_net }
 }
 
 /// The safety net, in a task of its own so that it never interrupts a receive (and with it
@@ -108,14 +109,9 @@ async fn listen(pool: &PgPool, channel: &str) -> Result<PgListener, sqlx::Error>
     Ok(listener)
 }
 
-async fn run(
-    pool: PgPool,
-    channel: String,
-    hub: ChangeHub,
-    first: PgListener,
-    own_pid: Arc<AtomicI32>,
-) {
-    let mut listener = Some(first);
+async fn run(pool: PgPool, channel: String, hub: ChangeHub, own_pid: Arc<AtomicI32>) {
+    hub.wanted().await;
+    let mut listener: Option<PgListener> = None;
     // Connection failures in a row (a connect that fails, or a connection that drops as soon
     // as it is made) back off from 50 ms to 5 s: a server that keeps refusing must not turn
     // into a storm of attempts, nor of wake-ups (each one costs every waiter a read).
@@ -124,7 +120,7 @@ async fn run(
         let Some(active) = listener.as_mut() else {
             match listen(&pool, &channel).await {
                 Ok(reconnected) => {
-                    tracing::info!(%channel, "LISTEN connection re-established; waking all waiters");
+                    tracing::info!(%channel, "LISTEN connection established; waking all waiters");
                     listener = Some(reconnected);
                     backoff.succeeded();
                     hub.notify_all();

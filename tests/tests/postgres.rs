@@ -258,6 +258,48 @@ async fn appends_wake_consumers_on_other_driver_instances(schema: String) {
     admin.close().await;
 }
 
+/// A process that only produces holds no LISTEN connection (and so receives none of the
+/// other processes' notifications); its first waiter starts one, and is woken through it.
+async fn a_driver_that_only_produces_does_not_listen(schema: String) {
+    const NAME: &str = "flowstream-test-listen";
+    let driver: Arc<dyn Driver> = Arc::new(
+        builder(&schema)
+            .application_name(NAME)
+            .connect()
+            .await
+            .expect("connect"),
+    );
+    let admin = sqlx::PgPool::connect(&DATABASE.url()).await.expect("pool");
+    let listening = async || -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE application_name = $1 AND query ILIKE 'LISTEN%'",
+        )
+        .bind(NAME)
+        .fetch_one(&admin)
+        .await
+        .expect("pg_stat_activity")
+    };
+    produce(&driver, "s", "m", 20).await;
+    assert_eq!(listening().await, 0, "a producer alone does not LISTEN");
+
+    let other: Arc<dyn Driver> = Arc::new(builder(&schema).connect().await.expect("connect"));
+    let mut c = consumer(&driver, "s", "g").build().await.expect("consumer");
+    assert_eq!(drain(&mut c).await.len(), 20);
+    eventually_async("the first waiter starts the LISTEN", BOUND, async || {
+        listening().await == 1
+    })
+    .await;
+    let waiting = tokio::spawn(async move { c.wait(BOUND).await.expect("wait") });
+    produce(&other, "s", "n", 1).await;
+    assert_eq!(
+        waiting.await.expect("task"),
+        Wake::Messages,
+        "woken by another driver's append"
+    );
+    admin.close().await;
+}
+
 fn spawn_consumer(schema: &str, takeover_ms: u64) -> (Child, mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pg-consumer"))
         .args([
@@ -743,6 +785,11 @@ fn main() -> ExitCode {
             "postgres",
             "connect_errors_name_the_server_not_the_password",
             connect_errors_name_the_server_not_the_password,
+        ),
+        schema_trial(
+            "postgres",
+            "a_driver_that_only_produces_does_not_listen",
+            a_driver_that_only_produces_does_not_listen,
         ),
         schema_trial(
             "postgres",

@@ -30,6 +30,9 @@ pub struct ChangeHub {
     /// Bumped by [`notify_all`](ChangeHub::notify_all): one send that every subscription sees
     /// at once, so a waiter holding several subscriptions can take a wake-all as one event.
     everything: Arc<watch::Sender<u64>>,
+    /// Becomes true with the first subscription, so a driver can defer the cost of receiving
+    /// changes (a LISTEN connection, say) until somebody waits for them.
+    wanted: Arc<watch::Sender<bool>>,
 }
 
 impl Default for ChangeHub {
@@ -37,6 +40,7 @@ impl Default for ChangeHub {
         ChangeHub {
             topics: Arc::default(),
             everything: Arc::new(watch::channel(0).0),
+            wanted: Arc::new(watch::channel(false).0),
         }
     }
 }
@@ -49,6 +53,8 @@ impl ChangeHub {
 
     /// Subscribes to one topic. Only changes notified after this call wake the subscription.
     pub fn subscribe(&self, topic: Topic) -> Subscription {
+        self.wanted
+            .send_if_modified(|wanted| !std::mem::replace(wanted, true));
         let mut topics = self.lock();
         let rx = topics
             .entry(topic.clone())
@@ -75,6 +81,21 @@ impl ChangeHub {
     pub fn notify_all(&self) {
         self.everything
             .send_modify(|version| *version = version.wrapping_add(1));
+    }
+
+    /// Resolves once anybody has subscribed to this hub (at once if somebody already did).
+    /// A driver that receives changes from elsewhere can start doing so then, instead of at
+    /// connect: a process that only produces never pays for it. It must then call
+    /// [`notify_all`](ChangeHub::notify_all) once it receives changes, since subscribers that
+    /// came earlier may have missed some.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe.
+    pub async fn wanted(&self) {
+        let mut wanted = self.wanted.subscribe();
+        // The sender lives in this hub, so the wait ends only when the flag is set.
+        let _ = wanted.wait_for(|wanted| *wanted).await;
     }
 
     /// Number of topics with at least one subscriber.

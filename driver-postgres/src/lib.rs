@@ -28,8 +28,8 @@
 //!
 //! # Notifications
 //!
-//! Each driver instance keeps one LISTEN connection and fans notifications out to every
-//! consumer in the process. An append does not notify inside its transaction (`NOTIFY` would
+//! Each driver instance keeps one LISTEN connection, opened with its first waiter, and fans
+//! notifications out to every consumer in the process. An append does not notify inside its transaction (`NOTIFY` would
 //! hold a database-wide lock through the commit's flush, and serialise every producer
 //! process): once it commits, the driver wakes this process's waiters at once and sends one
 //! `NOTIFY` for the others on a connection of its own, without waiting for a flush, gathering

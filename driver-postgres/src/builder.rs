@@ -170,7 +170,12 @@ impl PgDriverBuilder {
         }
         let hub = ChangeHub::new();
         let channel = schema::channel(&self.schema);
-        let notifier = Notifier::start(options, channel.clone(), hub.clone());
+        let notifier = Notifier::start(
+            options,
+            channel.clone(),
+            hub.clone(),
+            self.operation_timeout,
+        );
         let listener = listener::start(
             &pool,
             channel.clone(),

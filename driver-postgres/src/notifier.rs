@@ -54,7 +54,12 @@ impl Drop for Notifier {
 
 impl Notifier {
     /// Starts the task. It connects on its first wake-up, and again after any failure.
-    pub(crate) fn start(options: PgConnectOptions, channel: String, hub: ChangeHub) -> Self {
+    pub(crate) fn start(
+        options: PgConnectOptions,
+        channel: String,
+        hub: ChangeHub,
+        operation_timeout: Duration,
+    ) -> Self {
         let pending = Arc::new(Pending::default());
         let own_pid = Arc::new(AtomicI32::new(0));
         let task = tokio::spawn(run(
@@ -62,6 +67,7 @@ impl Notifier {
             channel,
             Arc::clone(&pending),
             Arc::clone(&own_pid),
+            operation_timeout,
         ));
         Notifier {
             pending,
@@ -97,6 +103,7 @@ async fn run(
     channel: String,
     pending: Arc<Pending>,
     own_pid: Arc<AtomicI32>,
+    operation_timeout: Duration,
 ) {
     let mut connection: Option<PgConnection> = None;
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
@@ -112,7 +119,20 @@ async fn run(
             continue;
         }
         let payload = listener::payload(streams.iter().map(|s| Change::Stream(s)));
-        match send(&mut connection, &options, &own_pid, &channel, &payload).await {
+        // A server that stopped answering (a frozen host, a half-open connection) must not
+        // hold the wake-ups back for good: give up on the connection and start again.
+        let sent = tokio::time::timeout(
+            operation_timeout,
+            send(&mut connection, &options, &own_pid, &channel, &payload),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {operation_timeout:?}"),
+            )))
+        });
+        match sent {
             Ok(()) => backoff.succeeded(),
             Err(error) => {
                 // Put the names back, so the next attempt still carries them.

@@ -1,10 +1,10 @@
-//! The fleet rows: producers in separate processes (copies of this program), each with one
-//! task sending single messages and awaiting each, as a fleet of small services would; next
-//! to a plain one-row `INSERT` per transaction from the same number of clients.
+//! The fleet rows: producers in separate processes (copies of this program), each with a few
+//! tasks (often one) sending single messages and awaiting each, as a fleet of small services
+//! would; next to a plain one-row `INSERT` per transaction from the same number of clients.
 //!
-//! Unlike the 64-task row, nothing is shared between the senders: no group commit, one
-//! connection pool and one listener per process, so what one transaction costs the server
-//! (its commit, its `NOTIFY`) is what the row measures.
+//! Unlike the 64-task row, little is shared between the senders: group commit only within a
+//! process, one connection pool per process, so what one transaction costs the server (its
+//! commit, its wake-up) is what the rows measure.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -19,12 +19,13 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use crate::BoxError;
 use crate::workload::{body, unique};
 
-/// Messages per second sent by `processes` producer processes, one task each, spread over
-/// `streams` streams, during `window`.
+/// Messages per second sent by `processes` producer processes of `tasks` tasks each, spread
+/// over `streams` streams, during `window`.
 pub(crate) async fn flowstream(
     pg_url: &str,
     schema: &str,
     processes: usize,
+    tasks: usize,
     streams: usize,
     window: Duration,
     body_size: usize,
@@ -36,6 +37,7 @@ pub(crate) async fn flowstream(
             .args(["--fleet-child", &window.as_millis().to_string()])
             .args(["--stream", &format!("{prefix}-{}", p % streams.max(1))])
             .args(["--pg-url", pg_url, "--fleet-schema", schema])
+            .args(["--fleet-tasks", &tasks.to_string()])
             .args(["--body", &body_size.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -71,17 +73,19 @@ pub(crate) async fn flowstream(
 }
 
 /// The child side of [`flowstream`]: connects, warms up, says `ready`, waits for `go`, sends
-/// one message at a time for `window`, then prints how many it sent.
+/// one message at a time from each of `tasks` tasks for `window`, then prints how many it
+/// sent.
 pub(crate) async fn child(
     pg_url: &str,
     schema: &str,
     stream: &str,
+    tasks: usize,
     window: Duration,
     body_size: usize,
 ) -> Result<(), BoxError> {
     let driver = PgDriver::builder(pg_url)
         .schema(schema)
-        .max_connections(2)
+        .max_connections(4)
         .application_name("flowstream-bench-fleet")
         .connect()
         .await?;
@@ -97,10 +101,23 @@ pub(crate) async fn child(
     })
     .await??;
     let start = Instant::now();
+    let mut senders = tokio::task::JoinSet::new();
+    for _ in 0..tasks {
+        let (producer, body, stream) = (producer.clone(), body.clone(), stream.to_owned());
+        senders.spawn(async move {
+            let mut sent = 0u64;
+            while start.elapsed() < window {
+                producer
+                    .send(NewMessage::new(&stream, body.clone()))
+                    .await?;
+                sent += 1;
+            }
+            Ok::<u64, flowstream_core::Error>(sent)
+        });
+    }
     let mut sent = 0u64;
-    while start.elapsed() < window {
-        producer.send(NewMessage::new(stream, body.clone())).await?;
-        sent += 1;
+    while let Some(done) = senders.join_next().await {
+        sent += done??;
     }
     println!("sent {sent}");
     Ok(())

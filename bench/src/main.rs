@@ -56,7 +56,15 @@ async fn main() {
         return;
     }
     if let Some((window, stream, schema)) = &options.fleet_child {
-        let sent = fleet::child(&options.pg_url, schema, stream, *window, options.body).await;
+        let sent = fleet::child(
+            &options.pg_url,
+            schema,
+            stream,
+            options.fleet_tasks,
+            *window,
+            options.body,
+        )
+        .await;
         if let Err(error) = sent {
             eprintln!("{error}");
             std::process::exit(1);
@@ -392,10 +400,11 @@ async fn open_flowstream(backend: Backend, options: &Options) -> Result<Flowstre
 /// one-row `INSERT` from as many clients. Returns false if a flowstream figure failed.
 async fn fleet_rows(options: &Options, report: &mut Report) -> bool {
     let mut ok = true;
-    for (processes, streams) in [(1, 1), (8, 1), (8, 8)] {
+    for (processes, tasks, streams) in [(1, 1, 1), (8, 1, 1), (8, 1, 8), (4, 16, 1), (4, 16, 8)] {
         let scenario = format!(
-            "produce, {processes} process{} × 1 task × single sends, {streams} stream{}",
+            "produce, {processes} process{} × {tasks} task{} × single sends, {streams} stream{}",
             if processes == 1 { "" } else { "es" },
+            if tasks == 1 { "" } else { "s" },
             if streams == 1 { "" } else { "s" },
         );
         println!("{scenario}");
@@ -407,6 +416,7 @@ async fn fleet_rows(options: &Options, report: &mut Report) -> bool {
             &options.pg_url,
             PG_SCHEMA,
             processes,
+            tasks,
             streams,
             options.fleet_for,
             options.body,
@@ -419,7 +429,7 @@ async fn fleet_rows(options: &Options, report: &mut Report) -> bool {
                 ok = false;
             }
         }
-        if streams == 1 {
+        if streams == 1 && tasks == 1 {
             let raw = "raw pg: one-row INSERT per transaction";
             let _ = settle(options).await;
             match fleet::raw_insert(

@@ -19,8 +19,8 @@ usage: flowstream-bench [options]
   --messages N                 length of the stream the consume rows read (default 1000000)
   --dir PATH                   where redb files go (default target/flowstream-bench)
   --json PATH                  where figures go (default target/flowstream-bench/results.json)
-  --fleet-only                 only the fleet rows (PostgreSQL: producer processes with one
-                               task each, next to a one-row INSERT from as many clients)
+  --fleet-only                 only the fleet rows (PostgreSQL: producer processes, next to a
+                               one-row INSERT from as many clients)
 
 The bench drops and recreates the PostgreSQL schemas flowstream_bench and
 flowstream_bench_raw, and switches Redis's persistence for the appendfsync
@@ -70,6 +70,8 @@ pub(crate) struct Options {
     pub(crate) memory_child: Option<(Backend, String)>,
     /// Set in a fleet producer process: how long to send, the stream, and the schema.
     pub(crate) fleet_child: Option<(Duration, String, String)>,
+    /// In a fleet producer process: how many tasks send through its producer.
+    pub(crate) fleet_tasks: usize,
     /// How long each fleet row sends.
     pub(crate) fleet_for: Duration,
     /// Run the fleet rows and nothing else.
@@ -101,6 +103,7 @@ impl Options {
             idle_for: Duration::from_secs(60),
             memory_child: None,
             fleet_child: None,
+            fleet_tasks: 1,
             fleet_for: Duration::from_secs(5),
             fleet_only: false,
             help: false,
@@ -123,6 +126,7 @@ impl Options {
                 "--stream" => child_stream = Some(value()?),
                 "--fleet-child" => fleet_millis = Some(number(&arg, &value()?)?),
                 "--fleet-schema" => fleet_schema = Some(value()?),
+                "--fleet-tasks" => options.fleet_tasks = number(&arg, &value()?)?.max(1),
                 "--fleet-only" => options.fleet_only = true,
                 "--pg-url" => options.pg_url = value()?,
                 "--redis-url" => options.redis_url = value()?,

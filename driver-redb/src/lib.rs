@@ -35,11 +35,14 @@
 //! [redb]: https://docs.rs/redb
 
 mod codec;
+mod durability;
+mod errors;
+mod schema;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use flowstream_core::Error;
@@ -47,67 +50,82 @@ use flowstream_core::driver::{
     ChangeHub, Driver, DriverError, Expected, Message, NewMessage, Record, Revision,
     StorageErrorKind, Topic, check_stream_name,
 };
-use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable};
 
-/// `(stream, offset) -> encoded message` (see the `codec` module).
-const MESSAGES: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("messages");
-/// `stream -> head offset`.
-const HEADS: TableDefinition<'_, &str, u64> = TableDefinition::new("heads");
-/// `key -> (revision, JSON text)`.
-const RECORDS: TableDefinition<'_, &str, (u64, &str)> = TableDefinition::new("records");
+use crate::durability::Deferred;
+use crate::errors::{open_error, storage};
+use crate::schema::{MESSAGES, RECORDS, STREAMS};
 
 /// The page cache [`RedbDriver::open`] gives redb: 16 MiB (redb's own default is 1 GiB, which
 /// a long-running process reading a long stream would fill).
 pub const DEFAULT_CACHE_SIZE: usize = 16 * 1024 * 1024;
 
-/// A [`Driver`] on a redb database: a file, or memory for tests and throwaway use.
-///
-/// One process at a time may open a file; a second gets an [`Error::Storage`] of kind
-/// [`StorageErrorKind::Locked`].
-#[derive(Clone)]
-pub struct RedbDriver {
-    db: Arc<Database>,
-    hub: ChangeHub,
-    location: Arc<str>,
+/// When a group record write (an offset commit, a takeover, a heartbeat, a handover) is made
+/// durable. Appends are durable when they return whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecordDurability {
+    /// Durable when the call returns, as appends are: one `fdatasync` per record write. The
+    /// default.
+    Immediate,
+    /// Committed at once (every reader in this process sees it) and made durable by the next
+    /// append, by [`RedbDriver::sync`], by the driver closing, or at the latest `within` after
+    /// the write (unless the disk fails meanwhile).
+    ///
+    /// What a crash (the process killed, the machine lost) can cost in between: group records
+    /// go back to their last durable state. A committed offset moves back, never forward, so
+    /// the messages after it are delivered again (guarantee 3, at-least-once, holds); no
+    /// acknowledged message is lost, since every append is durable and redb makes each durable
+    /// commit carry every commit before it. Ownership records move back too, harmlessly: every
+    /// consumer of the file died with the process.
+    Deferred {
+        /// The longest a record write stays volatile while the process lives.
+        within: Duration,
+    },
 }
 
-impl std::fmt::Debug for RedbDriver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedbDriver")
-            .field("location", &self.location)
-            .finish_non_exhaustive()
+/// Settings for opening a [`RedbDriver`]: [`RedbDriver::builder`].
+#[derive(Debug, Clone)]
+pub struct RedbBuilder {
+    path: PathBuf,
+    cache_size: usize,
+    records: RecordDurability,
+}
+
+impl RedbBuilder {
+    /// redb's page cache, [`DEFAULT_CACHE_SIZE`] unless set. The cache is most of the driver's
+    /// memory: pages read or written stay in it up to this size. A larger cache helps
+    /// consumers that lag far behind the head; consumers near the head read pages that were
+    /// just written either way.
+    pub fn cache_size(mut self, bytes: usize) -> Self {
+        self.cache_size = bytes;
+        self
     }
-}
 
-impl RedbDriver {
-    /// Opens (or creates) the database file at `path`. Every append and commit is durable once
-    /// it returns.
+    /// When group record writes become durable; [`RecordDurability::Immediate`] unless set.
+    /// [`RecordDurability::Deferred`] spares consumers an `fdatasync` per commit, at the price
+    /// its documentation gives.
+    pub fn record_durability(mut self, durability: RecordDurability) -> Self {
+        self.records = durability;
+        self
+    }
+
+    /// Opens (or creates) the file.
     ///
     /// Errors: [`Error::Storage`] of kind [`StorageErrorKind::Locked`] when another process
-    /// has the file open, of kind [`StorageErrorKind::Corrupt`] when it is not a readable redb
-    /// file.
-    ///
-    /// Uses redb's page cache of [`DEFAULT_CACHE_SIZE`]; [`RedbDriver::open_with_cache`] sets
-    /// another size.
+    /// has the file open; of kind [`StorageErrorKind::Corrupt`] when it is not a readable redb
+    /// file; of kind [`StorageErrorKind::Incompatible`] when it holds flowstream data in
+    /// another format than this version's (the file is left as it was);
+    /// [`Error::InvalidConfig`] for a zero `Deferred::within`.
     ///
     /// # Cancel safety
     ///
     /// The file is opened on a blocking thread, which finishes even if this future is
     /// dropped; the database it opened is then closed again, and the file can be reopened.
-    pub async fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
-        Self::open_with_cache(path, DEFAULT_CACHE_SIZE).await
-    }
-
-    /// Like [`open`](RedbDriver::open), with a page cache of `bytes`. The cache is most of
-    /// the driver's memory: pages read or written stay in it up to this size. A larger cache
-    /// helps consumers that lag far behind the head; consumers near the head read pages that
-    /// were just written either way.
-    ///
-    /// # Cancel safety
-    ///
-    /// As [`open`](RedbDriver::open).
-    pub async fn open_with_cache(path: impl AsRef<Path>, bytes: usize) -> Result<Self, Error> {
-        let path: PathBuf = path.as_ref().to_path_buf();
+    pub async fn open(self) -> Result<RedbDriver, Error> {
+        let deferred = Deferred::from_setting(self.records)?;
+        let path = self.path;
+        let bytes = self.cache_size;
         let location: Arc<str> = path.display().to_string().into();
         let shown = Arc::clone(&location);
         let db = tokio::task::spawn_blocking(move || {
@@ -115,7 +133,7 @@ impl RedbDriver {
                 .set_cache_size(bytes)
                 .create(&path)
                 .map_err(|e| open_error(&shown, e))?;
-            create_tables(&db)?;
+            schema::prepare(&db, &shown)?;
             Ok::<_, Error>(db)
         })
         .await
@@ -132,24 +150,92 @@ impl RedbDriver {
             }
         })??;
         tracing::debug!(path = %location, "opened redb store");
-        Ok(Self::from_database(db, location))
+        Ok(RedbDriver::from_database(db, location, deferred))
+    }
+}
+
+/// A [`Driver`] on a redb database: a file, or memory for tests and throwaway use.
+///
+/// One process at a time may open a file; a second gets an [`Error::Storage`] of kind
+/// [`StorageErrorKind::Locked`].
+#[derive(Clone)]
+pub struct RedbDriver {
+    db: Arc<Database>,
+    hub: ChangeHub,
+    location: Arc<str>,
+    deferred: Option<Deferred>,
+}
+
+impl std::fmt::Debug for RedbDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbDriver")
+            .field("location", &self.location)
+            .field("deferred_records", &self.deferred.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedbDriver {
+    /// Opens (or creates) the database file at `path` with the default settings: every append
+    /// and commit is durable once it returns, and redb's page cache is [`DEFAULT_CACHE_SIZE`].
+    /// [`RedbDriver::builder`] sets the others.
+    ///
+    /// Errors and cancel safety: as [`RedbBuilder::open`].
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
+        Self::builder(path).open().await
+    }
+
+    /// Like [`open`](RedbDriver::open), with a page cache of `bytes` (see
+    /// [`RedbBuilder::cache_size`]).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`open`](RedbDriver::open).
+    pub async fn open_with_cache(path: impl AsRef<Path>, bytes: usize) -> Result<Self, Error> {
+        Self::builder(path).cache_size(bytes).open().await
+    }
+
+    /// Settings for opening the file at `path`, for what [`open`](RedbDriver::open) does not
+    /// set.
+    pub fn builder(path: impl AsRef<Path>) -> RedbBuilder {
+        RedbBuilder {
+            path: path.as_ref().to_path_buf(),
+            cache_size: DEFAULT_CACHE_SIZE,
+            records: RecordDurability::Immediate,
+        }
     }
 
     /// A fresh database in memory: nothing survives the driver.
     pub fn in_memory() -> Result<Self, Error> {
+        let location = "in-memory database";
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
-            .map_err(|e| open_error("in-memory database", e))?;
-        create_tables(&db)?;
-        Ok(Self::from_database(db, "in-memory database".into()))
+            .map_err(|e| open_error(location, e))?;
+        schema::prepare(&db, location)?;
+        Ok(Self::from_database(db, location.into(), None))
     }
 
-    fn from_database(db: Database, location: Arc<str>) -> Self {
+    fn from_database(db: Database, location: Arc<str>, deferred: Option<Deferred>) -> Self {
         RedbDriver {
             db: Arc::new(db),
             hub: ChangeHub::new(),
             location,
+            deferred,
         }
+    }
+
+    /// Makes every write committed so far durable. Only needed with
+    /// [`RecordDurability::Deferred`], before a point where losing the last commits would be
+    /// costly (say, after a consumer's shutdown when the process may be killed next); with the
+    /// default every write is durable already and this costs one `fdatasync`.
+    ///
+    /// # Cancel safety
+    ///
+    /// The sync runs on a blocking thread and finishes even if this future is dropped.
+    pub async fn sync(&self) -> Result<(), Error> {
+        self.blocking(durability::sync)
+            .await
+            .map_err(Error::Storage)
     }
 
     /// Runs `work` on a blocking thread: redb is synchronous and may wait on disk.
@@ -163,54 +249,6 @@ impl RedbDriver {
             .await
             .map_err(|e| DriverError::failed(format!("a redb task failed: {e}")))?
     }
-}
-
-fn open_error(location: &str, error: DatabaseError) -> Error {
-    let (kind, message) = match &error {
-        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => (
-            StorageErrorKind::Locked,
-            format!(
-                "{location} is open in another process: a redb file has one process at a \
-                 time; close the other one or use another path"
-            ),
-        ),
-        DatabaseError::Storage(redb::StorageError::Corrupted(_)) => {
-            (StorageErrorKind::Corrupt, format!("{location} is damaged"))
-        }
-        // redb reports a file that is not a redb database (bad magic number) this way.
-        DatabaseError::Storage(redb::StorageError::Io(io))
-            if io.kind() == std::io::ErrorKind::InvalidData =>
-        {
-            (
-                StorageErrorKind::Corrupt,
-                format!("{location} is not a redb file"),
-            )
-        }
-        DatabaseError::UpgradeRequired(_) => (
-            StorageErrorKind::Corrupt,
-            format!("{location} was written by another redb file format"),
-        ),
-        _ => (StorageErrorKind::Failed, format!("opening {location}")),
-    };
-    Error::Storage(DriverError::storage(kind, message).caused_by(error))
-}
-
-fn create_tables(db: &Database) -> Result<(), Error> {
-    let txn = db.begin_write().map_err(storage)?;
-    txn.open_table(MESSAGES).map_err(storage)?;
-    txn.open_table(HEADS).map_err(storage)?;
-    txn.open_table(RECORDS).map_err(storage)?;
-    txn.commit().map_err(storage)?;
-    Ok(())
-}
-
-fn storage(error: impl Into<redb::Error>) -> DriverError {
-    let error: redb::Error = error.into();
-    let kind = match &error {
-        redb::Error::Corrupted(_) => StorageErrorKind::Corrupt,
-        _ => StorageErrorKind::Failed,
-    };
-    DriverError::storage(kind, "redb").caused_by(error)
 }
 
 /// Refuses what no flowstream driver stores: stream names the engine would not accept
@@ -233,6 +271,12 @@ fn refuse_unportable(messages: &[NewMessage]) -> Result<(), DriverError> {
     Ok(())
 }
 
+/// A stream's id and head in a read transaction; `None` for a stream never appended to.
+fn stream_in(txn: &redb::ReadTransaction, stream: &str) -> Result<Option<(u64, u64)>, DriverError> {
+    let streams = txn.open_table(STREAMS).map_err(storage)?;
+    Ok(streams.get(stream).map_err(storage)?.map(|v| v.value()))
+}
+
 #[async_trait]
 impl Driver for RedbDriver {
     async fn append(&self, messages: Vec<NewMessage>) -> Result<Vec<u64>, DriverError> {
@@ -243,24 +287,25 @@ impl Driver for RedbDriver {
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(storage)?;
             let mut offsets = Vec::with_capacity(messages.len());
-            let mut heads_now: HashMap<String, u64> = HashMap::new();
+            // name -> (id, head) of each stream this batch appends to.
+            let mut touched: HashMap<String, (u64, u64)> = HashMap::new();
             {
-                let mut heads = txn.open_table(HEADS).map_err(storage)?;
+                let mut streams = txn.open_table(STREAMS).map_err(storage)?;
                 let mut table = txn.open_table(MESSAGES).map_err(storage)?;
                 let produced_at = SystemTime::now();
                 // One buffer for every encoded value of the batch.
                 let mut value = Vec::new();
                 for message in messages {
                     let (stream, body, headers) = message.into_parts();
-                    let head = match heads_now.get_mut(&stream) {
-                        Some(head) => head,
+                    let (id, head) = match touched.get_mut(&stream) {
+                        Some(entry) => entry,
                         None => {
-                            let stored = heads
-                                .get(stream.as_str())
-                                .map_err(storage)?
-                                .map(|h| h.value())
-                                .unwrap_or(0);
-                            heads_now.entry(stream.clone()).or_insert(stored)
+                            let stored = streams.get(stream.as_str()).map_err(storage)?;
+                            let entry = match stored.map(|v| v.value()) {
+                                Some(entry) => entry,
+                                None => (schema::next_stream_id(&txn)?, 0),
+                            };
+                            touched.entry(stream.clone()).or_insert(entry)
                         }
                     };
                     *head = head.checked_add(1).ok_or_else(|| {
@@ -269,16 +314,16 @@ impl Driver for RedbDriver {
                     value.clear();
                     codec::encode_into(&mut value, &body, &headers, produced_at);
                     table
-                        .insert((stream.as_str(), *head), value.as_slice())
+                        .insert((*id, *head), value.as_slice())
                         .map_err(storage)?;
                     offsets.push(*head);
                 }
-                for (stream, head) in &heads_now {
-                    heads.insert(stream.as_str(), *head).map_err(storage)?;
+                for (stream, entry) in &touched {
+                    streams.insert(stream.as_str(), *entry).map_err(storage)?;
                 }
             }
             txn.commit().map_err(storage)?;
-            for stream in heads_now.into_keys() {
+            for stream in touched.into_keys() {
                 hub.notify(&Topic::Stream(stream));
             }
             Ok(offsets)
@@ -296,18 +341,22 @@ impl Driver for RedbDriver {
         let Some(first) = after.checked_add(1) else {
             return Ok(Vec::new());
         };
-        let stream = stream.to_owned();
+        let stream: Arc<str> = stream.into();
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(storage)?;
+            let Some((id, head)) = stream_in(&txn, &stream)? else {
+                return Ok(Vec::new());
+            };
+            if first > head {
+                return Ok(Vec::new());
+            }
             let table = txn.open_table(MESSAGES).map_err(storage)?;
-            let range = table
-                .range((stream.as_str(), first)..=(stream.as_str(), u64::MAX))
-                .map_err(storage)?;
-            let mut out = Vec::with_capacity(limit.min(1024));
-            let shared: Arc<str> = stream.as_str().into();
+            let range = table.range((id, first)..=(id, head)).map_err(storage)?;
+            let wanted = usize::try_from(head - first + 1).unwrap_or(usize::MAX);
+            let mut out = Vec::with_capacity(limit.min(wanted).min(4096));
             for entry in range.take(limit) {
                 let (key, value) = entry.map_err(storage)?;
-                out.push(codec::decode(&shared, key.value().1, value.value())?);
+                out.push(codec::decode(&stream, key.value().1, value.value())?);
             }
             Ok(out)
         })
@@ -319,12 +368,7 @@ impl Driver for RedbDriver {
         let stream = stream.to_owned();
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(storage)?;
-            let heads = txn.open_table(HEADS).map_err(storage)?;
-            Ok(heads
-                .get(stream.as_str())
-                .map_err(storage)?
-                .map(|h| h.value())
-                .unwrap_or(0))
+            Ok(stream_in(&txn, &stream)?.map_or(0, |(_, head)| head))
         })
         .await
     }
@@ -336,9 +380,17 @@ impl Driver for RedbDriver {
             let txn = db.begin_write().map_err(storage)?;
             let mut removed = 0;
             {
+                let streams = txn.open_table(STREAMS).map_err(storage)?;
+                let Some((id, _)) = streams
+                    .get(stream.as_str())
+                    .map_err(storage)?
+                    .map(|v| v.value())
+                else {
+                    return Ok(0);
+                };
                 let mut table = txn.open_table(MESSAGES).map_err(storage)?;
                 table
-                    .retain_in((stream.as_str(), 1)..=(stream.as_str(), through), |_, _| {
+                    .retain_in((id, 1)..=(id, through), |_, _| {
                         removed += 1;
                         false
                     })
@@ -374,8 +426,17 @@ impl Driver for RedbDriver {
         let key = key.to_owned();
         let json = value.to_string();
         let hub = self.hub.clone();
+        let deferred = self
+            .deferred
+            .as_ref()
+            .map(|d| d.for_this_write(&self.db))
+            .transpose()?;
         self.blocking(move |db| {
-            let txn = db.begin_write().map_err(storage)?;
+            let mut txn = db.begin_write().map_err(storage)?;
+            if deferred.is_some() {
+                txn.set_durability(redb::Durability::None)
+                    .map_err(|e| DriverError::failed(format!("redb: {e}")))?;
+            }
             let revision = {
                 let mut records = txn.open_table(RECORDS).map_err(storage)?;
                 let current = records.get(key.as_str()).map_err(storage)?;
@@ -400,6 +461,9 @@ impl Driver for RedbDriver {
                 next
             };
             txn.commit().map_err(storage)?;
+            if let Some(deferred) = deferred {
+                deferred.committed();
+            }
             if notify {
                 hub.notify(&Topic::Record(key));
             }

@@ -24,6 +24,10 @@ pub enum StorageErrorKind {
     Locked,
     /// The storage is damaged or not a flowstream store at all.
     Corrupt,
+    /// The storage was written in a layout this version of flowstream does not read (an older
+    /// embedded file format, or a newer one). Nothing was changed; the message says which
+    /// version wrote it and what to do.
+    Incompatible,
     /// Any other failure that retrying will not fix.
     Failed,
 }
@@ -35,6 +39,7 @@ impl std::fmt::Display for StorageErrorKind {
             StorageErrorKind::Connect => "cannot connect",
             StorageErrorKind::Locked => "storage locked",
             StorageErrorKind::Corrupt => "storage damaged",
+            StorageErrorKind::Incompatible => "storage format not supported",
             StorageErrorKind::Failed => "storage failure",
         })
     }

@@ -105,7 +105,7 @@ pub enum Expected {
 /// **Errors and safety**
 /// - Storage failures are [`DriverError::Storage`] with a [`StorageErrorKind`]:
 ///   `Unavailable` when retrying may help (a write may or may not have been applied),
-///   `Connect`, `Locked`, `Corrupt` or `Failed` otherwise. Never a panic.
+///   `Connect`, `Locked`, `Corrupt`, `Incompatible` or `Failed` otherwise. Never a panic.
 /// - Blocking work (file I/O of an embedded store) runs off the async executor.
 /// - The engine validates names before they reach the driver (`[A-Za-z0-9._-]`, at most 249
 ///   bytes) and builds record keys from them; `read`, `head` and `trim` are also called by

@@ -17,28 +17,56 @@ use sqlx::{AssertSqlSafe, Executor};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::BoxError;
-use crate::workload::{body, unique};
+use crate::workload::{body, paced, stamped_body, unique};
 
-/// Messages per second sent by `processes` producer processes of `tasks` tasks each, spread
-/// over `streams` streams, during `window`.
+/// How each fleet process sends.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Load {
+    /// `tasks` tasks, each sending one message and awaiting it, then the next.
+    FlatOut { tasks: usize },
+    /// A steady `rate` messages per second from this process, each send its own task (as
+    /// independent requests of a service), the bodies stamped for the latency rows.
+    Paced { rate: u64 },
+}
+
+/// Where and how long a fleet sends.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Setting<'a> {
+    pub(crate) pg_url: &'a str,
+    pub(crate) schema: &'a str,
+    pub(crate) window: Duration,
+    pub(crate) body_size: usize,
+}
+
+/// Messages per second sent by `processes` producer processes during the window, process `p`
+/// sending to `streams[p % streams.len()]`. `started` hears when they all start sending.
 pub(crate) async fn flowstream(
-    pg_url: &str,
-    schema: &str,
+    setting: Setting<'_>,
     processes: usize,
-    tasks: usize,
-    streams: usize,
-    window: Duration,
-    body_size: usize,
+    load: Load,
+    streams: &[String],
+    started: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<f64, BoxError> {
-    let prefix = unique("fleet");
+    let Setting {
+        pg_url,
+        schema,
+        window,
+        body_size,
+    } = setting;
     let mut children = Vec::with_capacity(processes);
     for p in 0..processes {
-        let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        let stream = streams.get(p % streams.len().max(1)).ok_or("no stream")?;
+        let mut command = tokio::process::Command::new(std::env::current_exe()?);
+        command
             .args(["--fleet-child", &window.as_millis().to_string()])
-            .args(["--stream", &format!("{prefix}-{}", p % streams.max(1))])
+            .args(["--stream", stream])
             .args(["--pg-url", pg_url, "--fleet-schema", schema])
-            .args(["--fleet-tasks", &tasks.to_string()])
-            .args(["--body", &body_size.to_string()])
+            .args(["--body", &body_size.to_string()]);
+        match load {
+            Load::FlatOut { tasks } => command.args(["--fleet-tasks", &tasks.to_string()]),
+            Load::Paced { rate } => command.args(["--fleet-rate", &rate.to_string()]),
+        };
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -60,6 +88,9 @@ pub(crate) async fn flowstream(
         stdin.write_all(b"go\n").await?;
         stdin.flush().await?;
     }
+    if let Some(started) = started {
+        let _ = started.send(());
+    }
     let mut sent = 0u64;
     for (mut child, mut lines) in children {
         let line = lines.next_line().await?.unwrap_or_default();
@@ -72,14 +103,14 @@ pub(crate) async fn flowstream(
     Ok(sent as f64 / window.as_secs_f64())
 }
 
-/// The child side of [`flowstream`]: connects, warms up, says `ready`, waits for `go`, sends
-/// one message at a time from each of `tasks` tasks for `window`, then prints how many it
-/// sent.
+/// The child side of [`flowstream`]: connects, warms up (20 sends, unstamped, to another
+/// stream when paced), says `ready`,
+/// waits for `go`, sends as `load` says for `window`, then prints how many it sent.
 pub(crate) async fn child(
     pg_url: &str,
     schema: &str,
     stream: &str,
-    tasks: usize,
+    load: Load,
     window: Duration,
     body_size: usize,
 ) -> Result<(), BoxError> {
@@ -91,8 +122,15 @@ pub(crate) async fn child(
         .await?;
     let producer = Producer::new(Arc::new(driver));
     let body = body(body_size);
+    // Paced runs feed a latency consumer, which must see only stamped messages.
+    let warm_up = match load {
+        Load::FlatOut { .. } => stream.to_owned(),
+        Load::Paced { .. } => format!("{stream}.warm-up"),
+    };
     for _ in 0..20 {
-        producer.send(NewMessage::new(stream, body.clone())).await?;
+        producer
+            .send(NewMessage::new(&warm_up, body.clone()))
+            .await?;
     }
     println!("ready");
     tokio::task::spawn_blocking(|| {
@@ -100,10 +138,37 @@ pub(crate) async fn child(
         std::io::stdin().read_line(&mut go)
     })
     .await??;
+    let sent = match load {
+        Load::FlatOut { tasks } => flat_out(&producer, stream, tasks, window, &body).await?,
+        Load::Paced { rate } => {
+            let stream: Arc<str> = stream.into();
+            paced(rate, window, || {
+                let (producer, stream) = (producer.clone(), Arc::clone(&stream));
+                async move {
+                    producer
+                        .send(NewMessage::new(&*stream, stamped_body(body_size)))
+                        .await?;
+                    Ok(())
+                }
+            })
+            .await?
+        }
+    };
+    println!("sent {sent}");
+    Ok(())
+}
+
+async fn flat_out(
+    producer: &Producer,
+    stream: &str,
+    tasks: usize,
+    window: Duration,
+    body: &[u8],
+) -> Result<u64, BoxError> {
     let start = Instant::now();
     let mut senders = tokio::task::JoinSet::new();
     for _ in 0..tasks {
-        let (producer, body, stream) = (producer.clone(), body.clone(), stream.to_owned());
+        let (producer, body, stream) = (producer.clone(), body.to_vec(), stream.to_owned());
         senders.spawn(async move {
             let mut sent = 0u64;
             while start.elapsed() < window {
@@ -119,8 +184,62 @@ pub(crate) async fn child(
     while let Some(done) = senders.join_next().await {
         sent += done??;
     }
-    println!("sent {sent}");
-    Ok(())
+    Ok(sent)
+}
+
+/// Another application in the same database that notifies in its transactions, as job queues
+/// do (River, graphile-worker, Oban): `clients` connections each inserting a job and calling
+/// `pg_notify` in one statement, one after the other, with a listener of its own draining the
+/// channel. Returns its jobs per second during `window`.
+pub(crate) async fn notifying_app(
+    pg_url: &str,
+    raw_schema: &str,
+    clients: usize,
+    window: Duration,
+) -> Result<f64, BoxError> {
+    let pool = PgPoolOptions::new()
+        .max_connections(u32::try_from(clients)?)
+        .connect(pg_url)
+        .await?;
+    let table = format!("{raw_schema}.jobs_{}", unique("t").replace('-', "_"));
+    pool.execute(AssertSqlSafe(format!(
+        "CREATE TABLE {table} (id bigserial PRIMARY KEY, payload text NOT NULL)"
+    )))
+    .await?;
+    let channel = format!("jobs_{}", unique("c").replace('-', "_"));
+    let mut listener = sqlx::postgres::PgListener::connect(pg_url).await?;
+    listener.listen(&channel).await?;
+    let draining = tokio::spawn(async move { while listener.recv().await.is_ok() {} });
+    let enqueue: Arc<str> = format!(
+        "WITH job AS (INSERT INTO {table} (payload) VALUES ($1) RETURNING id) \
+         SELECT pg_notify('{channel}', id::text) FROM job"
+    )
+    .into();
+    let mut tasks = tokio::task::JoinSet::new();
+    let start = Instant::now();
+    for _ in 0..clients {
+        let (pool, enqueue) = (pool.clone(), Arc::clone(&enqueue));
+        tasks.spawn(async move {
+            let mut conn = pool.acquire().await?;
+            let mut done = 0u64;
+            while start.elapsed() < window {
+                sqlx::query(AssertSqlSafe(Arc::clone(&enqueue)))
+                    .bind("job")
+                    .execute(&mut *conn)
+                    .await?;
+                done += 1;
+            }
+            Ok::<u64, sqlx::Error>(done)
+        });
+    }
+    let mut total = 0u64;
+    while let Some(done) = tasks.join_next().await {
+        total += done??;
+    }
+    let elapsed = start.elapsed();
+    draining.abort();
+    pool.close().await;
+    Ok(total as f64 / elapsed.as_secs_f64())
 }
 
 /// Rows per second inserted by `clients` connections, each running a one-row `INSERT` in its

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowstream_core::{Consumer, Driver, NewMessage, Producer, Wake};
+use flowstream_core::{Consumer, Driver, NewMessage, Producer, StartFrom, Wake};
 use sqlx::PgPool;
 
 use crate::BoxError;
@@ -51,6 +51,14 @@ impl Flowstream {
         }
     }
 
+    pub(crate) fn driver(&self) -> &Arc<dyn Driver> {
+        &self.driver
+    }
+
+    pub(crate) fn producer(&self) -> &Producer {
+        &self.producer
+    }
+
     /// Transactions the database has committed or rolled back so far, from the server's own
     /// statistics; `None` when not on PostgreSQL.
     async fn server_transactions(&self) -> Result<Option<u64>, BoxError> {
@@ -80,7 +88,7 @@ impl Flowstream {
         Ok(())
     }
 
-    async fn read_all(
+    pub(crate) async fn read_all(
         &self,
         stream: &str,
         count: usize,
@@ -169,6 +177,44 @@ impl Flowstream {
             elapsed,
             procstat::peak_rss().ok_or("no memory figures from /proc")?,
         ))
+    }
+
+    /// Joins a new group on `stream` starting at `start` and, in a task, records the latency
+    /// of the next `expected` messages (stamped bodies), committing after each read.
+    pub(crate) async fn receive_latencies(
+        &self,
+        stream: &str,
+        start: StartFrom,
+        expected: usize,
+        read_batch: usize,
+    ) -> Result<tokio::task::JoinHandle<Result<Latencies, BoxError>>, BoxError> {
+        let mut consumer = Consumer::builder(Arc::clone(&self.driver), stream, unique("latency"))
+            .start_from(start)
+            .batch_size(read_batch)
+            .build()
+            .await?;
+        Ok(tokio::spawn(async move {
+            let mut latencies = Latencies::with_capacity(expected);
+            while latencies.len() < expected {
+                let mut last = None;
+                while let Some(message) = consumer.next().await? {
+                    latencies.record(message.body());
+                    last = Some(message.offset());
+                }
+                if let Some(offset) = last {
+                    consumer.commit(offset).await?;
+                }
+                if latencies.len() < expected
+                    && consumer.wait(Duration::from_secs(10)).await? == Wake::TimedOut
+                {
+                    return Err(
+                        format!("{} of {expected} messages arrived", latencies.len()).into(),
+                    );
+                }
+            }
+            consumer.shutdown().await?;
+            Ok::<_, BoxError>(latencies)
+        }))
     }
 
     /// CPU this process uses while `consumers` consumers, each the active member of its own
@@ -287,32 +333,9 @@ impl System for Flowstream {
     ) -> Result<Option<Latencies>, BoxError> {
         let stream: Arc<str> = unique("latency").into();
         let expected = (rate as f64 * duration.as_secs_f64()) as usize;
-        let mut consumer = Consumer::builder(Arc::clone(&self.driver), &*stream, "bench")
-            .batch_size(sizes.read_batch)
-            .build()
+        let receiver = self
+            .receive_latencies(&stream, StartFrom::Earliest, expected, sizes.read_batch)
             .await?;
-        let receiver = tokio::spawn(async move {
-            let mut latencies = Latencies::with_capacity(expected);
-            while latencies.len() < expected {
-                let mut last = None;
-                while let Some(message) = consumer.next().await? {
-                    latencies.record(message.body());
-                    last = Some(message.offset());
-                }
-                if let Some(offset) = last {
-                    consumer.commit(offset).await?;
-                }
-                if latencies.len() < expected
-                    && consumer.wait(Duration::from_secs(10)).await? == Wake::TimedOut
-                {
-                    return Err(
-                        format!("{} of {expected} messages arrived", latencies.len()).into(),
-                    );
-                }
-            }
-            consumer.shutdown().await?;
-            Ok::<_, BoxError>(latencies)
-        });
         let size = sizes.body;
         paced(rate, duration, || {
             let producer = self.producer.clone();

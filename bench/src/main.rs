@@ -14,6 +14,9 @@
 
 mod fleet;
 mod flow;
+mod long;
+mod machine;
+mod median;
 mod nats_peer;
 mod options;
 mod procstat;
@@ -28,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flowstream_postgres::PgDriver;
-use flowstream_redb::RedbDriver;
+use flowstream_redb::{RecordDurability, RedbDriver};
 
 use crate::flow::Flowstream;
 use crate::options::{Backend, Options};
@@ -55,16 +58,24 @@ async fn main() {
         println!("{}", options::USAGE);
         return;
     }
+    if !options.median.is_empty() {
+        match median::table(&options.median) {
+            Ok(table) => println!("{table}"),
+            Err(error) => {
+                eprintln!("{error}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     if let Some((window, stream, schema)) = &options.fleet_child {
-        let sent = fleet::child(
-            &options.pg_url,
-            schema,
-            stream,
-            options.fleet_tasks,
-            *window,
-            options.body,
-        )
-        .await;
+        let load = match options.fleet_rate {
+            Some(rate) => fleet::Load::Paced { rate },
+            None => fleet::Load::FlatOut {
+                tasks: options.fleet_tasks,
+            },
+        };
+        let sent = fleet::child(&options.pg_url, schema, stream, load, *window, options.body).await;
         if let Err(error) = sent {
             eprintln!("{error}");
             std::process::exit(1);
@@ -140,9 +151,32 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
     }
 
     let mut ok = true;
-    if options.fleet_only {
-        ok &= fleet_rows(options, &mut report).await;
+    let window = if options.smoke {
+        Duration::from_millis(200)
+    } else {
+        Duration::from_secs(3)
+    };
+    let scenario = "machine: fdatasync per second, 4 KiB rewrites in --dir";
+    println!("{scenario}");
+    match machine::fsync_rate(&options.dir, window).await {
+        Ok(rate) => report.push(scenario, "this machine", rate, "syncs/s", false),
+        Err(error) => report.skip(scenario, "this machine", error.to_string()),
+    }
+    if options.long {
+        drop(others);
+        ok &= long_rows(flows, options, &mut report).await;
         println!("\n{}", report.table());
+        write_json(options, &report, &sizes)?;
+        return Ok(ok);
+    }
+    if options.fleet_only {
+        let pg = flows
+            .iter()
+            .find(|(b, _)| *b == Backend::Postgres)
+            .map(|(_, f)| f);
+        ok &= fleet_rows(options, pg, &mut report).await;
+        println!("\n{}", report.table());
+        write_json(options, &report, &sizes)?;
         return Ok(ok);
     }
     let mut systems: Vec<(&dyn System, bool)> = flows
@@ -199,7 +233,11 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
     }
 
     if options.backends.contains(&Backend::Postgres) {
-        ok &= fleet_rows(options, &mut report).await;
+        let pg = flows
+            .iter()
+            .find(|(b, _)| *b == Backend::Postgres)
+            .map(|(_, f)| f);
+        ok &= fleet_rows(options, pg, &mut report).await;
     }
 
     let scenario = format!(
@@ -234,6 +272,9 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
                 ok = false;
             }
         }
+    }
+    if options.backends.contains(&Backend::Redb) {
+        ok &= deferred_consume_row(options, &scenario, &mut report).await;
     }
     for system in &others {
         settle(options).await?;
@@ -338,7 +379,7 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
     println!("{scenario}");
     for (backend, stream) in consumed {
         let name = format!("flowstream ({})", backend.name());
-        match measure_in_child(backend, &stream, options).await {
+        match measure_in_child(backend, &stream, options.messages, options).await {
             Ok(rss) => report.push(&scenario, &name, rss as f64 / 1048576.0, "MiB", true),
             Err(error) => {
                 report.skip(&scenario, &name, error.to_string());
@@ -349,6 +390,12 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
 
     let table = report.table();
     println!("\n{table}");
+    write_json(options, &report, &sizes)?;
+    Ok(ok)
+}
+
+/// Writes the figures and how they were made to `--json`.
+fn write_json(options: &Options, report: &Report, sizes: &workload::Sizes) -> Result<(), BoxError> {
     let run = serde_json::json!({
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -367,11 +414,12 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
         serde_json::to_string_pretty(&report.json(run))?,
     )?;
     println!("figures written to {}", options.json.display());
-    Ok(ok)
+    Ok(())
 }
 
 /// The redb files, in `--dir`.
 const FLOW_FILE: &str = "flowstream.redb";
+const DEFERRED_FILE: &str = "flowstream-deferred.redb";
 const RAW_FILE: &str = "raw.redb";
 
 async fn open_flowstream(backend: Backend, options: &Options) -> Result<Flowstream, BoxError> {
@@ -397,8 +445,12 @@ async fn open_flowstream(backend: Backend, options: &Options) -> Result<Flowstre
 }
 
 /// The fleet rows (PostgreSQL only): single sends from separate processes, next to a plain
-/// one-row `INSERT` from as many clients. Returns false if a flowstream figure failed.
-async fn fleet_rows(options: &Options, report: &mut Report) -> bool {
+/// one-row `INSERT` from as many clients; latency with the sends coming from 4 processes; and
+/// flowstream's fleet beside another application that notifies. `pg` is this process's
+/// flowstream on PostgreSQL, for the latency consumer. Returns false if a flowstream figure
+/// failed.
+async fn fleet_rows(options: &Options, pg: Option<&Flowstream>, report: &mut Report) -> bool {
+    const FLOW: &str = "flowstream (postgres)";
     let mut ok = true;
     for (processes, tasks, streams) in [(1, 1, 1), (8, 1, 1), (8, 1, 8), (4, 16, 1), (4, 16, 8)] {
         let scenario = format!(
@@ -409,23 +461,21 @@ async fn fleet_rows(options: &Options, report: &mut Report) -> bool {
         );
         println!("{scenario}");
         if let Err(error) = settle(options).await {
-            report.skip(&scenario, "flowstream (postgres)", error.to_string());
+            report.skip(&scenario, FLOW, error.to_string());
             return false;
         }
-        match fleet::flowstream(
-            &options.pg_url,
-            PG_SCHEMA,
+        match fleet_run(
+            options,
             processes,
-            tasks,
+            fleet::Load::FlatOut { tasks },
             streams,
-            options.fleet_for,
-            options.body,
+            None,
         )
         .await
         {
-            Ok(rate) => report.push(&scenario, "flowstream (postgres)", rate, "msg/s", false),
+            Ok(rate) => report.push(&scenario, FLOW, rate, "msg/s", false),
             Err(error) => {
-                report.skip(&scenario, "flowstream (postgres)", error.to_string());
+                report.skip(&scenario, FLOW, error.to_string());
                 ok = false;
             }
         }
@@ -446,18 +496,219 @@ async fn fleet_rows(options: &Options, report: &mut Report) -> bool {
             }
         }
     }
+
+    if let Some(pg) = pg {
+        let rate = if options.smoke { 400 } else { 10_000 };
+        let processes = 4;
+        let label = report::group_digits(rate as f64);
+        println!("end-to-end latency at {label} msg/s sent by {processes} processes");
+        let _ = settle(options).await;
+        match fleet_latency(options, pg, processes, rate).await {
+            Ok(Some((p50, p99, max))) => {
+                for (name, value) in [("p50", p50), ("p99", p99), ("max", max)] {
+                    report.push(
+                        &format!("latency {name} at {label} msg/s sent by {processes} processes"),
+                        FLOW,
+                        value.as_secs_f64() * 1000.0,
+                        "ms",
+                        true,
+                    );
+                }
+            }
+            Ok(None) => {}
+            Err(error) => {
+                report.skip(
+                    &format!("latency at {label} msg/s sent by {processes} processes"),
+                    FLOW,
+                    error.to_string(),
+                );
+                ok = false;
+            }
+        }
+    }
+
+    // Another application's NOTIFY traffic in the same database: its rate alone and beside
+    // flowstream's 8-process fleet on 8 streams, and the fleet's rate beside it (the fleet row
+    // above is the same fleet alone).
+    let clients = 4;
+    let app = format!("another application: INSERT + pg_notify per transaction, {clients} clients");
+    let alone = format!("{app}, alone");
+    let beside = format!("{app}, beside flowstream's 8 × 1 fleet on 8 streams");
+    let fleet_beside = "produce, 8 processes × 1 task × single sends, 8 streams, beside another application's notifications";
+    println!("{app}");
+    let _ = settle(options).await;
+    match fleet::notifying_app(&options.pg_url, raw_pg::SCHEMA, clients, options.fleet_for).await {
+        Ok(rate) => report.push(&alone, "another application", rate, "transactions/s", false),
+        Err(error) => report.skip(&alone, "another application", error.to_string()),
+    }
+    let _ = settle(options).await;
+    let (started, sending) = tokio::sync::oneshot::channel();
+    let (fleet, other) = tokio::join!(
+        fleet_run(
+            options,
+            8,
+            fleet::Load::FlatOut { tasks: 1 },
+            8,
+            Some(started)
+        ),
+        async {
+            // Starts once the fleet's processes are sending, not while they connect.
+            sending.await.map_err(|_| "the fleet did not start")?;
+            fleet::notifying_app(&options.pg_url, raw_pg::SCHEMA, clients, options.fleet_for).await
+        }
+    );
+    match fleet {
+        Ok(rate) => report.push(fleet_beside, FLOW, rate, "msg/s", false),
+        Err(error) => {
+            report.skip(fleet_beside, FLOW, error.to_string());
+            ok = false;
+        }
+    }
+    match other {
+        Ok(rate) => report.push(
+            &beside,
+            "another application",
+            rate,
+            "transactions/s",
+            false,
+        ),
+        Err(error) => report.skip(&beside, "another application", error.to_string()),
+    }
     ok
 }
 
-/// Runs this program again to consume `stream` and report its peak resident memory.
-async fn measure_in_child(
+/// One fleet run on fresh streams; `started` hears when the processes start sending.
+async fn fleet_run(
+    options: &Options,
+    processes: usize,
+    load: fleet::Load,
+    streams: usize,
+    started: Option<tokio::sync::oneshot::Sender<()>>,
+) -> Result<f64, BoxError> {
+    let prefix = workload::unique("fleet");
+    let names: Vec<String> = (0..streams).map(|i| format!("{prefix}-{i}")).collect();
+    let setting = fleet::Setting {
+        pg_url: &options.pg_url,
+        schema: PG_SCHEMA,
+        window: options.fleet_for,
+        body_size: options.body,
+    };
+    fleet::flowstream(setting, processes, load, &names, started).await
+}
+
+/// Latency of `rate` messages per second sent by `processes` processes to one stream, read by
+/// a consumer in this process: `(p50, p99, max)`.
+async fn fleet_latency(
+    options: &Options,
+    pg: &Flowstream,
+    processes: usize,
+    rate: u64,
+) -> Result<Option<(Duration, Duration, Duration)>, BoxError> {
+    let stream = workload::unique("fleet-latency");
+    let per_process = rate / processes as u64;
+    let expected = (per_process as f64 * options.latency_for.as_secs_f64()) as usize * processes;
+    let receiver = pg
+        .receive_latencies(
+            &stream,
+            flowstream_core::StartFrom::Earliest,
+            expected,
+            1000,
+        )
+        .await?;
+    let setting = fleet::Setting {
+        pg_url: &options.pg_url,
+        schema: PG_SCHEMA,
+        window: options.latency_for,
+        body_size: options.body,
+    };
+    let load = fleet::Load::Paced { rate: per_process };
+    fleet::flowstream(
+        setting,
+        processes,
+        load,
+        std::slice::from_ref(&stream),
+        None,
+    )
+    .await?;
+    Ok(receiver.await??.summary())
+}
+
+/// redb consume with `RecordDurability::Deferred` (commits made durable by the next append or
+/// within 100 ms), on a file of its own. Returns false if it failed.
+async fn deferred_consume_row(options: &Options, scenario: &str, report: &mut Report) -> bool {
+    let name = "deferred commits: flowstream (redb)";
+    let result = async {
+        let path = options.dir.join(DEFERRED_FILE);
+        if path.exists() {
+            std::fs::remove_file(&path)?;
+        }
+        let driver = RedbDriver::builder(&path)
+            .record_durability(RecordDurability::Deferred {
+                within: Duration::from_millis(100),
+            })
+            .open()
+            .await?;
+        let flow = Flowstream::new("flowstream (redb, deferred)", Arc::new(driver), None);
+        let (elapsed, _, _) = flow.consume_stream(&options.sizes()).await?;
+        Ok::<_, BoxError>(elapsed)
+    }
+    .await;
+    match result {
+        Ok(elapsed) => {
+            report.rate(
+                scenario,
+                name,
+                options.messages as f64 / elapsed.as_secs_f64(),
+            );
+            true
+        }
+        Err(error) => {
+            report.skip(scenario, name, error.to_string());
+            false
+        }
+    }
+}
+
+/// The `--long` rows on each driver. Returns false if one failed.
+async fn long_rows(
+    flows: Vec<(Backend, Flowstream)>,
+    options: &Options,
+    report: &mut Report,
+) -> bool {
+    let mut ok = true;
+    for (backend, flow) in flows {
+        println!("long stream on {}", backend.name());
+        let _ = settle(options).await;
+        let filled = long::rows(&flow, options, report).await;
+        // redb has one process per file: the memory rows' processes open it after us.
+        drop(flow);
+        let result = match filled {
+            Ok((stream, _)) => long::memory_rows(backend, &stream, options, report).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = result {
+            report.skip(
+                "long stream",
+                &format!("flowstream ({})", backend.name()),
+                error.to_string(),
+            );
+            ok = false;
+        }
+    }
+    ok
+}
+
+/// Runs this program again to consume `count` messages of `stream` and report its peak
+/// resident memory.
+pub(crate) async fn measure_in_child(
     backend: Backend,
     stream: &str,
+    count: usize,
     options: &Options,
 ) -> Result<u64, BoxError> {
     let output = tokio::process::Command::new(std::env::current_exe()?)
         .args(["--memory-child", backend.name(), "--stream", stream])
-        .args(["--messages", &options.messages.to_string()])
+        .args(["--messages", &count.to_string()])
         .args(["--pg-url", &options.pg_url])
         .arg("--dir")
         .arg(&options.dir)

@@ -21,6 +21,11 @@ usage: flowstream-bench [options]
   --json PATH                  where figures go (default target/flowstream-bench/results.json)
   --fleet-only                 only the fleet rows (PostgreSQL: producer processes, next to a
                                one-row INSERT from as many clients)
+  --long                       the long-stream rows instead: fill a stream of --messages
+                               (default 10000000 here) and measure produce, head, latency,
+                               consume and memory on it, at 1M and at the end
+  --median FILE...             print the median and spread of the figures in the --json files
+                               of several runs, and measure nothing
 
 The bench drops and recreates the PostgreSQL schemas flowstream_bench and
 flowstream_bench_raw, and switches Redis's persistence for the appendfsync
@@ -76,6 +81,13 @@ pub(crate) struct Options {
     pub(crate) fleet_for: Duration,
     /// Run the fleet rows and nothing else.
     pub(crate) fleet_only: bool,
+    /// In a fleet producer process: send this many messages per second, stamped, instead of
+    /// flat out.
+    pub(crate) fleet_rate: Option<u64>,
+    /// Run the long-stream rows and nothing else.
+    pub(crate) long: bool,
+    /// Summarize these result files and measure nothing.
+    pub(crate) median: Vec<PathBuf>,
     /// Print the usage and stop.
     pub(crate) help: bool,
 }
@@ -106,9 +118,13 @@ impl Options {
             fleet_tasks: 1,
             fleet_for: Duration::from_secs(5),
             fleet_only: false,
+            fleet_rate: None,
+            long: false,
+            median: Vec::new(),
             help: false,
         };
         let mut child_backend = None;
+        let mut messages_set = false;
         let mut child_stream = None;
         let mut fleet_millis = None;
         let mut fleet_schema = None;
@@ -128,13 +144,24 @@ impl Options {
                 "--fleet-schema" => fleet_schema = Some(value()?),
                 "--fleet-tasks" => options.fleet_tasks = number(&arg, &value()?)?.max(1),
                 "--fleet-only" => options.fleet_only = true,
+                "--fleet-rate" => {
+                    options.fleet_rate =
+                        Some(u64::try_from(number(&arg, &value()?)?).unwrap_or(u64::MAX));
+                }
+                "--long" => options.long = true,
+                "--median" => {
+                    options.median.extend(args.by_ref().map(PathBuf::from));
+                }
                 "--pg-url" => options.pg_url = value()?,
                 "--redis-url" => options.redis_url = value()?,
                 "--nats-url" => options.nats_url = value()?,
                 "--no-peers" => options.peers = false,
                 "--smoke" => options.smoke = true,
                 "--body" => options.body = number(&arg, &value()?)?,
-                "--messages" => options.messages = number(&arg, &value()?)?,
+                "--messages" => {
+                    options.messages = number(&arg, &value()?)?;
+                    messages_set = true;
+                }
                 "--dir" => options.dir = value()?.into(),
                 "--json" => options.json = value()?.into(),
                 "--help" | "-h" => options.help = true,
@@ -151,6 +178,9 @@ impl Options {
             ));
         }
         options.memory_child = child_backend.zip(child_stream);
+        if options.long && !messages_set {
+            options.messages = 10_000_000;
+        }
         if options.body < 8 {
             return Err("--body must be at least 8 (latency rows stamp the body)".to_owned());
         }

@@ -1,8 +1,7 @@
 //! What the scenarios share: message bodies, sizes, pacing and latency bookkeeping.
 
 use std::future::Future;
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::task::JoinSet;
 
@@ -27,24 +26,26 @@ pub(crate) fn body(size: usize) -> Vec<u8> {
     (0..size).map(|i| b'a' + (i % 26) as u8).collect()
 }
 
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
+/// Nanoseconds since the Unix epoch: the wall clock, so that a stamp made in one process (a
+/// fleet producer) reads correctly in another on the same machine.
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// A body of `size` bytes (at least 8) starting with the moment it was made.
 pub(crate) fn stamped_body(size: usize) -> Vec<u8> {
-    let nanos = u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX);
     let mut out = body(size.max(8));
-    out[..8].copy_from_slice(&nanos.to_le_bytes());
+    out[..8].copy_from_slice(&now_nanos().to_le_bytes());
     out
 }
 
 /// Time since the stamp at the start of `body` was made.
 pub(crate) fn since_stamp(body: &[u8]) -> Option<Duration> {
     let stamp = u64::from_le_bytes(body.get(..8)?.try_into().ok()?);
-    let now = u64::try_from(epoch().elapsed().as_nanos()).ok()?;
-    Some(Duration::from_nanos(now.saturating_sub(stamp)))
+    Some(Duration::from_nanos(now_nanos().saturating_sub(stamp)))
 }
 
 /// Send→delivery latencies of one run.

@@ -132,7 +132,10 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
             Backend::Redb,
             open_flowstream(Backend::Redb, options).await?,
         ));
-        others.push(Box::new(RawRedb::create(&options.dir.join(RAW_FILE))?));
+        others.push(Box::new(RawRedb::create(
+            &options.dir.join(RAW_FILE),
+            options.redb_cache,
+        )?));
     }
     let mut redis_saved = None;
     if options.peers {
@@ -278,15 +281,15 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
     }
     for system in &others {
         settle(options).await?;
-        let result = system.consume(&sizes).await;
-        record_rate(
-            &mut report,
-            &scenario,
-            system.as_ref(),
-            sizes.consume,
-            result,
-            false,
-        );
+        match system.consume(&sizes).await {
+            Ok(Some(elapsed)) => report.rate(
+                &scenario,
+                &system.consume_name(),
+                sizes.consume as f64 / elapsed.as_secs_f64(),
+            ),
+            Ok(None) => {}
+            Err(error) => report.skip(&scenario, &system.consume_name(), error.to_string()),
+        }
     }
 
     for &rate in &options.rates {
@@ -438,7 +441,12 @@ async fn open_flowstream(backend: Backend, options: &Options) -> Result<Flowstre
         }
         Backend::Redb => Flowstream::new(
             "flowstream (redb)",
-            Arc::new(RedbDriver::open(options.dir.join(FLOW_FILE)).await?),
+            Arc::new(
+                RedbDriver::builder(options.dir.join(FLOW_FILE))
+                    .cache_size(options.redb_cache)
+                    .open()
+                    .await?,
+            ),
             None,
         ),
     })
@@ -643,6 +651,7 @@ async fn deferred_consume_row(options: &Options, scenario: &str, report: &mut Re
             std::fs::remove_file(&path)?;
         }
         let driver = RedbDriver::builder(&path)
+            .cache_size(options.redb_cache)
             .record_durability(RecordDurability::Deferred {
                 within: Duration::from_millis(100),
             })
@@ -710,6 +719,10 @@ pub(crate) async fn measure_in_child(
         .args(["--memory-child", backend.name(), "--stream", stream])
         .args(["--messages", &count.to_string()])
         .args(["--pg-url", &options.pg_url])
+        .args([
+            "--redb-cache",
+            &(options.redb_cache / 1024 / 1024).to_string(),
+        ])
         .arg("--dir")
         .arg(&options.dir)
         .output()

@@ -18,6 +18,8 @@ usage: flowstream-bench [options]
   --body BYTES                 message body size (default 100)
   --messages N                 length of the stream the consume rows read (default 1000000)
   --dir PATH                   where redb files go (default target/flowstream-bench)
+  --redb-cache MIB             redb's page cache, for flowstream and the raw row alike
+                               (default 16, flowstream's default)
   --json PATH                  where figures go (default target/flowstream-bench/results.json)
   --fleet-only                 only the fleet rows (PostgreSQL: producer processes, next to a
                                one-row INSERT from as many clients)
@@ -88,6 +90,8 @@ pub(crate) struct Options {
     pub(crate) long: bool,
     /// Summarize these result files and measure nothing.
     pub(crate) median: Vec<PathBuf>,
+    /// redb's page cache in bytes, flowstream's and the raw row's.
+    pub(crate) redb_cache: usize,
     /// Print the usage and stop.
     pub(crate) help: bool,
 }
@@ -119,6 +123,7 @@ impl Options {
             fleet_for: Duration::from_secs(5),
             fleet_only: false,
             fleet_rate: None,
+            redb_cache: flowstream_redb::DEFAULT_CACHE_SIZE,
             long: false,
             median: Vec::new(),
             help: false,
@@ -149,6 +154,7 @@ impl Options {
                         Some(u64::try_from(number(&arg, &value()?)?).unwrap_or(u64::MAX));
                 }
                 "--long" => options.long = true,
+                "--redb-cache" => options.redb_cache = number(&arg, &value()?)? * 1024 * 1024,
                 "--median" => {
                     options.median.extend(args.by_ref().map(PathBuf::from));
                 }

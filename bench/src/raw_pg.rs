@@ -163,6 +163,11 @@ impl System for RawPg {
         .to_owned()
     }
 
+    fn consume_name(&self) -> String {
+        "raw pg: flowstream's SELECT on the same table shape, 1,000 rows a read, no commits"
+            .to_owned()
+    }
+
     async fn produce_batches(
         &self,
         batch: usize,

@@ -18,9 +18,11 @@ pub(crate) struct RawRedb {
 }
 
 impl RawRedb {
-    pub(crate) fn create(path: &Path) -> Result<Self, BoxError> {
+    /// A fresh file at `path` with a page cache of `cache` bytes (flowstream's, so that both
+    /// read the same way).
+    pub(crate) fn create(path: &Path, cache: usize) -> Result<Self, BoxError> {
         Ok(RawRedb {
-            db: Arc::new(Database::create(path)?),
+            db: Arc::new(Database::builder().set_cache_size(cache).create(path)?),
         })
     }
 

@@ -11,6 +11,11 @@ pub(crate) trait System: Send + Sync {
     /// The name printed in the table.
     fn name(&self) -> String;
 
+    /// The name in the consume row, when what it reads differs from what `name` says.
+    fn consume_name(&self) -> String {
+        self.name()
+    }
+
     /// One producer appending `sizes.produce` messages in batches of `batch`, each batch
     /// durable before the next is sent. Returns the elapsed time.
     async fn produce_batches(

@@ -16,6 +16,9 @@ use crate::notifier::Notifier;
 use crate::schema::{self, Queries, validate_schema};
 use crate::{Inner, PgDriver, listener, migrate};
 
+/// A pooled connection idle at least this long is pinged before use; see `connect`.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// Configures a [`PgDriver`]; made by [`PgDriver::builder`].
 #[must_use = "call .connect().await"]
 pub struct PgDriverBuilder {
@@ -162,6 +165,20 @@ impl PgDriverBuilder {
             .max_connections(self.max_connections)
             .min_connections(0)
             .acquire_timeout(self.connect_timeout)
+            // sqlx pings every connection it hands out by default: a round trip before each
+            // statement, a quarter of a single send's time here. Only connections that sat
+            // idle long enough for the server to have restarted or dropped them unseen are
+            // pinged; one that dies in steady use fails its statement (an `Unavailable`
+            // error, retryable) and the pool replaces it.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IF_IDLE_FOR {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_lazy_with(options.clone());
         if self.run_migrations {
             migrate::migrate(&pool, &self.schema, self.migrate_to).await?;

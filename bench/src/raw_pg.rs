@@ -37,7 +37,7 @@ impl RawPg {
             _ => url.to_owned(),
         };
         let pool = PgPoolOptions::new()
-            .max_connections(70)
+            .max_connections(4)
             .connect(&url)
             .await?;
         Ok(RawPg { pool, write })
@@ -195,18 +195,26 @@ impl System for RawPg {
         let stream: Arc<str> = unique("singles").into();
         self.create_stream(&stream).await?;
         let body = body(sizes.body);
-        let pool = self.pool.clone();
+        // A connection per task, closed afterwards: idle connections kept open would count
+        // against the server's connection limit in the fleet rows.
+        let pool = PgPoolOptions::new()
+            .max_connections(u32::try_from(tasks)?)
+            .connect_with(self.pool.connect_options().as_ref().clone())
+            .await?;
+        let shared = pool.clone();
         let start = Instant::now();
         singles(tasks, sizes.singles, move |_| {
             let raw = RawPg {
-                pool: pool.clone(),
+                pool: shared.clone(),
                 write: Write::LockedInsert,
             };
             let (stream, body) = (Arc::clone(&stream), body.clone());
             async move { raw.write_batch(&stream, 0, 1, &body).await }
         })
         .await?;
-        Ok(Some(start.elapsed()))
+        let elapsed = start.elapsed();
+        pool.close().await;
+        Ok(Some(elapsed))
     }
 
     /// Keyset reads of `read_batch` rows per query.

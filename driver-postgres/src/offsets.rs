@@ -123,8 +123,13 @@ impl PgDriver {
 /// engine would not accept (callers may append through the driver directly), and NUL
 /// characters in headers, which `jsonb` rejects.
 fn refuse_what_postgres_cannot_store(messages: &[NewMessage]) -> Result<(), DriverError> {
+    let mut checked = None;
     for message in messages {
-        check_stream_name(message.stream())?;
+        // A run of messages to one stream needs its name checked once.
+        if checked != Some(message.stream()) {
+            check_stream_name(message.stream())?;
+            checked = Some(message.stream());
+        }
         for (name, value) in message.headers() {
             if name.contains('\0') || value.contains('\0') {
                 return Err(DriverError::InvalidInput(format!(

@@ -18,26 +18,24 @@ const FORMAT_V1: u8 = 1;
 #[cfg(test)]
 pub(crate) fn encode(body: &[u8], headers: &Headers, produced_at: SystemTime) -> Vec<u8> {
     let mut out = Vec::new();
-    encode_into(&mut out, body, headers, produced_at);
+    encode_into(&mut out, body, headers, micros_since_epoch(produced_at));
     out
 }
 
+/// `at` as microseconds since the Unix epoch, as stored; computed once per append.
+pub(crate) fn micros_since_epoch(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// Appends the encoded message to `out` (reused across a batch to spare an allocation per
-/// message).
-pub(crate) fn encode_into(
-    out: &mut Vec<u8>,
-    body: &[u8],
-    headers: &Headers,
-    produced_at: SystemTime,
-) {
+/// message); `produced_micros` from [`micros_since_epoch`].
+pub(crate) fn encode_into(out: &mut Vec<u8>, body: &[u8], headers: &Headers, produced_micros: u64) {
     let header_bytes: usize = headers.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
     out.reserve(1 + 8 + 4 + header_bytes + body.len());
     out.push(FORMAT_V1);
-    let micros = produced_at
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
-    out.extend_from_slice(&micros.to_le_bytes());
+    out.extend_from_slice(&produced_micros.to_le_bytes());
     out.extend_from_slice(&len_u32(headers.len()).to_le_bytes());
     for (name, value) in headers {
         for part in [name, value] {

@@ -28,9 +28,15 @@
 //! driver does (PostgreSQL cannot store one), so that a stream's messages can move between
 //! drivers. Bodies hold any bytes.
 //!
-//! Offsets: each stream's head lives in its own row of the `heads` table and is advanced in the
-//! appending write transaction. redb runs one write transaction at a time, so offsets are
-//! assigned in commit order and readers (who see committed snapshots) never see a gap.
+//! Offsets: each stream's id and head live in its row of the `streams` table, and the head is
+//! advanced in the appending write transaction. redb runs one write transaction at a time, so
+//! offsets are assigned in commit order and readers (who see committed snapshots) never see a
+//! gap.
+//!
+//! The file carries a format version; a file written in another format is refused with
+//! [`StorageErrorKind::Incompatible`] and left as it was. Its other tables are the
+//! application's own: the driver opens only its own. [`RedbDriver::builder`] sets the page
+//! cache and [`RecordDurability`].
 //!
 //! [redb]: https://docs.rs/redb
 
@@ -255,8 +261,12 @@ impl RedbDriver {
 /// (callers may append through the driver directly), and NUL characters in headers (which
 /// PostgreSQL cannot store), so that what one driver accepts, every driver accepts.
 fn refuse_unportable(messages: &[NewMessage]) -> Result<(), DriverError> {
+    let mut checked = None;
     for message in messages {
-        check_stream_name(message.stream())?;
+        if checked != Some(message.stream()) {
+            check_stream_name(message.stream())?;
+            checked = Some(message.stream());
+        }
         for (name, value) in message.headers() {
             if name.contains('\0') || value.contains('\0') {
                 return Err(DriverError::InvalidInput(format!(
@@ -292,31 +302,45 @@ impl Driver for RedbDriver {
             {
                 let mut streams = txn.open_table(STREAMS).map_err(storage)?;
                 let mut table = txn.open_table(MESSAGES).map_err(storage)?;
-                let produced_at = SystemTime::now();
+                let produced_micros = codec::micros_since_epoch(SystemTime::now());
                 // One buffer for every encoded value of the batch.
                 let mut value = Vec::new();
+                // The stream of the previous message, its id and head: batches usually go to
+                // one stream, so the map is only consulted when the stream changes.
+                let mut current: Option<(String, u64, u64)> = None;
                 for message in messages {
                     let (stream, body, headers) = message.into_parts();
-                    let (id, head) = match touched.get_mut(&stream) {
-                        Some(entry) => entry,
-                        None => {
-                            let stored = streams.get(stream.as_str()).map_err(storage)?;
-                            let entry = match stored.map(|v| v.value()) {
-                                Some(entry) => entry,
-                                None => (schema::next_stream_id(&txn)?, 0),
-                            };
-                            touched.entry(stream.clone()).or_insert(entry)
+                    let (id, head) = match current.take() {
+                        Some((name, id, head)) if name == stream => (id, head),
+                        previous => {
+                            if let Some((name, id, head)) = previous {
+                                touched.insert(name, (id, head));
+                            }
+                            match touched.get(&stream) {
+                                Some(&entry) => entry,
+                                None => {
+                                    let stored = streams.get(stream.as_str()).map_err(storage)?;
+                                    match stored.map(|v| v.value()) {
+                                        Some(entry) => entry,
+                                        None => (schema::next_stream_id(&txn)?, 0),
+                                    }
+                                }
+                            }
                         }
                     };
-                    *head = head.checked_add(1).ok_or_else(|| {
+                    let head = head.checked_add(1).ok_or_else(|| {
                         DriverError::InvalidInput(format!("stream {stream} is full"))
                     })?;
                     value.clear();
-                    codec::encode_into(&mut value, &body, &headers, produced_at);
+                    codec::encode_into(&mut value, &body, &headers, produced_micros);
                     table
-                        .insert((*id, *head), value.as_slice())
+                        .insert((id, head), value.as_slice())
                         .map_err(storage)?;
-                    offsets.push(*head);
+                    offsets.push(head);
+                    current = Some((stream, id, head));
+                }
+                if let Some((name, id, head)) = current {
+                    touched.insert(name, (id, head));
                 }
                 for (stream, entry) in &touched {
                     streams.insert(stream.as_str(), *entry).map_err(storage)?;

@@ -94,7 +94,15 @@ impl Producer {
         let messages: Vec<NewMessage> = messages.into_iter().collect();
         self.validate(&messages)?;
         let count = messages.len();
-        let streams: BTreeSet<&str> = messages.iter().map(NewMessage::stream).collect();
+        // Batches usually go to one stream: skip runs of the same name before sorting.
+        let mut streams: BTreeSet<&str> = BTreeSet::new();
+        let mut last = None;
+        for stream in messages.iter().map(NewMessage::stream) {
+            if last != Some(stream) {
+                streams.insert(stream);
+                last = Some(stream);
+            }
+        }
         let span = tracing::debug_span!("flowstream.produce", count, streams = ?streams);
         let offsets = self
             .group_commit
@@ -112,8 +120,13 @@ impl Producer {
         if messages.is_empty() {
             return Err(Error::EmptyBatch);
         }
+        let mut checked = None;
         for message in messages {
-            validate_name(NameKind::Stream, message.stream())?;
+            // A run of messages to one stream needs its name checked once.
+            if checked != Some(message.stream()) {
+                validate_name(NameKind::Stream, message.stream())?;
+                checked = Some(message.stream());
+            }
             if message.body().len() > self.max_body_size {
                 return Err(Error::BodyTooLarge {
                     stream: message.stream().to_owned(),

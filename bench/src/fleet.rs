@@ -203,28 +203,43 @@ pub(crate) async fn notifying_app(
         .await?;
     let table = format!("{raw_schema}.jobs_{}", unique("t").replace('-', "_"));
     pool.execute(AssertSqlSafe(format!(
-        "CREATE TABLE {table} (id bigserial PRIMARY KEY, payload text NOT NULL)"
+        "CREATE TABLE {table} (id bigserial PRIMARY KEY, payload bytea NOT NULL)"
     )))
     .await?;
     let channel = format!("jobs_{}", unique("c").replace('-', "_"));
     let mut listener = sqlx::postgres::PgListener::connect(pg_url).await?;
     listener.listen(&channel).await?;
     let draining = tokio::spawn(async move { while listener.recv().await.is_ok() {} });
-    let enqueue: Arc<str> = format!(
+    let enqueue = format!(
         "WITH job AS (INSERT INTO {table} (payload) VALUES ($1) RETURNING id) \
          SELECT pg_notify('{channel}', id::text) FROM job"
-    )
-    .into();
+    );
+    let rate = each_client_in_turn(&pool, clients, window, &enqueue, b"job".to_vec()).await;
+    draining.abort();
+    pool.close().await;
+    rate
+}
+
+/// Runs `statement` with `value` bound, one call after another on each of `clients`
+/// connections of `pool`, during `window`; returns calls per second.
+async fn each_client_in_turn(
+    pool: &sqlx::PgPool,
+    clients: usize,
+    window: Duration,
+    statement: &str,
+    value: Vec<u8>,
+) -> Result<f64, BoxError> {
+    let statement: Arc<str> = statement.into();
     let mut tasks = tokio::task::JoinSet::new();
     let start = Instant::now();
     for _ in 0..clients {
-        let (pool, enqueue) = (pool.clone(), Arc::clone(&enqueue));
+        let (pool, statement, value) = (pool.clone(), Arc::clone(&statement), value.clone());
         tasks.spawn(async move {
             let mut conn = pool.acquire().await?;
             let mut done = 0u64;
             while start.elapsed() < window {
-                sqlx::query(AssertSqlSafe(Arc::clone(&enqueue)))
-                    .bind("job")
+                sqlx::query(AssertSqlSafe(Arc::clone(&statement)))
+                    .bind(&value)
                     .execute(&mut *conn)
                     .await?;
                 done += 1;
@@ -236,10 +251,7 @@ pub(crate) async fn notifying_app(
     while let Some(done) = tasks.join_next().await {
         total += done??;
     }
-    let elapsed = start.elapsed();
-    draining.abort();
-    pool.close().await;
-    Ok(total as f64 / elapsed.as_secs_f64())
+    Ok(total as f64 / start.elapsed().as_secs_f64())
 }
 
 /// Rows per second inserted by `clients` connections, each running a one-row `INSERT` in its
@@ -262,30 +274,8 @@ pub(crate) async fn raw_insert(
          produced_at timestamptz NOT NULL DEFAULT now())"
     )))
     .await?;
-    let insert: Arc<str> = format!("INSERT INTO {table} (body) VALUES ($1)").into();
-    let body = body(body_size);
-    let mut tasks = tokio::task::JoinSet::new();
-    let start = Instant::now();
-    for _ in 0..clients {
-        let (pool, insert, body) = (pool.clone(), Arc::clone(&insert), body.clone());
-        tasks.spawn(async move {
-            let mut conn = pool.acquire().await?;
-            let mut done = 0u64;
-            while start.elapsed() < window {
-                sqlx::query(AssertSqlSafe(Arc::clone(&insert)))
-                    .bind(&body)
-                    .execute(&mut *conn)
-                    .await?;
-                done += 1;
-            }
-            Ok::<u64, sqlx::Error>(done)
-        });
-    }
-    let mut total = 0u64;
-    while let Some(done) = tasks.join_next().await {
-        total += done??;
-    }
-    let elapsed = start.elapsed();
+    let insert = format!("INSERT INTO {table} (body) VALUES ($1)");
+    let rate = each_client_in_turn(&pool, clients, window, &insert, body(body_size)).await;
     pool.close().await;
-    Ok(total as f64 / elapsed.as_secs_f64())
+    rate
 }

@@ -217,6 +217,29 @@ impl Flowstream {
         }))
     }
 
+    /// Sends `rate` stamped messages of `size` bytes per second to `stream` for `duration`,
+    /// each send its own task.
+    pub(crate) async fn send_paced(
+        &self,
+        stream: &str,
+        rate: u64,
+        duration: Duration,
+        size: usize,
+    ) -> Result<(), BoxError> {
+        let stream: Arc<str> = stream.into();
+        paced(rate, duration, || {
+            let (producer, stream) = (self.producer.clone(), Arc::clone(&stream));
+            async move {
+                producer
+                    .send(NewMessage::new(&*stream, stamped_body(size)))
+                    .await?;
+                Ok(())
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
     /// CPU this process uses while `consumers` consumers, each the active member of its own
     /// group, wait for messages for `window`; on PostgreSQL also the transactions the server
     /// ran meanwhile (the safety-net wake-ups are the only ones expected).
@@ -336,18 +359,7 @@ impl System for Flowstream {
         let receiver = self
             .receive_latencies(&stream, StartFrom::Earliest, expected, sizes.read_batch)
             .await?;
-        let size = sizes.body;
-        paced(rate, duration, || {
-            let producer = self.producer.clone();
-            let stream = Arc::clone(&stream);
-            async move {
-                producer
-                    .send(NewMessage::new(&*stream, stamped_body(size)))
-                    .await?;
-                Ok(())
-            }
-        })
-        .await?;
+        self.send_paced(&stream, rate, duration, sizes.body).await?;
         Ok(Some(receiver.await??))
     }
 }

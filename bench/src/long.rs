@@ -11,7 +11,7 @@ use crate::flow::Flowstream;
 use crate::options::{Backend, Options};
 use crate::report::{Report, group_digits};
 use crate::system::System;
-use crate::workload::{body, chunks, paced, stamped_body, unique};
+use crate::workload::{body, chunks, unique};
 use crate::{BoxError, measure_in_child};
 
 /// Messages per measured block: the first block is "at 1M", the last "at the end".
@@ -143,18 +143,8 @@ async fn probe(
     let receiver = flow
         .receive_latencies(stream, StartFrom::Latest, expected, 1000)
         .await?;
-    let stream: Arc<str> = stream.into();
-    let size = options.body;
-    paced(rate, options.latency_for, || {
-        let (producer, stream) = (flow.producer().clone(), Arc::clone(&stream));
-        async move {
-            producer
-                .send(NewMessage::new(&*stream, stamped_body(size)))
-                .await?;
-            Ok(())
-        }
-    })
-    .await?;
+    flow.send_paced(stream, rate, options.latency_for, options.body)
+        .await?;
     if let Some((_, p99, _)) = receiver.await??.summary() {
         report.push(
             &format!("long stream: latency p99 at 1,000 msg/s {at}"),

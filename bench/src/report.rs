@@ -50,6 +50,27 @@ impl Report {
         });
     }
 
+    /// The rows `latency p50|p99|max {at}` of `system`, in milliseconds; nothing without a
+    /// summary.
+    pub(crate) fn latencies(
+        &mut self,
+        at: &str,
+        system: &str,
+        summary: Option<(
+            std::time::Duration,
+            std::time::Duration,
+            std::time::Duration,
+        )>,
+    ) {
+        let Some((p50, p99, max)) = summary else {
+            return;
+        };
+        for (name, value) in [("p50", p50), ("p99", p99), ("max", max)] {
+            let millis = value.as_secs_f64() * 1000.0;
+            self.push(&format!("latency {name} {at}"), system, millis, "ms", true);
+        }
+    }
+
     /// A system that could not be measured (a peer that is not running, say), with why.
     pub(crate) fn skip(&mut self, scenario: &str, system: &str, why: String) {
         println!("  {scenario:<44} {system:<40} skipped: {why}");

@@ -166,7 +166,7 @@ impl PgDriverBuilder {
             .min_connections(0)
             .acquire_timeout(self.connect_timeout)
             // sqlx pings every connection it hands out by default: a round trip before each
-            // statement, a quarter of a single send's time here. Only connections that sat
+            // statement, about a fifth of a single send's time here. Only connections that sat
             // idle long enough for the server to have restarted or dropped them unseen are
             // pinged; one that dies in steady use fails its statement (an `Unavailable`
             // error, retryable) and the pool replaces it.

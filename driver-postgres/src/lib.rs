@@ -202,6 +202,7 @@ fn decode_message(stream: &Arc<str>, row: &PgRow) -> Result<Message, DriverError
     let offset: i64 = row.try_get("offset").map_err(column)?;
     let body: Vec<u8> = row.try_get("body").map_err(column)?;
     let headers: serde_json::Value = row.try_get("headers").map_err(column)?;
+    let key: Option<Vec<u8>> = row.try_get("key").map_err(column)?;
     let micros: i64 = row.try_get("produced_micros").map_err(column)?;
     let corrupt = |what: &str| {
         DriverError::storage(
@@ -227,7 +228,8 @@ fn decode_message(stream: &Arc<str>, row: &PgRow) -> Result<Message, DriverError
         body,
         headers,
         UNIX_EPOCH + Duration::from_micros(u64::try_from(micros).unwrap_or(0)),
-    ))
+    )
+    .with_key(key))
 }
 
 #[async_trait]

@@ -63,8 +63,9 @@ impl PgDriver {
         let mut backs = Vec::with_capacity(count);
         let mut bodies = Vec::with_capacity(count);
         let mut headers = Vec::with_capacity(count);
+        let mut keys = Vec::with_capacity(count);
         for message in messages {
-            let (stream, body, message_headers) = message.into_parts();
+            let (stream, body, message_headers, key) = message.into_parts();
             let remaining = left.get_mut(&stream).ok_or_else(|| {
                 DriverError::failed(format!("stream {stream} missing from its own append"))
             })?;
@@ -72,6 +73,7 @@ impl PgDriver {
             backs.push(*remaining);
             streams.push(stream);
             bodies.push(body);
+            keys.push(key);
             headers.push((!message_headers.is_empty()).then(|| {
                 serde_json::Value::Object(
                     message_headers
@@ -87,7 +89,8 @@ impl PgDriver {
             .bind(&streams)
             .bind(&backs)
             .bind(&bodies)
-            .bind(&headers);
+            .bind(&headers)
+            .bind(&keys);
         // Wakes the streams' waiters once the statement is over, however it ends (even if
         // this future is dropped): after a commit they must learn of it, and after a failure
         // a spurious wake-up costs one read.

@@ -20,6 +20,11 @@ pub const MAX_SCHEMA_LEN: usize = 48;
 pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "streams", include_str!("migrations/0001_streams.sql")),
     (2, "records", include_str!("migrations/0002_records.sql")),
+    (
+        3,
+        "message keys",
+        include_str!("migrations/0003_message_keys.sql"),
+    ),
 ];
 
 /// Checks a schema name: lower-case ASCII letters, digits and `_`, not starting with a digit
@@ -104,16 +109,16 @@ impl Queries {
                    ON CONFLICT (name) DO UPDATE SET head = st.head + EXCLUDED.head \
                    RETURNING name, head), \
                  stored AS ( \
-                   INSERT INTO {s}.messages (stream, \"offset\", body, headers) \
-                   SELECT m.stream, h.head - m.back, m.body, COALESCE(m.headers, '{{}}') \
-                   FROM unnest($3::text[], $4::int8[], $5::bytea[], $6::jsonb[]) \
-                     AS m(stream, back, body, headers) \
+                   INSERT INTO {s}.messages (stream, \"offset\", body, headers, key) \
+                   SELECT m.stream, h.head - m.back, m.body, COALESCE(m.headers, '{{}}'), m.key \
+                   FROM unnest($3::text[], $4::int8[], $5::bytea[], $6::jsonb[], $7::bytea[]) \
+                     AS m(stream, back, body, headers, key) \
                    JOIN heads h ON h.name = m.stream) \
                  SELECT h.name, h.head FROM heads h"
             )
             .into(),
             read: format!(
-                "SELECT \"offset\", body, headers, \
+                "SELECT \"offset\", body, headers, key, \
                  (extract(epoch FROM produced_at) * 1000000)::int8 AS produced_micros \
                  FROM {s}.messages WHERE stream = $1 AND \"offset\" > $2 \
                  ORDER BY \"offset\" LIMIT $3"

@@ -1,12 +1,14 @@
 //! The byte layout of a stored message (the value of the messages table).
 //!
 //! ```text
-//! u8   format version (1)
+//! u8   layout version: 1 without a key, 2 with one
 //! u64  produced-at, microseconds since the Unix epoch, little-endian
 //! u32  header count, then per header: u32 name length, name, u32 value length, value
+//! (version 2 only) u32 key length, key
 //! ...  body (the rest)
 //! ```
-//! A version byte leads so the layout can evolve without a migration of old rows.
+//! A version byte leads so the layout can evolve without a migration of old rows; a message
+//! without a key is written as version 1, byte for byte as before keys existed.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,11 +16,23 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use flowstream_core::driver::{DriverError, Headers, Message, StorageErrorKind};
 
 const FORMAT_V1: u8 = 1;
+const FORMAT_V2_KEYED: u8 = 2;
 
 #[cfg(test)]
-pub(crate) fn encode(body: &[u8], headers: &Headers, produced_at: SystemTime) -> Vec<u8> {
+pub(crate) fn encode(
+    body: &[u8],
+    headers: &Headers,
+    key: Option<&[u8]>,
+    produced_at: SystemTime,
+) -> Vec<u8> {
     let mut out = Vec::new();
-    encode_into(&mut out, body, headers, micros_since_epoch(produced_at));
+    encode_into(
+        &mut out,
+        body,
+        headers,
+        key,
+        micros_since_epoch(produced_at),
+    );
     out
 }
 
@@ -31,10 +45,21 @@ pub(crate) fn micros_since_epoch(at: SystemTime) -> u64 {
 
 /// Appends the encoded message to `out` (reused across a batch to spare an allocation per
 /// message); `produced_micros` from [`micros_since_epoch`].
-pub(crate) fn encode_into(out: &mut Vec<u8>, body: &[u8], headers: &Headers, produced_micros: u64) {
+pub(crate) fn encode_into(
+    out: &mut Vec<u8>,
+    body: &[u8],
+    headers: &Headers,
+    key: Option<&[u8]>,
+    produced_micros: u64,
+) {
     let header_bytes: usize = headers.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
-    out.reserve(1 + 8 + 4 + header_bytes + body.len());
-    out.push(FORMAT_V1);
+    let key_bytes = key.map_or(0, |key| 4 + key.len());
+    out.reserve(1 + 8 + 4 + header_bytes + key_bytes + body.len());
+    out.push(if key.is_some() {
+        FORMAT_V2_KEYED
+    } else {
+        FORMAT_V1
+    });
     out.extend_from_slice(&produced_micros.to_le_bytes());
     out.extend_from_slice(&len_u32(headers.len()).to_le_bytes());
     for (name, value) in headers {
@@ -42,6 +67,10 @@ pub(crate) fn encode_into(out: &mut Vec<u8>, body: &[u8], headers: &Headers, pro
             out.extend_from_slice(&len_u32(part.len()).to_le_bytes());
             out.extend_from_slice(part.as_bytes());
         }
+    }
+    if let Some(key) = key {
+        out.extend_from_slice(&len_u32(key.len()).to_le_bytes());
+        out.extend_from_slice(key);
     }
     out.extend_from_slice(body);
 }
@@ -60,9 +89,11 @@ pub(crate) fn decode(stream: &Arc<str>, offset: u64, bytes: &[u8]) -> Result<Mes
         )
     };
     let mut reader = Reader { bytes };
-    if reader.take(1).ok_or_else(|| corrupt("empty"))? != [FORMAT_V1] {
-        return Err(corrupt("unknown format version"));
-    }
+    let keyed = match reader.take(1).ok_or_else(|| corrupt("empty"))? {
+        [FORMAT_V1] => false,
+        [FORMAT_V2_KEYED] => true,
+        _ => return Err(corrupt("unknown format version")),
+    };
     let micros = u64::from_le_bytes(reader.array().ok_or_else(|| corrupt("truncated time"))?);
     let count = u32::from_le_bytes(reader.array().ok_or_else(|| corrupt("truncated headers"))?);
     let mut headers = Headers::new();
@@ -71,13 +102,19 @@ pub(crate) fn decode(stream: &Arc<str>, offset: u64, bytes: &[u8]) -> Result<Mes
         let value = reader.string().ok_or_else(|| corrupt("bad header value"))?;
         headers.insert(name, value);
     }
+    let key = if keyed {
+        Some(reader.bytes().ok_or_else(|| corrupt("bad key"))?.to_vec())
+    } else {
+        None
+    };
     Ok(Message::new(
         Arc::clone(stream),
         offset,
         reader.bytes.to_vec(),
         headers,
         UNIX_EPOCH + Duration::from_micros(micros),
-    ))
+    )
+    .with_key(key))
 }
 
 struct Reader<'a> {
@@ -98,10 +135,14 @@ impl Reader<'_> {
         self.take(N)?.try_into().ok()
     }
 
-    fn string(&mut self) -> Option<String> {
+    /// A `u32` length and that many bytes.
+    fn bytes(&mut self) -> Option<&[u8]> {
         let len = u32::from_le_bytes(self.array()?);
-        let bytes = self.take(usize::try_from(len).ok()?)?;
-        String::from_utf8(bytes.to_vec()).ok()
+        self.take(usize::try_from(len).ok()?)
+    }
+
+    fn string(&mut self) -> Option<String> {
+        String::from_utf8(self.bytes()?.to_vec()).ok()
     }
 }
 
@@ -115,19 +156,31 @@ mod tests {
         headers.insert("k".into(), "v".into());
         headers.insert("empty".into(), String::new());
         let at = UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
-        let bytes = encode(b"hello", &headers, at);
-        let msg = decode(&"s".into(), 3, &bytes).expect("decodes");
-        assert_eq!(msg.body(), b"hello");
-        assert_eq!(msg.headers(), &headers);
-        assert_eq!(msg.produced_at(), at);
-        assert_eq!(msg.offset(), 3);
+        for key in [None, Some(&b""[..]), Some(&b"customer-42"[..])] {
+            let bytes = encode(b"hello", &headers, key, at);
+            let msg = decode(&"s".into(), 3, &bytes).expect("decodes");
+            assert_eq!(msg.body(), b"hello");
+            assert_eq!(msg.headers(), &headers);
+            assert_eq!(msg.key(), key);
+            assert_eq!(msg.produced_at(), at);
+            assert_eq!(msg.offset(), 3);
+        }
+    }
+
+    /// A message without a key is stored as it was before keys existed, so files written
+    /// before read the same and files written now stay readable by the layout's first version.
+    #[test]
+    fn a_message_without_a_key_keeps_the_first_layout() {
+        let bytes = encode(b"x", &Headers::new(), None, UNIX_EPOCH);
+        assert_eq!(bytes[0], FORMAT_V1);
+        assert_eq!(bytes.len(), 1 + 8 + 4 + 1);
     }
 
     #[test]
     fn truncated_values_are_errors_not_panics() {
         let mut headers = Headers::new();
         headers.insert("name".into(), "value".into());
-        let bytes = encode(b"", &headers, SystemTime::now());
+        let bytes = encode(b"", &headers, Some(b"key"), SystemTime::now());
         for cut in 0..bytes.len() {
             assert!(
                 decode(&"s".into(), 1, &bytes[..cut]).is_err(),

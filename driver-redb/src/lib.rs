@@ -309,7 +309,7 @@ impl Driver for RedbDriver {
                 // one stream, so the map is only consulted when the stream changes.
                 let mut current: Option<(String, u64, u64)> = None;
                 for message in messages {
-                    let (stream, body, headers) = message.into_parts();
+                    let (stream, body, headers, key) = message.into_parts();
                     let (id, head) = match current.take() {
                         Some((name, id, head)) if name == stream => (id, head),
                         previous => {
@@ -332,7 +332,13 @@ impl Driver for RedbDriver {
                         DriverError::InvalidInput(format!("stream {stream} is full"))
                     })?;
                     value.clear();
-                    codec::encode_into(&mut value, &body, &headers, produced_micros);
+                    codec::encode_into(
+                        &mut value,
+                        &body,
+                        &headers,
+                        key.as_deref(),
+                        produced_micros,
+                    );
                     table
                         .insert((id, head), value.as_slice())
                         .map_err(storage)?;

@@ -1,8 +1,12 @@
 //! The tables of a flowstream redb file and its format version.
 //!
 //! Format 2 keys messages by a per-stream integer id rather than by the stream's name: shorter
-//! keys, cheaper comparisons, fewer bytes per commit. A file of another format is refused with
-//! [`StorageErrorKind::Incompatible`] before any of its tables is opened or changed.
+//! keys, cheaper comparisons, fewer bytes per commit. Format 3 adds messages with a key (a
+//! second layout of the stored value, see the `codec` module); a format 2 file is a valid
+//! format 3 file, so opening one only raises its number, after which versions that know
+//! format 2 only refuse it rather than misread a keyed message as damaged. A file of any other
+//! format is refused with [`StorageErrorKind::Incompatible`] before any of its tables is
+//! opened or changed.
 
 use flowstream_core::driver::{DriverError, StorageErrorKind};
 use redb::{Database, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
@@ -10,7 +14,9 @@ use redb::{Database, ReadableTable, TableDefinition, TableHandle, WriteTransacti
 use crate::errors::storage;
 
 /// The layout this version reads and writes.
-pub(crate) const FORMAT: u64 = 2;
+pub(crate) const FORMAT: u64 = 3;
+/// The format this one extends without changing what was stored.
+const UPGRADABLE: u64 = 2;
 
 /// `setting -> value`: [`FORMAT_KEY`] and [`NEXT_STREAM_ID_KEY`].
 pub(crate) const META: TableDefinition<'_, &str, u64> = TableDefinition::new("flowstream");
@@ -60,6 +66,13 @@ pub(crate) fn prepare(db: &Database, location: &str) -> Result<(), DriverError> 
             txn.commit().map_err(storage)
         }
         Some(FORMAT) => Ok(()),
+        Some(UPGRADABLE) => {
+            txn.open_table(META)
+                .map_err(storage)?
+                .insert(FORMAT_KEY, FORMAT)
+                .map_err(storage)?;
+            txn.commit().map_err(storage)
+        }
         Some(older) if older < FORMAT => Err(DriverError::storage(
             StorageErrorKind::Incompatible,
             format!(
@@ -91,6 +104,8 @@ pub(crate) fn next_stream_id(txn: &WriteTransaction) -> Result<u64, DriverError>
 
 #[cfg(test)]
 mod tests {
+    use std::time::UNIX_EPOCH;
+
     use redb::ReadableDatabase;
 
     use super::*;
@@ -161,6 +176,43 @@ mod tests {
         let (kind, shown) = kind(RedbDriver::open(&path).await);
         assert_eq!(kind, StorageErrorKind::Incompatible);
         assert!(shown.contains("newer"), "{shown}");
+    }
+
+    #[tokio::test]
+    async fn a_file_of_format_2_is_raised_to_format_3_and_keeps_its_messages() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("two.redb");
+        {
+            let db = Database::create(&path).expect("create");
+            let txn = db.begin_write().expect("write");
+            let mut meta = txn.open_table(META).expect("meta");
+            meta.insert(FORMAT_KEY, UPGRADABLE).expect("format");
+            meta.insert(NEXT_STREAM_ID_KEY, 2).expect("next id");
+            drop(meta);
+            txn.open_table(STREAMS)
+                .expect("streams")
+                .insert("orders", (1, 1))
+                .expect("stream");
+            let stored = crate::codec::encode(b"kept", &Default::default(), None, UNIX_EPOCH);
+            txn.open_table(MESSAGES)
+                .expect("messages")
+                .insert((1, 1), stored.as_slice())
+                .expect("message");
+            txn.open_table(RECORDS).expect("records");
+            txn.commit().expect("commit");
+        }
+        let driver = RedbDriver::open(&path).await.expect("opens");
+        let read = flowstream_core::Driver::read(&driver, "orders", 0, 10)
+            .await
+            .expect("reads");
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[0].body(), b"kept");
+        let txn = driver.db.begin_read().expect("read");
+        let meta = txn.open_table(META).expect("meta");
+        assert_eq!(
+            meta.get(FORMAT_KEY).expect("get").map(|v| v.value()),
+            Some(FORMAT)
+        );
     }
 
     /// An application's redb file gains flowstream's tables next to its own.

@@ -47,7 +47,7 @@ pub enum Error {
     #[error("empty batch: a send needs at least one message")]
     EmptyBatch,
 
-    /// A message body is over the producer's size limit.
+    /// A message body (with its key) is over the producer's size limit.
     #[error(
         "message body for stream {stream:?} is {size} bytes, over the limit of {limit} bytes \
          (raise it with Producer::with_max_body_size or split the message)"
@@ -105,6 +105,35 @@ pub enum Error {
         offset: u64,
         /// The highest offset `next()` has returned in the current claim.
         delivered: u64,
+    },
+
+    /// A message was sent to a partition its stream does not have. Nothing of the send was
+    /// stored.
+    #[error(
+        "stream {stream:?} has {partitions} partition(s), numbered from 0: there is no \
+         partition {partition}"
+    )]
+    NoSuchPartition {
+        /// The stream.
+        stream: String,
+        /// The partition asked for.
+        partition: u32,
+        /// How many partitions the stream has (1 for an unpartitioned stream).
+        partitions: u32,
+    },
+
+    /// A stream could not be created as asked because it exists already: with another
+    /// partition count, or unpartitioned with messages in it. A stream's partition count is
+    /// fixed when it is created (a new count would move keys to other partitions).
+    #[error(
+        "stream {stream:?} exists already with {partitions} partition(s); a stream's \
+         partition count is fixed when it is created"
+    )]
+    StreamExists {
+        /// The stream.
+        stream: String,
+        /// How many partitions it has (1 for an unpartitioned stream).
+        partitions: u32,
     },
 
     /// The call needs a tokio runtime and was made outside one.

@@ -50,6 +50,7 @@
 //!
 //! The protocol is described in the project's `docs/PROTOCOL.md`.
 
+mod admin;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod consumer;
@@ -57,8 +58,10 @@ pub mod driver;
 mod error;
 mod message;
 mod names;
+mod partition;
 mod producer;
 
+pub use admin::Admin;
 pub use consumer::{
     Consumer, ConsumerBuilder, ConsumerStream, DEFAULT_BATCH_SIZE, DEFAULT_HEARTBEAT_EVERY,
     DEFAULT_TAKEOVER_AFTER, GroupState, MAX_BATCH_SIZE, MAX_TAKEOVER_AFTER, StartFrom, Wake,
@@ -66,5 +69,6 @@ pub use consumer::{
 pub use driver::{Driver, StorageErrorKind};
 pub use error::{Error, NameKind};
 pub use message::{Headers, Message, NewMessage};
-pub use names::MAX_NAME_LEN;
+pub use names::{MAX_NAME_LEN, MAX_PARTITIONS};
+pub use partition::partition_for_key;
 pub use producer::{DEFAULT_MAX_BODY_SIZE, Producer};

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::names::split_log_name;
+
 /// Message headers: string keys to string values, kept in key order.
 pub type Headers = BTreeMap<String, String>;
 
@@ -11,14 +13,23 @@ pub type Headers = BTreeMap<String, String>;
 ///
 /// ```
 /// use flowstream_core::NewMessage;
-/// let msg = NewMessage::new("orders", r#"{"id": 7}"#).with_header("content-type", "application/json");
+/// let msg = NewMessage::new("orders", r#"{"id": 7}"#)
+///     .with_header("content-type", "application/json")
+///     .with_key("customer-42");
 /// assert_eq!(msg.stream(), "orders");
+/// assert_eq!(msg.key(), Some(&b"customer-42"[..]));
 /// ```
+///
+/// On a partitioned stream the key chooses the partition (see
+/// [`partition_for_key`](crate::partition_for_key)); [`to_partition`](NewMessage::to_partition)
+/// names one instead, and a message with neither goes to the stream's partitions in turn.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessage {
     stream: String,
     body: Vec<u8>,
     headers: Headers,
+    key: Option<Vec<u8>>,
+    partition: Option<u32>,
 }
 
 impl NewMessage {
@@ -28,7 +39,39 @@ impl NewMessage {
             stream: stream.into(),
             body: body.into(),
             headers: Headers::new(),
+            key: None,
+            partition: None,
         }
+    }
+
+    /// Sets the message's key: stored with it, and on a partitioned stream the choice of its
+    /// partition (messages with the same key go to the same partition, in send order).
+    pub fn with_key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sends the message to this partition of a partitioned stream, whatever its key. A
+    /// partition the stream does not have is an error when the message is sent.
+    pub fn to_partition(mut self, partition: u32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// The key, if one was set.
+    pub fn key(&self) -> Option<&[u8]> {
+        self.key.as_deref()
+    }
+
+    /// The partition asked for with [`to_partition`](NewMessage::to_partition), if any.
+    pub fn partition(&self) -> Option<u32> {
+        self.partition
+    }
+
+    /// Points the message at the log it is routed to (the producer does this once it knows
+    /// the stream's partitions).
+    pub(crate) fn route_to(&mut self, log: String) {
+        self.stream = log;
     }
 
     /// Adds (or replaces) a header.
@@ -52,50 +95,72 @@ impl NewMessage {
         &self.headers
     }
 
-    /// Splits the message into stream, body and headers (for drivers that store them).
-    pub fn into_parts(self) -> (String, Vec<u8>, Headers) {
-        (self.stream, self.body, self.headers)
+    /// Splits the message into what a driver stores: the log it goes to (once the engine
+    /// has routed it; see [`driver`](crate::driver) on log names), body, headers and key.
+    pub fn into_parts(self) -> (String, Vec<u8>, Headers, Option<Vec<u8>>) {
+        (self.stream, self.body, self.headers, self.key)
     }
 }
 
 /// A stored message, as a consumer receives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
-    // Shared by every message of a read: one allocation per batch, not per message.
-    stream: Arc<str>,
+    // The log's name, shared by every message of a read: one allocation per batch, not per
+    // message. `stream()` and `partition()` split it.
+    log: Arc<str>,
     offset: u64,
     body: Vec<u8>,
     headers: Headers,
+    key: Option<Vec<u8>>,
     produced_at: SystemTime,
 }
 
 impl Message {
-    /// Builds a message read from storage (used by drivers). Pass one `Arc<str>` clone for
-    /// all the messages of a read to share the stream name.
+    /// Builds a message read from storage (used by drivers), with no key. `log` is the name
+    /// the driver read (a stream's name, or a partition's log name); pass one `Arc<str>`
+    /// clone for all the messages of a read to share it.
     pub fn new(
-        stream: impl Into<Arc<str>>,
+        log: impl Into<Arc<str>>,
         offset: u64,
         body: Vec<u8>,
         headers: Headers,
         produced_at: SystemTime,
     ) -> Self {
         Message {
-            stream: stream.into(),
+            log: log.into(),
             offset,
             body,
             headers,
+            key: None,
             produced_at,
         }
     }
 
-    /// The stream it belongs to.
-    pub fn stream(&self) -> &str {
-        &self.stream
+    /// Sets the key a driver read back with the message.
+    pub fn with_key(mut self, key: Option<Vec<u8>>) -> Self {
+        self.key = key;
+        self
     }
 
-    /// Its position in the stream: 1 for the first message, then 2, 3, … without gaps.
+    /// The stream it belongs to.
+    pub fn stream(&self) -> &str {
+        split_log_name(&self.log).0
+    }
+
+    /// The partition it belongs to: 0 on an unpartitioned stream.
+    pub fn partition(&self) -> u32 {
+        split_log_name(&self.log).1
+    }
+
+    /// Its position in its partition (in the stream, for an unpartitioned one): 1 for the
+    /// first message, then 2, 3, … without gaps.
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// The key it was sent with, if any.
+    pub fn key(&self) -> Option<&[u8]> {
+        self.key.as_deref()
     }
 
     /// The body.

@@ -32,9 +32,73 @@ pub(crate) fn validate_name(kind: NameKind, name: &str) -> Result<(), Error> {
     }
 }
 
+/// Most partitions a stream may have.
+pub const MAX_PARTITIONS: u32 = 1024;
+
+/// The log that stores partition `partition` of `stream`. Partition 0 is the stream's own
+/// name, so an unpartitioned stream is a stream of one partition, and a message sent to a
+/// partitioned stream by a producer that has not learnt of its partitions yet still lands in
+/// one of them. The other partitions are `stream/p`: `/` is outside the name alphabet, so a
+/// log name never collides with a stream's.
+pub(crate) fn log_name(stream: &str, partition: u32) -> String {
+    if partition == 0 {
+        stream.to_owned()
+    } else {
+        format!("{stream}/{partition}")
+    }
+}
+
+/// Splits a log name into its stream and partition (the inverse of [`log_name`]).
+pub(crate) fn split_log_name(log: &str) -> (&str, u32) {
+    match log.rsplit_once('/') {
+        Some((stream, partition)) => (stream, partition.parse().unwrap_or(0)),
+        None => (log, 0),
+    }
+}
+
+/// Checks a log name as drivers receive it: a valid stream name, or one followed by `/` and a
+/// partition number from 1 below [`MAX_PARTITIONS`], written without leading zeros (so each
+/// partition has exactly one log name).
+pub(crate) fn validate_log_name(log: &str) -> Result<(), Error> {
+    let Some((stream, partition)) = log.rsplit_once('/') else {
+        return validate_name(NameKind::Stream, log);
+    };
+    validate_name(NameKind::Stream, stream)?;
+    let canonical = !partition.starts_with('0') && partition.bytes().all(|b| b.is_ascii_digit());
+    match partition.parse::<u32>() {
+        Ok(p) if canonical && p < MAX_PARTITIONS => Ok(()),
+        _ => Err(Error::InvalidName {
+            kind: NameKind::Stream,
+            name: printable(log),
+            reason: "a partition's log name is the stream's name, '/' and a partition number \
+                     from 1 to 1023",
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_names_round_trip() {
+        for (stream, partition, log) in [("orders", 0, "orders"), ("orders", 7, "orders/7")] {
+            assert_eq!(log_name(stream, partition), log);
+            assert_eq!(split_log_name(log), (stream, partition));
+            assert!(validate_log_name(log).is_ok());
+        }
+        for bad in [
+            "orders/0",
+            "orders/01",
+            "orders/1024",
+            "orders/",
+            "orders/x",
+            "a/b/1",
+            "/1",
+        ] {
+            assert!(validate_log_name(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn accepts_usual_names() {

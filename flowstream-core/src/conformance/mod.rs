@@ -195,6 +195,11 @@ pub fn scenarios() -> Vec<Scenario> {
         scenario!(portable_messages_are_stored_faithfully),
         scenario!(messages_no_store_can_hold_are_refused_and_store_nothing),
         scenario!(bad_stream_names_are_refused_by_direct_driver_calls),
+        scenario!(keys_are_stored_faithfully),
+        scenario!(keyed_messages_go_to_their_keys_partition),
+        scenario!(unkeyed_messages_spread_and_named_partitions_win),
+        scenario!(a_send_to_several_partitions_is_all_or_nothing),
+        scenario!(partition_counts_are_checked_and_fixed),
     ]
 }
 

@@ -14,6 +14,7 @@ use super::protocol::{NextCheck, Watcher};
 use crate::driver::Driver;
 use crate::error::{Chain, Error, NameKind};
 use crate::names::validate_name;
+use crate::partition::load_partitions;
 
 /// Default for [`ConsumerBuilder::takeover_after`]: 60 s.
 pub const DEFAULT_TAKEOVER_AFTER: Duration = Duration::from_secs(60);
@@ -145,6 +146,14 @@ impl ConsumerBuilder {
     pub async fn build(self) -> Result<Consumer, Error> {
         self.settings.validate()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        let partitions = load_partitions(self.driver.as_ref(), &self.settings.stream).await?;
+        if partitions > 1 {
+            return Err(Error::InvalidConfig(format!(
+                "stream {:?} has {partitions} partitions: consumer groups over partitions are \
+                 not available in this version; only unpartitioned streams can be consumed",
+                self.settings.stream
+            )));
+        }
         let membership = Arc::new(Membership::new(
             self.driver,
             self.settings,

@@ -23,12 +23,13 @@ pub use backoff::Backoff;
 pub use error::{DriverError, Source, StorageErrorKind};
 pub use notify::{ChangeHub, Subscription, Topic};
 
-/// Checks a stream name as the engine does before it reaches a driver (`[A-Za-z0-9._-]`, 1
-/// to [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) bytes). Drivers call it in methods that
-/// applications may call directly (`read`, `head`, `trim`), so that a bad name is refused the
-/// same way whichever path it takes.
+/// Checks a log name as the engine does before it reaches a driver: a stream name
+/// (`[A-Za-z0-9._-]`, 1 to [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) bytes), optionally followed by
+/// `/` and a partition number (see [Logs and partitions](Driver#logs-and-partitions)). Drivers
+/// call it in methods that applications may call directly (`append`, `read`, `head`, `trim`),
+/// so that a bad name is refused the same way whichever path it takes.
 pub fn check_stream_name(name: &str) -> Result<(), DriverError> {
-    crate::names::validate_name(crate::NameKind::Stream, name)
+    crate::names::validate_log_name(name)
         .map_err(|error| DriverError::InvalidInput(error.to_string()))
 }
 
@@ -65,8 +66,17 @@ pub enum Expected {
 /// Every implementation must guarantee the following; the conformance suite (feature
 /// `conformance`, module `flowstream_core::conformance`) checks them.
 ///
+/// # Logs and partitions
+///
+/// A driver stores *logs*, and knows nothing of partitions: the engine maps each partition of
+/// a stream to a log of its own. Partition 0 is the log named after the stream (so an
+/// unpartitioned stream is one log, as it always was); partition `p ≥ 1` is the log
+/// `stream/p`. The methods below say "stream" for a log; every name they receive passes
+/// [`check_stream_name`]. A stream's partition count is a record the engine owns.
+///
 /// **Logs**
-/// - [`append`](Driver::append) is atomic: all messages of the call are stored, or none is.
+/// - [`append`](Driver::append) is atomic: all messages of the call are stored, or none is,
+///   whatever the number of logs they go to.
 ///   Messages to one stream get consecutive offsets in call order, starting at 1 for a new
 ///   stream; the returned offsets are in the order of the input. It returns only once the
 ///   messages are durable (as durable as the storage promises: a committed transaction).
@@ -99,7 +109,8 @@ pub enum Expected {
 ///   refused with [`DriverError::InvalidInput`] before anything of the call is stored. The
 ///   conformance suite fixes which messages every driver accepts and which it refuses, so that
 ///   a stream can move between drivers.
-/// - What was stored reads back byte for byte; a stored value the driver cannot decode is a
+/// - What was stored (body, headers, key) reads back byte for byte, the key as `None` when the
+///   message had none; a stored value the driver cannot decode is a
 ///   [`StorageErrorKind::Corrupt`] error, never silently altered.
 ///
 /// **Errors and safety**

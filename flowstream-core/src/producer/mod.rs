@@ -12,6 +12,7 @@ use crate::driver::{Driver, DriverError};
 use crate::error::{Chain, Error, NameKind, printable};
 use crate::message::NewMessage;
 use crate::names::validate_name;
+use crate::partition::routing::Router;
 
 /// Default limit on a message body: 1 MiB.
 pub const DEFAULT_MAX_BODY_SIZE: usize = 1024 * 1024;
@@ -43,6 +44,7 @@ pub struct Producer {
     driver: Arc<dyn Driver>,
     max_body_size: usize,
     group_commit: Arc<GroupCommit>,
+    router: Arc<Router>,
 }
 
 impl Producer {
@@ -52,10 +54,11 @@ impl Producer {
             driver,
             max_body_size: DEFAULT_MAX_BODY_SIZE,
             group_commit: Arc::default(),
+            router: Arc::default(),
         }
     }
 
-    /// Sets the largest accepted body, in bytes.
+    /// Sets the largest accepted body (with its key, if it has one), in bytes.
     pub fn with_max_body_size(mut self, bytes: usize) -> Self {
         self.max_body_size = bytes;
         self
@@ -91,7 +94,7 @@ impl Producer {
         &self,
         messages: impl IntoIterator<Item = NewMessage>,
     ) -> Result<Vec<u64>, Error> {
-        let messages: Vec<NewMessage> = messages.into_iter().collect();
+        let mut messages: Vec<NewMessage> = messages.into_iter().collect();
         self.validate(&messages)?;
         let count = messages.len();
         // Batches usually go to one stream: skip runs of the same name before sorting.
@@ -104,6 +107,10 @@ impl Producer {
             }
         }
         let span = tracing::debug_span!("flowstream.produce", count, streams = ?streams);
+        self.router
+            .route(self.driver.as_ref(), &mut messages)
+            .instrument(span.clone())
+            .await?;
         let offsets = self
             .group_commit
             .append(&self.driver, messages)
@@ -127,10 +134,12 @@ impl Producer {
                 validate_name(NameKind::Stream, message.stream())?;
                 checked = Some(message.stream());
             }
-            if message.body().len() > self.max_body_size {
+            // The key counts toward the limit, as in Kafka's `message.max.bytes`.
+            let size = message.body().len() + message.key().map_or(0, <[u8]>::len);
+            if size > self.max_body_size {
                 return Err(Error::BodyTooLarge {
                     stream: message.stream().to_owned(),
-                    size: message.body().len(),
+                    size,
                     limit: self.max_body_size,
                 });
             }

@@ -4,12 +4,14 @@
 
 mod delivery;
 mod leadership;
+mod partitions;
 mod produce;
 mod storage;
 mod waiting;
 
 pub(crate) use delivery::*;
 pub(crate) use leadership::*;
+pub(crate) use partitions::*;
 pub(crate) use produce::*;
 pub(crate) use storage::*;
 pub(crate) use waiting::*;

@@ -89,6 +89,13 @@ pub(crate) async fn g1_batch_to_several_streams_is_all_or_nothing(factory: &dyn 
         ),
         "{too_large:?}"
     );
+    let key_too_large = producer
+        .send(NewMessage::new("a", "x".repeat(10)).with_key("k".repeat(7)))
+        .await;
+    assert!(
+        matches!(key_too_large, Err(Error::BodyTooLarge { size: 17, .. })),
+        "the key counts toward the limit: {key_too_large:?}"
+    );
     let bad_name = producer
         .send_batch([NewMessage::new("a", "a3"), NewMessage::new("no/slash", "x")])
         .await;

@@ -97,7 +97,20 @@ pub(crate) async fn bad_stream_names_are_refused_by_direct_driver_calls(
     let driver = factory.open().await;
     produce(&driver, "kept", "m", 2).await;
     let long = "s".repeat(300);
-    for name in ["", "no/slash", "with space", "naïve", long.as_str()] {
+    // A partition's log name is the stream's, `/` and a partition number from 1, written
+    // one way only.
+    for name in [
+        "",
+        "no/slash",
+        "kept/0",
+        "kept/01",
+        "kept/1024",
+        "a/b/1",
+        "/1",
+        "with space",
+        "naïve",
+        long.as_str(),
+    ] {
         let read = driver.read(name, 0, 10).await;
         assert!(
             matches!(read, Err(DriverError::InvalidInput(_))),

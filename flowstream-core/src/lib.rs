@@ -30,7 +30,8 @@
 //!
 //! # Guarantees
 //!
-//! 1. One `send` is all-or-nothing; its messages to one stream get consecutive offsets.
+//! 1. One `send` is all-or-nothing; its messages to one stream (one partition of a
+//!    [partitioned](Admin::create_stream) stream) get consecutive offsets.
 //! 2. Offsets are dense and visibility-ordered: no reader skips a message that commits later.
 //! 3. At least once: every stored message reaches every group until it commits past it;
 //!    delivery resumes right after the group's committed offset. Trimming is the exception:

@@ -64,8 +64,8 @@ impl Producer {
         self
     }
 
-    /// Appends one message and returns its offset. Once this returns `Ok` the message is
-    /// durable.
+    /// Appends one message and returns its offset (in its partition, on a partitioned
+    /// stream). Once this returns `Ok` the message is durable.
     ///
     /// # Cancel safety
     ///
@@ -80,12 +80,16 @@ impl Producer {
         })
     }
 
-    /// Appends messages, possibly to several streams, all or nothing. Messages to one stream
-    /// get consecutive offsets in the order given; the result has one offset per message, in
-    /// input order.
+    /// Appends messages, possibly to several streams and partitions, all or nothing. Messages
+    /// to one partition get consecutive offsets in the order given; the result has one offset
+    /// per message, in input order.
     ///
     /// A batch is never split, and never interleaved with another send's messages to the same
-    /// stream. [`Error::NoRuntime`] if called outside a tokio runtime.
+    /// partition. On a partitioned stream each message goes to the partition it names, else
+    /// to its key's, else to the next in turn; the first send to a stream reads its partition
+    /// count (one record read per stream for the producer's life). [`Error::NoSuchPartition`]
+    /// for a partition the stream lacks; [`Error::NoRuntime`] if called outside a tokio
+    /// runtime.
     ///
     /// # Cancel safety
     ///

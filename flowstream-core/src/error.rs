@@ -14,6 +14,8 @@ pub enum NameKind {
     Stream,
     /// A consumer-group name.
     Group,
+    /// A member id of a group over partitions.
+    Member,
 }
 
 impl Display for NameKind {
@@ -21,6 +23,7 @@ impl Display for NameKind {
         f.write_str(match self {
             NameKind::Stream => "stream",
             NameKind::Group => "group",
+            NameKind::Member => "member id",
         })
     }
 }
@@ -120,6 +123,17 @@ pub enum Error {
         partition: u32,
         /// How many partitions the stream has (1 for an unpartitioned stream).
         partitions: u32,
+    },
+
+    /// A commit on a partitioned stream named no partition (commit the message, or a
+    /// [`Position`](crate::Position) with its partition).
+    #[error(
+        "stream {stream:?} is partitioned: say which partition to commit (commit the message \
+         itself, or Position::new(partition, offset))"
+    )]
+    PartitionRequired {
+        /// The stream.
+        stream: String,
     },
 
     /// A stream could not be created as asked because it exists already: with another

@@ -65,7 +65,8 @@ mod producer;
 pub use admin::Admin;
 pub use consumer::{
     Consumer, ConsumerBuilder, ConsumerStream, DEFAULT_BATCH_SIZE, DEFAULT_HEARTBEAT_EVERY,
-    DEFAULT_TAKEOVER_AFTER, GroupState, MAX_BATCH_SIZE, MAX_TAKEOVER_AFTER, StartFrom, Wake,
+    DEFAULT_TAKEOVER_AFTER, GroupState, MAX_BATCH_SIZE, MAX_TAKEOVER_AFTER, Position, StartFrom,
+    Wake,
 };
 pub use driver::{Driver, StorageErrorKind};
 pub use error::{Error, NameKind};

@@ -200,6 +200,11 @@ pub fn scenarios() -> Vec<Scenario> {
         scenario!(unkeyed_messages_spread_and_named_partitions_win),
         scenario!(a_send_to_several_partitions_is_all_or_nothing),
         scenario!(partition_counts_are_checked_and_fixed),
+        scenario!(partitions_spread_over_members_balanced_and_sticky),
+        scenario!(a_leaving_member_hands_over_at_once),
+        scenario!(a_dead_members_partitions_move_only_once_messages_wait),
+        scenario!(a_restart_with_the_same_member_id_moves_nothing_and_fences_the_old),
+        scenario!(commits_on_partitions_name_the_partition),
     ]
 }
 

@@ -9,11 +9,14 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::Consumer;
+use super::lane::Lane;
 use super::membership::{Membership, Role};
+use super::partitioned::Partitioned;
 use super::protocol::{NextCheck, Watcher};
+use super::roster::Roster;
 use crate::driver::Driver;
 use crate::error::{Chain, Error, NameKind};
-use crate::names::validate_name;
+use crate::names::{log_name, validate_name};
 use crate::partition::load_partitions;
 
 /// Default for [`ConsumerBuilder::takeover_after`]: 60 s.
@@ -48,12 +51,17 @@ pub(crate) struct Settings {
     pub(crate) heartbeat_every: Duration,
     pub(crate) batch_size: usize,
     pub(crate) start_from: StartFrom,
+    /// A stable member id for a group over partitions (Kafka's `group.instance.id`).
+    pub(crate) member_id: Option<String>,
 }
 
 impl Settings {
     fn validate(&self) -> Result<(), Error> {
         validate_name(NameKind::Stream, &self.stream)?;
         validate_name(NameKind::Group, &self.group)?;
+        if let Some(member) = &self.member_id {
+            validate_name(NameKind::Member, member)?;
+        }
         if self.takeover_after.is_zero() || self.takeover_after > MAX_TAKEOVER_AFTER {
             return Err(Error::InvalidConfig(format!(
                 "takeover_after must be above zero and at most {MAX_TAKEOVER_AFTER:?}"
@@ -94,6 +102,7 @@ impl ConsumerBuilder {
                 heartbeat_every: DEFAULT_HEARTBEAT_EVERY,
                 batch_size: DEFAULT_BATCH_SIZE,
                 start_from: StartFrom::Earliest,
+                member_id: None,
             },
         }
     }
@@ -124,6 +133,17 @@ impl ConsumerBuilder {
         self
     }
 
+    /// A stable id for this member of a group over partitions (Kafka's static membership,
+    /// `group.instance.id`): a consumer that restarts with the id it had keeps its partitions,
+    /// and the other members' assignments do not change. Without one, every consumer joins as
+    /// a new member and leaves the roster when it shuts down (or is evicted once silent).
+    /// Same alphabet as stream names; only for partitioned streams. Give each running consumer
+    /// its own: two consumers sharing an id take the partitions from each other in turn.
+    pub fn member_id(mut self, id: impl Into<String>) -> Self {
+        self.settings.member_id = Some(id.into());
+        self
+    }
+
     /// Where the group starts if it does not exist yet. Default [`StartFrom::Earliest`].
     pub fn start_from(mut self, start: StartFrom) -> Self {
         self.settings.start_from = start;
@@ -147,38 +167,91 @@ impl ConsumerBuilder {
         self.settings.validate()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let partitions = load_partitions(self.driver.as_ref(), &self.settings.stream).await?;
-        if partitions > 1 {
-            return Err(Error::InvalidConfig(format!(
-                "stream {:?} has {partitions} partitions: consumer groups over partitions are \
-                 not available in this version; only unpartitioned streams can be consumed",
-                self.settings.stream
-            )));
+        let instance = new_consumer_id();
+        if partitions == 1 {
+            if self.settings.member_id.is_some() {
+                return Err(Error::InvalidConfig(format!(
+                    "member_id is for groups over partitions, and stream {:?} has none: its \
+                     group has one active consumer, whatever the ids",
+                    self.settings.stream
+                )));
+            }
+            let lane = start_lane(&runtime, self.driver, self.settings, instance, None).await?;
+            return Ok(Consumer::single(lane));
         }
-        let membership = Arc::new(Membership::new(
-            self.driver,
-            self.settings,
-            new_consumer_id(),
+        let settings = self.settings;
+        let member = settings
+            .member_id
+            .clone()
+            .unwrap_or_else(|| instance.clone());
+        let roster = Arc::new(Roster::new(
+            Arc::clone(&self.driver),
+            &settings.stream,
+            &settings.group,
+            partitions,
+            member,
+            instance.clone(),
         ));
-        let joining = Joining {
-            membership: Arc::clone(&membership),
-            task: Some(runtime.spawn(join(
-                Watcher::new(Arc::clone(&membership)),
-                Arc::clone(&membership),
-            ))),
-        };
-        let (watcher, joined) = joining.finish().await?;
-        let next = joined?;
-        let (stop, stopped) = oneshot::channel();
-        let task = runtime.spawn(watcher.run(next, stopped));
-        tracing::debug!(
-            group = %membership.settings.group,
-            stream = %membership.settings.stream,
-            consumer = %membership.id,
-            active = matches!(membership.role(), Role::Active { .. }),
-            "consumer started"
-        );
-        Ok(Consumer::start(membership, stop, task))
+        roster.join().await?;
+        let mut lanes = Vec::with_capacity(partitions as usize);
+        for partition in 0..partitions {
+            let mut lane_settings = settings.clone();
+            lane_settings.stream = log_name(&settings.stream, partition);
+            let started = start_lane(
+                &runtime,
+                Arc::clone(&self.driver),
+                lane_settings,
+                instance.clone(),
+                Some((Arc::clone(&roster), partition)),
+            )
+            .await;
+            match started {
+                Ok(lane) => lanes.push(lane),
+                Err(error) => {
+                    // Hand back what was claimed, and the membership, so nobody waits for us.
+                    let partial = Partitioned::new(roster, lanes, settings);
+                    if let Err(cleanup) = partial.close().await {
+                        tracing::warn!(error = %Chain(&cleanup), "could not leave the group after a failed start");
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        Ok(Consumer::partitioned(Partitioned::new(
+            roster, lanes, settings,
+        )))
     }
+}
+
+/// Starts one lane: joins its group record (creating or claiming it if the protocol says so)
+/// and spawns its background task.
+async fn start_lane(
+    runtime: &tokio::runtime::Handle,
+    driver: Arc<dyn Driver>,
+    settings: Settings,
+    id: String,
+    lane: Option<(Arc<Roster>, u32)>,
+) -> Result<Lane, Error> {
+    let membership = Arc::new(Membership::new(driver, settings, id, lane));
+    let joining = Joining {
+        membership: Arc::clone(&membership),
+        task: Some(runtime.spawn(join(
+            Watcher::new(Arc::clone(&membership)),
+            Arc::clone(&membership),
+        ))),
+    };
+    let (watcher, joined) = joining.finish().await?;
+    let next = joined?;
+    let (stop, stopped) = oneshot::channel();
+    let task = runtime.spawn(watcher.run(next, stopped));
+    tracing::debug!(
+        group = %membership.settings.group,
+        stream = %membership.settings.stream,
+        consumer = %membership.id,
+        active = matches!(membership.role(), Role::Active { .. }),
+        "consumer started"
+    );
+    Ok(Lane::start(membership, stop, task))
 }
 
 /// Joins the group: reads it, then creates it or takes it over if the protocol says so, until

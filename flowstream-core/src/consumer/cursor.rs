@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
-use super::Consumer;
+use super::lane::Lane;
 use super::membership::Role;
 use crate::driver::DriverError;
 use crate::error::Error;
@@ -29,6 +29,12 @@ pub(super) struct Cursor {
 
 impl Cursor {
     /// Forgets everything read past `fetched`: the range after it was trimmed.
+    /// Drops what was read and not handed out (the partition was handed over).
+    pub(super) fn drop_buffered(&mut self) {
+        self.buffer.clear();
+        self.prefetch = None;
+    }
+
     pub(super) fn skip_to(&mut self, head: u64) {
         self.prefetch = None;
         self.fetched = head;
@@ -48,7 +54,7 @@ impl Drop for Prefetch {
     }
 }
 
-impl Consumer {
+impl Lane {
     /// Brings the cursor in line with `role`; returns the generation while active. A new claim
     /// starts right after the committed offset it began with (guarantee 3); losing the claim
     /// drops what was buffered, which the new owner delivers again.
@@ -121,6 +127,15 @@ impl Consumer {
         self.cursor.prefetch = Some(Prefetch {
             task: tokio::spawn(async move { driver.read(&stream, after, limit).await }),
         });
+    }
+
+    pub(super) fn has_buffered(&self) -> bool {
+        !self.cursor.buffer.is_empty()
+    }
+
+    /// Whether this lane holds a claim it has not read under yet.
+    pub(super) fn claim_is_new(&self) -> bool {
+        matches!(self.membership.role(), Role::Active { generation, .. } if self.cursor.generation != Some(generation))
     }
 
     /// The next buffered message, marked as delivered.

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::builder::Settings;
+use super::roster::Roster;
 use super::state::{StoredGroup, decode, group_key};
 use crate::driver::{Driver, DriverError, Expected, Record, Revision};
 use crate::error::Error;
@@ -46,19 +47,28 @@ pub(crate) struct Membership {
     pub(crate) settings: Settings,
     pub(crate) id: String,
     pub(crate) key: String,
+    /// For a member of a group over partitions: the group's roster and the partition this
+    /// record is for. The roster decides which member may claim the partition.
+    pub(crate) lane: Option<(Arc<Roster>, u32)>,
     view: Mutex<View>,
     writes: tokio::sync::Mutex<()>,
     role: watch::Sender<Role>,
 }
 
 impl Membership {
-    pub(crate) fn new(driver: Arc<dyn Driver>, settings: Settings, id: String) -> Self {
+    pub(crate) fn new(
+        driver: Arc<dyn Driver>,
+        settings: Settings,
+        id: String,
+        lane: Option<(Arc<Roster>, u32)>,
+    ) -> Self {
         let key = group_key(&settings.stream, &settings.group);
         Membership {
             driver,
             settings,
             id,
             key,
+            lane,
             view: Mutex::new(View {
                 state: None,
                 last_write: Instant::now(),
@@ -66,6 +76,31 @@ impl Membership {
             writes: tokio::sync::Mutex::new(()),
             role: watch::channel(Role::Standby).0,
         }
+    }
+
+    /// Whether this consumer may claim the record as it is (`None`: absent). Alone, a
+    /// consumer claims an absent or released record (wave 1). In a group over partitions it
+    /// claims only a partition the roster gives its member, and then also one whose owner is
+    /// no longer in the roster (it left or was evicted, or this member restarted). The roster
+    /// must have been read *after* `state`: an owner joins the roster before it claims, so a
+    /// roster read after the claim lists it.
+    pub(crate) fn may_claim(&self, state: Option<&StoredGroup>) -> bool {
+        match (&self.lane, state) {
+            (None, None) => true,
+            (None, Some(state)) => !state.active,
+            (Some((roster, partition)), state) => {
+                roster.assigned_to_me(*partition)
+                    && state.is_none_or(|s| !s.active || !roster_lists(roster, &s.owner))
+            }
+        }
+    }
+
+    /// Whether this consumer owns the record while the roster gives its partition to another
+    /// member: it must hand it over.
+    pub(crate) fn revoked(&self) -> bool {
+        self.lane
+            .as_ref()
+            .is_some_and(|(roster, partition)| !roster.assigned_to_me(*partition))
     }
 
     pub(crate) fn role(&self) -> Role {
@@ -359,7 +394,7 @@ impl Membership {
         }
     }
 
-    fn owns(&self, state: &StoredGroup, generation: u64) -> bool {
+    pub(crate) fn owns(&self, state: &StoredGroup, generation: u64) -> bool {
         state.owner == self.id && state.generation == generation && state.active
     }
 
@@ -369,4 +404,8 @@ impl Membership {
             generation,
         }
     }
+}
+
+fn roster_lists(roster: &Roster, instance: &str) -> bool {
+    roster.current().is_some_and(|r| r.has_instance(instance))
 }

@@ -1,14 +1,18 @@
 //! Reading a stream as a member of a consumer group.
 //!
-//! One consumer of a group is *active*: it receives the messages and commits. The others are
-//! *standby* and take over when the active one shuts down or stops making progress. Where
-//! each part lives:
+//! On an unpartitioned stream one consumer of a group is *active*: it receives the messages
+//! and commits. The others are *standby* and take over when the active one shuts down or
+//! stops making progress. On a partitioned stream each partition works that way, and the
+//! group's roster spreads the partitions over its members. Where each part lives:
 //!
 //! - [`builder`]: settings and joining the group;
-//! - [`membership`]: the role this consumer holds and every write to the group record
-//!   (claims, commits, heartbeats, release, fencing);
-//! - [`protocol`]: the background task that heartbeats and takes over;
-//! - [`cursor`]: the read-ahead position in the stream;
+//! - [`lane`]: one consumer's place in one group record (the stream's, or a partition's);
+//! - [`membership`]: the role a lane holds and every write to its group record (claims,
+//!   commits, heartbeats, release, fencing);
+//! - [`protocol`]: a lane's background task that heartbeats, takes over, hands over;
+//! - [`roster`]: the members of a group over partitions and who should own which partition;
+//! - [`partitioned`]: a member of a group over partitions, one lane per partition;
+//! - [`cursor`]: the read-ahead position in a lane;
 //! - [`commit`]: the two commit paths;
 //! - [`wait`]: waiting on notifications;
 //! - [`state`]: the group record's stored shape and its typed view;
@@ -17,36 +21,31 @@
 mod builder;
 mod commit;
 mod cursor;
+mod lane;
 mod membership;
+mod partitioned;
 mod protocol;
+mod roster;
 mod state;
 mod stream;
 mod wait;
 
-use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
-use crate::driver::{Driver, DriverError};
-use crate::error::{Chain, Error};
-use crate::message::Message;
 pub use builder::{
     ConsumerBuilder, DEFAULT_BATCH_SIZE, DEFAULT_HEARTBEAT_EVERY, DEFAULT_TAKEOVER_AFTER,
     MAX_BATCH_SIZE, MAX_TAKEOVER_AFTER, StartFrom,
 };
-use cursor::Cursor;
-use membership::{Membership, Role};
+use lane::Lane;
+use partitioned::Partitioned;
 pub use state::GroupState;
 pub use stream::ConsumerStream;
 pub use wait::Wake;
 
-/// The background task of a consumer, stopped by dropping or firing `stop`.
-#[derive(Debug)]
-struct Background {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
-}
+use crate::driver::{Driver, DriverError};
+use crate::error::Error;
+use crate::message::Message;
+use std::sync::Arc;
 
 /// A member of a consumer group on one stream.
 ///
@@ -59,7 +58,7 @@ struct Background {
 /// loop {
 ///     while let Some(msg) = consumer.next().await? {      // None: at the head, or standby
 ///         println!("{}: {:?}", msg.offset(), msg.body_str());  // must be idempotent
-///         consumer.commit(msg.offset()).await?;            // or commit every N messages
+///         consumer.commit(&msg).await?;                    // or commit every N messages
 ///     }
 ///     consumer.wait(Duration::from_secs(5)).await?;       // new data, activation or timeout
 /// }
@@ -69,19 +68,71 @@ struct Background {
 /// Delivery is at least once: after a crash or a takeover, the group resumes right after its
 /// committed offset, so messages received but not yet committed are delivered again.
 ///
+/// On a [partitioned](crate::Admin::create_stream) stream the group spreads the partitions
+/// over its members (each partition has one owner), and a member receives the messages of the
+/// partitions it owns, in order within each partition; [`assignment`](Consumer::assignment)
+/// says which. The loop is the same; commit the message (or a [`Position`]), since an offset
+/// alone does not say which partition.
+///
 /// Drop it to stop like a crash (a standby takes over after `takeover_after` once messages are
 /// pending); call [`shutdown`](Consumer::shutdown) to hand the group over at once.
 #[derive(Debug)]
 pub struct Consumer {
-    membership: Arc<Membership>,
-    background: Option<Background>,
-    cursor: Cursor,
-    /// The generation the caller has been told about (by `build`, `next` or `wait`), so
-    /// `wait` reports [`Wake::Activated`] only for a claim the caller has not seen.
-    seen_generation: Option<u64>,
-    /// The commit started by [`Consumer::commit_in_background`], if its result has not been
-    /// collected yet. At most one runs at a time.
-    background_commit: Option<JoinHandle<Result<(), Error>>>,
+    inner: Inner,
+}
+
+#[derive(Debug)]
+enum Inner {
+    /// An unpartitioned stream: one group record.
+    Single(Lane),
+    /// A partitioned stream: a lane per partition and the roster.
+    Partitioned(Partitioned),
+}
+
+/// What a commit covers: a partition (`None`: the stream's only one) and the offset up to which
+/// the group has processed it. Made from a [`Message`] (its partition and offset), from an
+/// offset alone (unpartitioned streams), or with [`Position::new`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    partition: Option<u32>,
+    offset: u64,
+}
+
+impl Position {
+    /// `offset` of `partition`.
+    pub fn new(partition: u32, offset: u64) -> Self {
+        Position {
+            partition: Some(partition),
+            offset,
+        }
+    }
+
+    /// The partition, if one was given.
+    pub fn partition(&self) -> Option<u32> {
+        self.partition
+    }
+
+    /// The offset.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+}
+
+impl From<u64> for Position {
+    /// An offset of an unpartitioned stream.
+    fn from(offset: u64) -> Self {
+        Position {
+            partition: None,
+            offset,
+        }
+    }
+}
+
+impl From<&Message> for Position {
+    /// The message's partition, up to and including the message.
+    fn from(message: &Message) -> Self {
+        Position::new(message.partition(), message.offset())
+    }
 }
 
 impl Consumer {
@@ -94,30 +145,28 @@ impl Consumer {
         ConsumerBuilder::new(driver, stream.into(), group.into())
     }
 
-    /// A consumer that has joined its group, with its background task running.
-    fn start(membership: Arc<Membership>, stop: oneshot::Sender<()>, task: JoinHandle<()>) -> Self {
-        let seen_generation = match membership.role() {
-            Role::Active { generation, .. } => Some(generation),
-            Role::Standby => None,
-        };
-        let mut consumer = Consumer {
-            membership,
-            background: Some(Background { stop, task }),
-            cursor: Cursor::default(),
-            seen_generation,
-            background_commit: None,
-        };
-        consumer.sync_with_role(consumer.membership.role());
-        consumer
+    fn single(lane: Lane) -> Self {
+        Consumer {
+            inner: Inner::Single(lane),
+        }
     }
 
-    /// The next message, or `None` when this consumer is standby or has reached the head of
-    /// the stream (then [`wait`](Consumer::wait) for more, or use [`recv`](Consumer::recv),
-    /// which waits).
+    fn partitioned(partitioned: Partitioned) -> Self {
+        Consumer {
+            inner: Inner::Partitioned(partitioned),
+        }
+    }
+
+    /// The next message, or `None` when this consumer is standby (owns no partition) or has
+    /// reached the head of what it owns (then [`wait`](Consumer::wait) for more, or use
+    /// [`recv`](Consumer::recv), which waits).
     ///
     /// Returns from a buffer of up to `batch_size` messages, read in one storage call. While
     /// the application works through a full batch, the next one is read in the background, so
-    /// a busy consumer rarely waits on storage.
+    /// a busy consumer rarely waits on storage. A member of a group over partitions takes
+    /// messages from the partitions it owns in turn, and hands over a partition the group gave
+    /// to another member when this is called (what it delivered and was not committed is
+    /// delivered again, to the new owner).
     ///
     /// # Cancel safety
     ///
@@ -129,41 +178,246 @@ impl Consumer {
         Ok(self.pop())
     }
 
-    /// Whether this consumer is the active one of its group right now.
+    /// Makes sure a message is buffered if one is available; `Ok(false)`: none is.
+    pub(super) async fn fill(&mut self) -> Result<bool, Error> {
+        match &mut self.inner {
+            Inner::Single(lane) => lane.fill().await,
+            Inner::Partitioned(parts) => parts.fill().await,
+        }
+    }
+
+    /// The next buffered message, marked as delivered.
+    pub(super) fn pop(&mut self) -> Option<Message> {
+        match &mut self.inner {
+            Inner::Single(lane) => lane.pop(),
+            Inner::Partitioned(parts) => parts.pop(),
+        }
+    }
+
+    /// Whether this consumer is active right now: the active one of its group, or, in a group
+    /// over partitions, the owner of at least one partition.
     pub fn is_active(&self) -> bool {
-        matches!(self.membership.role(), Role::Active { .. })
+        match &self.inner {
+            Inner::Single(lane) => lane.is_active(),
+            Inner::Partitioned(parts) => !parts.owned().is_empty(),
+        }
+    }
+
+    /// The partitions this consumer owns now, ascending: `[0]` for the active consumer of an
+    /// unpartitioned stream, empty for a standby.
+    pub fn assignment(&self) -> Vec<u32> {
+        match &self.inner {
+            Inner::Single(lane) if lane.is_active() => vec![0],
+            Inner::Single(_) => Vec::new(),
+            Inner::Partitioned(parts) => parts.owned(),
+        }
     }
 
     /// This consumer's id, as written in the group state (unique per consumer instance).
     pub fn id(&self) -> &str {
-        &self.membership.id
+        &self.any_lane().membership.id
+    }
+
+    /// Its member id in a group over partitions: the one set with
+    /// [`ConsumerBuilder::member_id`], else its [`id`](Consumer::id). `None` on an
+    /// unpartitioned stream.
+    pub fn member_id(&self) -> Option<&str> {
+        match &self.inner {
+            Inner::Single(_) => None,
+            Inner::Partitioned(parts) => Some(&parts.roster.member),
+        }
     }
 
     /// The stream.
     pub fn stream(&self) -> &str {
-        &self.membership.settings.stream
+        match &self.inner {
+            Inner::Single(lane) => &lane.membership.settings.stream,
+            Inner::Partitioned(parts) => &parts.settings.stream,
+        }
     }
 
     /// The group.
     pub fn group(&self) -> &str {
-        &self.membership.settings.group
+        &self.any_lane().membership.settings.group
     }
 
     /// The generation of the claim under which the last message returned by `next()` was
-    /// delivered (Kafka's generation id); `None` if this consumer has never been active. A
-    /// commit of those messages succeeds only while this claim holds.
+    /// delivered (Kafka's generation id; in a group over partitions, the claim of that
+    /// message's partition); `None` if this consumer has never been active. A commit of those
+    /// messages succeeds only while this claim holds.
     pub fn generation(&self) -> Option<u64> {
-        self.cursor.generation
+        match &self.inner {
+            Inner::Single(lane) => lane.cursor.generation,
+            Inner::Partitioned(parts) => parts
+                .last
+                .and_then(|i| parts.lanes.get(i))
+                .and_then(|lane| lane.cursor.generation),
+        }
     }
 
-    /// The group's committed offset as this consumer last saw it.
+    /// The group's committed offset as this consumer last saw it (of partition 0 on a
+    /// partitioned stream; see [`committed_in`](Consumer::committed_in)).
     pub fn committed(&self) -> Option<u64> {
-        self.membership.committed()
+        self.committed_in(0)
     }
 
-    /// Leaves the group gracefully: stops the background task and, if active, marks the group
-    /// inactive so a standby takes over at once. Uncommitted messages are redelivered to the
-    /// next owner.
+    /// The committed offset of `partition` as this consumer last saw it; `None` if it has not
+    /// seen one, or the stream has no such partition.
+    pub fn committed_in(&self, partition: u32) -> Option<u64> {
+        self.lane(partition)?.membership.committed()
+    }
+
+    fn lane(&self, partition: u32) -> Option<&Lane> {
+        match &self.inner {
+            Inner::Single(lane) => (partition == 0).then_some(lane),
+            Inner::Partitioned(parts) => parts.lanes.get(partition as usize),
+        }
+    }
+
+    fn any_lane(&self) -> &Lane {
+        match &self.inner {
+            Inner::Single(lane) => lane,
+            // A partitioned stream has at least two partitions, so at least two lanes; the
+            // fallback only keeps this free of panics.
+            Inner::Partitioned(parts) => parts.lanes.first().unwrap_or_else(|| unreachable!()),
+        }
+    }
+
+    /// The lane a commit at `position` goes to.
+    fn lane_for(&mut self, position: Position) -> Result<&mut Lane, Error> {
+        let stream = self.stream().to_owned();
+        match (&mut self.inner, position.partition) {
+            (Inner::Single(lane), None | Some(0)) => Ok(lane),
+            (Inner::Single(_), Some(partition)) => Err(Error::NoSuchPartition {
+                stream,
+                partition,
+                partitions: 1,
+            }),
+            (Inner::Partitioned(_), None) => Err(Error::PartitionRequired { stream }),
+            (Inner::Partitioned(parts), Some(partition)) => {
+                let partitions = u32::try_from(parts.lanes.len()).unwrap_or(u32::MAX);
+                parts
+                    .lanes
+                    .get_mut(partition as usize)
+                    .ok_or(Error::NoSuchPartition {
+                        stream,
+                        partition,
+                        partitions,
+                    })
+            }
+        }
+    }
+
+    /// Commits `position` (a message, or an offset of an unpartitioned stream): the group has
+    /// processed every message of its partition up to and including it.
+    ///
+    /// - Committing at or below the committed offset does nothing (commits are monotonic).
+    /// - [`Error::CommitBeyondDelivered`] if `next()` has not returned that offset.
+    /// - [`Error::Fenced`] if another consumer took the group (the partition) over since
+    ///   these messages were delivered: nothing is committed, and this consumer is standby
+    ///   (no longer owns the partition).
+    /// - [`Error::Standby`] if this consumer has not been active (owned the partition).
+    /// - [`Error::PartitionRequired`] for a bare offset on a partitioned stream;
+    ///   [`Error::NoSuchPartition`] for a partition the stream lacks.
+    ///
+    /// A retryable storage error means the commit may or may not have been stored; committing
+    /// again is safe.
+    ///
+    /// # Cancel safety
+    ///
+    /// If the future is dropped, the commit may or may not have been stored, as with a lost
+    /// reply; committing the same offset again is safe. Nothing else is lost.
+    pub async fn commit(&mut self, position: impl Into<Position>) -> Result<(), Error> {
+        let position = position.into();
+        self.lane_for(position)?.commit(position.offset).await
+    }
+
+    /// Starts committing `position` and returns without waiting for storage, so the next
+    /// messages can be handled while the commit is written (Kafka's `commitAsync`).
+    ///
+    /// The checks of [`commit`](Consumer::commit) (standby, beyond delivered) happen here, at
+    /// once. The write itself runs in the background, one at a time per partition: if the
+    /// previous one is still running, this waits for it first. Its result, [`Error::Fenced`]
+    /// for example, is returned by the next call to `commit`, `commit_in_background` (of the
+    /// same partition) or [`shutdown`](Consumer::shutdown); a fenced consumer also turns
+    /// standby as with `commit`. Until then the offset may not be stored: after a crash,
+    /// messages up to it may be delivered again (which at-least-once delivery allows).
+    /// Dropping the consumer leaves a running write to finish or not.
+    ///
+    /// # Cancel safety
+    ///
+    /// If the future is dropped while it waits for the previous background commit, that
+    /// commit keeps running and its result is kept for the next call; the new commit was not
+    /// started. Once it returns, the write runs whatever the caller does.
+    pub async fn commit_in_background(
+        &mut self,
+        position: impl Into<Position>,
+    ) -> Result<(), Error> {
+        let position = position.into();
+        self.lane_for(position)?
+            .commit_in_background(position.offset)
+            .await
+    }
+
+    /// Waits until there is something to do: messages past this consumer's position, this
+    /// consumer becoming active (claiming a partition), its partitions changing
+    /// ([`Wake::Assignment`]), or `timeout`. Woken by the driver's notifications, never by
+    /// polling: while active it reads a stream (partition) once when called and once per
+    /// notification of it (plus its head when that read finds nothing), and nothing in
+    /// between.
+    ///
+    /// If messages were trimmed before this consumer read them, `wait` moves past them (they
+    /// cannot be delivered any more) instead of reporting them forever.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future loses no message and no activation; a message read
+    /// while waiting stays buffered for the next [`next`](Consumer::next).
+    pub async fn wait(&mut self, timeout: Duration) -> Result<Wake, Error> {
+        match &mut self.inner {
+            Inner::Single(lane) => lane.wait(timeout).await,
+            Inner::Partitioned(parts) => parts.wait(timeout).await,
+        }
+    }
+
+    /// The next message, waiting as long as it takes: while at the head, and while standby
+    /// until this consumer becomes active. The waiting counterpart of
+    /// [`next`](Consumer::next), as tokio's `recv` is of `try_recv`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: if the future is dropped, no message is lost; the next call returns it.
+    /// It can be used as a branch of `tokio::select!`.
+    pub async fn recv(&mut self) -> Result<Message, Error> {
+        loop {
+            if let Some(message) = self.next().await? {
+                return Ok(message);
+            }
+            self.wait(wait::IDLE_WAIT).await?;
+        }
+    }
+
+    /// Fills the buffer, waiting as long as needed; returns early (with `false`) when
+    /// `recall` is notified.
+    pub(super) async fn fill_or_wait(
+        &mut self,
+        recall: &tokio::sync::Notify,
+    ) -> Result<bool, Error> {
+        loop {
+            if self.fill().await? {
+                return Ok(true);
+            }
+            tokio::select! {
+                woke = self.wait(wait::IDLE_WAIT) => { woke?; }
+                () = recall.notified() => return Ok(false),
+            }
+        }
+    }
+
+    /// Leaves the group gracefully: stops the background work and, if active, marks the group
+    /// (each partition it owns) inactive so a standby (another member) takes over at once. In
+    /// a group over partitions the member also leaves the roster, so its partitions go to the
+    /// others at once. Uncommitted messages are redelivered to the next owner.
     ///
     /// A background commit still running is finished first; its error, if any, is returned
     /// after the group has been released (before an error of the release itself, which is
@@ -174,22 +428,13 @@ impl Consumer {
     /// The handover runs in a task of its own: dropping this future does not stop it, so the
     /// group is still released (a standby takes over at once, as after a completed shutdown),
     /// only its result is lost.
-    pub async fn shutdown(mut self) -> Result<(), Error> {
+    pub async fn shutdown(self) -> Result<(), Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let handover = runtime.spawn(async move {
-            let pending = self.collect_background_commit().await;
-            self.stop_background().await;
-            let released = self.membership.release().await;
-            if let (Err(_), Err(release)) = (&pending, &released) {
-                tracing::warn!(
-                    group = %self.membership.settings.group,
-                    consumer = %self.membership.id,
-                    error = %Chain(release),
-                    "could not release the group on shutdown"
-                );
+            match self.inner {
+                Inner::Single(lane) => lane.close().await,
+                Inner::Partitioned(parts) => parts.close().await,
             }
-            // The background commit's error first: it is the one the caller has not seen.
-            pending.and(released)
         });
         handover.await.map_err(|e| {
             Error::Storage(DriverError::failed(format!(
@@ -198,28 +443,10 @@ impl Consumer {
         })?
     }
 
-    async fn stop_background(&mut self) {
-        if let Some(Background { stop, task }) = self.background.take() {
-            drop(stop);
-            // The task only ends by our signal, or by panicking; neither needs reporting here.
-            let _ = task.await;
-        }
-    }
-
     /// An owned [`futures_core::Stream`] of messages: it yields messages while active and
     /// waits (on notifications, not polling) at the head or while standby. Commit through
     /// [`ConsumerStream::commit`].
     pub fn into_stream(self) -> ConsumerStream {
         ConsumerStream::new(self)
-    }
-}
-
-impl Drop for Consumer {
-    fn drop(&mut self) {
-        if let Some(background) = self.background.take() {
-            // Like a crash: no handover; the task stops at its next await point.
-            drop(background.stop);
-            background.task.abort();
-        }
     }
 }

@@ -40,7 +40,12 @@ pub(crate) struct Watcher {
     membership: Arc<Membership>,
     group_changes: Subscription,
     stream_changes: Subscription,
+    /// The roster's notifications, in a group over partitions.
+    roster_changes: Option<Subscription>,
     last_revision: Option<Revision>,
+    last_roster: Option<Revision>,
+    /// When this consumer first saw that it owns a partition the roster gave to another.
+    revoked_since: Option<Instant>,
     last_change: Instant,
     pending_since: Option<Instant>,
     /// After a storage error: 20 ms, doubling up to 2 s.
@@ -53,11 +58,18 @@ impl Watcher {
         let hub = membership.driver.changes();
         let group_changes = hub.subscribe(Topic::Record(membership.key.clone()));
         let stream_changes = hub.subscribe(Topic::Stream(membership.settings.stream.clone()));
+        let roster_changes = membership
+            .lane
+            .as_ref()
+            .map(|(roster, _)| hub.subscribe(Topic::Record(roster.key.clone())));
         Watcher {
             membership,
             group_changes,
             stream_changes,
+            roster_changes,
             last_revision: None,
+            last_roster: None,
+            revoked_since: None,
             last_change: Instant::now(),
             pending_since: None,
             backoff: Backoff::new(Duration::from_millis(20), Duration::from_secs(2)),
@@ -78,6 +90,7 @@ impl Watcher {
                 biased;
                 _ = &mut stop => return,
                 () = self.group_changes.changed() => {}
+                () = roster_changed(self.roster_changes.as_mut()) => {}
                 // New messages only matter while none were known to be pending: once they
                 // are, a deadline is armed and the next look happens then (this also keeps
                 // an error back-off from being cut short by every append).
@@ -89,6 +102,9 @@ impl Watcher {
             // must not run it a second time.
             self.group_changes.mark_seen();
             self.stream_changes.mark_seen();
+            if let Some(roster) = self.roster_changes.as_mut() {
+                roster.mark_seen();
+            }
             // Not raced with `stop`: a shutdown lets a write in flight (a takeover, say)
             // finish, so that it can release what that write claimed.
             let result = self.step().await;
@@ -121,14 +137,29 @@ impl Watcher {
     pub(crate) async fn step(&mut self) -> Result<NextCheck, Error> {
         let shared = Arc::clone(&self.membership);
         let now = Instant::now();
-        let Some((state, revision)) = shared.read_state().await? else {
-            let committed = match shared.settings.start_from {
-                StartFrom::Earliest => 0,
-                StartFrom::Latest => shared.driver.head(&shared.settings.stream).await?,
-            };
-            shared.create_group(committed).await?;
-            // Look again at once: we either own the group now or someone else created it.
-            return Ok(Some(Instant::now()));
+        let stored = shared.read_state().await?;
+        if let Some((roster, _)) = &shared.lane {
+            // Read after the record (see `Membership::may_claim`). A change of the roster
+            // restarts the silence timer, as a change of the record does: a member just given
+            // a partition has `takeover_after` to claim it.
+            roster.refresh().await?;
+            if roster.revision() != self.last_roster {
+                self.last_roster = roster.revision();
+                self.last_change = now;
+            }
+        }
+        let Some((state, revision)) = stored else {
+            if shared.may_claim(None) {
+                let committed = match shared.settings.start_from {
+                    StartFrom::Earliest => 0,
+                    StartFrom::Latest => shared.driver.head(&shared.settings.stream).await?,
+                };
+                shared.create_group(committed).await?;
+                // Look again at once: we either own the group now or someone else created it.
+                return Ok(Some(Instant::now()));
+            }
+            // A partition nobody has claimed yet: its assignee must, once messages wait.
+            return self.watch_silence(None, 0, now).await;
         };
         if self.last_revision != Some(revision) {
             self.last_revision = Some(revision);
@@ -137,38 +168,92 @@ impl Watcher {
         shared.observe(&state, revision, false);
 
         if state.owner == shared.id && state.active {
+            if shared.revoked() {
+                return self.release_when_due(now).await;
+            }
+            self.revoked_since = None;
             return self.heartbeat_if_due(&state).await;
         }
-        if !state.active {
-            shared
-                .take_over(&state, revision, "previous owner shut down")
-                .await?;
+        if shared.may_claim(Some(&state)) {
+            let reason = if state.active {
+                "the owner is no longer a member of the group"
+            } else {
+                "previous owner shut down"
+            };
+            shared.take_over(&state, revision, reason).await?;
             return Ok(Some(Instant::now()));
         }
-        if !self.pending(&state, now).await? {
+        self.watch_silence(Some(&state), state.committed, now).await
+    }
+
+    /// Someone else owns the record, or should claim it: if messages stay pending past
+    /// `committed` with no change for `takeover_after`, take over (alone) or evict the silent
+    /// member from the roster (in a group over partitions), whose partitions then move.
+    async fn watch_silence(
+        &mut self,
+        state: Option<&StoredGroup>,
+        committed: u64,
+        now: Instant,
+    ) -> Result<NextCheck, Error> {
+        let shared = Arc::clone(&self.membership);
+        if !self.pending(committed, now).await? {
             return Ok(None);
         }
         let since = self.pending_since.unwrap_or(now);
         let takeover_at = self.last_change.max(since) + shared.settings.takeover_after;
-        if now >= takeover_at {
-            shared
-                .take_over(
-                    &state,
-                    revision,
-                    "messages pending and the group state unchanged for takeover_after",
-                )
-                .await?;
-            return Ok(Some(Instant::now()));
+        if now < takeover_at {
+            return Ok(Some(
+                takeover_at.min(now + shared.settings.takeover_after / 4),
+            ));
         }
-        Ok(Some(
-            takeover_at.min(now + shared.settings.takeover_after / 4),
-        ))
+        const SILENT: &str = "messages pending and the group state unchanged for takeover_after";
+        match (&shared.lane, state) {
+            (None, Some(state)) => {
+                // Read at the start of this step; a change since makes the write conflict.
+                let revision = self.last_revision.unwrap_or(Revision(0));
+                shared.take_over(state, revision, SILENT).await?;
+            }
+            (None, None) => {}
+            (Some((roster, partition)), state) => {
+                // The owner while it holds the partition and is a member, else the member the
+                // roster gives it to and which has not claimed it.
+                let silent = match state {
+                    Some(s)
+                        if s.active
+                            && roster.current().is_some_and(|r| r.has_instance(&s.owner)) =>
+                    {
+                        Some(s.owner.clone())
+                    }
+                    _ => roster.assignee_instance(*partition),
+                };
+                if let Some(instance) = silent.filter(|i| *i != shared.id) {
+                    roster.evict(&instance, SILENT).await?;
+                }
+            }
+        }
+        Ok(Some(Instant::now()))
+    }
+
+    /// This consumer owns a partition the roster now gives to another member. The consumer's
+    /// own calls hand it over as soon as the application asks for more; this is the bound for
+    /// an application that does not: `heartbeat_every` after the revocation was seen (below
+    /// `takeover_after`, so the new owner never mistakes the draining owner for a dead one).
+    async fn release_when_due(&mut self, now: Instant) -> Result<NextCheck, Error> {
+        let shared = Arc::clone(&self.membership);
+        let since = *self.revoked_since.get_or_insert(now);
+        let due = since + shared.settings.heartbeat_every;
+        if now < due {
+            return Ok(Some(due));
+        }
+        shared.release().await?;
+        self.revoked_since = None;
+        Ok(None)
     }
 
     async fn heartbeat_if_due(&mut self, state: &StoredGroup) -> Result<NextCheck, Error> {
         let shared = Arc::clone(&self.membership);
         let now = Instant::now();
-        if !self.pending(state, now).await? {
+        if !self.pending(state.committed, now).await? {
             return Ok(None);
         }
         let since = self.pending_since.unwrap_or(now);
@@ -196,18 +281,26 @@ impl Watcher {
     }
 
     /// Whether messages exist past the committed offset; tracks when we first saw them.
-    async fn pending(&mut self, state: &StoredGroup, now: Instant) -> Result<bool, Error> {
+    async fn pending(&mut self, committed: u64, now: Instant) -> Result<bool, Error> {
         let head = self
             .membership
             .driver
             .head(&self.membership.settings.stream)
             .await?;
-        if head > state.committed {
+        if head > committed {
             self.pending_since.get_or_insert(now);
             Ok(true)
         } else {
             self.pending_since = None;
             Ok(false)
         }
+    }
+}
+
+/// Waits for the roster's next notification; never, for a consumer without a roster.
+async fn roster_changed(subscription: Option<&mut Subscription>) {
+    match subscription {
+        Some(subscription) => subscription.changed().await,
+        None => std::future::pending().await,
     }
 }

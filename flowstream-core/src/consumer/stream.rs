@@ -63,15 +63,17 @@ impl ConsumerStream {
         }
     }
 
-    /// Commits `offset`; see [`Consumer::commit`]. If the stream is waiting for messages, the
+    /// Commits `position` (a message, or an offset of an unpartitioned stream); see
+    /// [`Consumer::commit`]. If the stream is waiting for messages, the
     /// wait is interrupted (no message is lost) so the commit can go ahead.
     ///
     /// # Cancel safety
     ///
     /// As [`Consumer::commit`]: a dropped commit may or may not have been stored. A fetch it
     /// interrupted stays with the stream.
-    pub async fn commit(&mut self, offset: u64) -> Result<(), Error> {
-        self.consumer().await.commit(offset).await
+    pub async fn commit(&mut self, position: impl Into<super::Position>) -> Result<(), Error> {
+        let position = position.into();
+        self.consumer().await.commit(position).await
     }
 
     /// Whether the consumer is active right now.

@@ -1,47 +1,40 @@
-//! Waiting for something to do: [`Consumer::wait`] returns at the head, [`Consumer::recv`]
-//! waits for the next message. Both are woken by the driver's notifications, never by polling
+//! Waiting for something to do in one lane: [`crate::Consumer::wait`] returns at the head,
+//! [`crate::Consumer::recv`] waits for the next message. Both are woken by the driver's notifications, never by polling
 //! (guarantee 8).
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::Consumer;
+use super::lane::Lane;
 use crate::driver::Topic;
 use crate::error::Error;
-use crate::message::Message;
 
-/// Why [`Consumer::wait`] returned.
+/// Why [`crate::Consumer::wait`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Wake {
     /// Messages are ready for `next()`.
     Messages,
-    /// This consumer has just become the active one; `next()` resumes after the committed
-    /// offset.
+    /// This consumer has just become the active one (in a group over partitions: has just
+    /// claimed a partition); `next()` resumes after the committed offset.
     Activated,
     /// The timeout passed with nothing to do.
     TimedOut,
+    /// The partitions the group gives this member changed (a member joined or left, or was
+    /// evicted): [`crate::Consumer::assignment`] tells which it owns now. Partitions it lost were
+    /// handed over; it receives messages of those it gained once their old owners have
+    /// handed them over ([`Wake::Activated`]). Only in groups over partitions.
+    Assignment,
 }
 
 /// How long `recv` and the stream view wait in one go; they loop, so this only bounds how
 /// long a wait's bookkeeping lives.
-const IDLE_WAIT: Duration = Duration::from_secs(3600);
+pub(super) const IDLE_WAIT: Duration = Duration::from_secs(3600);
 
-impl Consumer {
-    /// Waits until there is something to do: messages past this consumer's position, this
-    /// consumer becoming active, or `timeout`. Woken by the driver's notifications, never by
-    /// polling: while active it reads the stream once when called and once per notification
-    /// of its stream (plus its head when that read finds nothing), and nothing in between.
-    ///
-    /// If messages were trimmed before this consumer read them, `wait` moves past them (they
-    /// cannot be delivered any more) instead of reporting them forever.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel-safe: dropping the future loses no message and no activation; a message read
-    /// while waiting stays buffered for the next [`next`](Consumer::next).
-    pub async fn wait(&mut self, timeout: Duration) -> Result<Wake, Error> {
+impl Lane {
+    /// Waits until this lane has something to do; see [`crate::Consumer::wait`].
+    pub(super) async fn wait(&mut self, timeout: Duration) -> Result<Wake, Error> {
         let deadline = deadline_after(timeout);
         let mut stream_changes = self
             .membership
@@ -82,7 +75,7 @@ impl Consumer {
 
     /// Whether messages past the cursor can be delivered now, as the active owner of
     /// `generation`. Skips a range that was trimmed before it was read.
-    async fn look_for_messages(&mut self, generation: u64) -> Result<bool, Error> {
+    pub(super) async fn look_for_messages(&mut self, generation: u64) -> Result<bool, Error> {
         // Read rather than look at the head first: when there is something new (the usual
         // reason to be woken), that is one storage call instead of two.
         if self.fill().await? {
@@ -111,44 +104,10 @@ impl Consumer {
         }
         Ok(false)
     }
-
-    /// The next message, waiting as long as it takes: while at the head, and while standby
-    /// until this consumer becomes active. The waiting counterpart of
-    /// [`next`](Consumer::next), as tokio's `recv` is of `try_recv`.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel-safe: if the future is dropped, no message is lost; the next call returns it.
-    /// It can be used as a branch of `tokio::select!`.
-    pub async fn recv(&mut self) -> Result<Message, Error> {
-        loop {
-            if let Some(message) = self.next().await? {
-                return Ok(message);
-            }
-            self.wait(IDLE_WAIT).await?;
-        }
-    }
-
-    /// Fills the buffer, waiting as long as needed; returns early (with `false`) when
-    /// `recall` is notified.
-    pub(super) async fn fill_or_wait(
-        &mut self,
-        recall: &tokio::sync::Notify,
-    ) -> Result<bool, Error> {
-        loop {
-            if self.fill().await? {
-                return Ok(true);
-            }
-            tokio::select! {
-                woke = self.wait(IDLE_WAIT) => { woke?; }
-                () = recall.notified() => return Ok(false),
-            }
-        }
-    }
 }
 
 /// `now + timeout`, saturating far in the future instead of overflowing.
-fn deadline_after(timeout: Duration) -> Instant {
+pub(super) fn deadline_after(timeout: Duration) -> Instant {
     const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
     let now = Instant::now();
     now.checked_add(timeout.min(FAR))

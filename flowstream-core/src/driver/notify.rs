@@ -143,6 +143,15 @@ impl Subscription {
         }
     }
 
+    /// Whether a notification arrived that [`mark_seen`](Subscription::mark_seen) has not
+    /// covered yet (then [`changed`](Subscription::changed) would return at once).
+    pub fn has_changed(&self) -> bool {
+        self.rx
+            .as_ref()
+            .is_some_and(|rx| rx.has_changed().unwrap_or(false))
+            || self.everything.has_changed().unwrap_or(false)
+    }
+
     /// Treats every notification so far as seen: the next [`changed`](Subscription::changed)
     /// waits for a new one. For a waiter that is about to re-read everything anyway.
     pub fn mark_seen(&mut self) {

@@ -4,6 +4,7 @@
 
 mod delivery;
 mod leadership;
+mod partition_groups;
 mod partitions;
 mod produce;
 mod storage;
@@ -11,6 +12,7 @@ mod waiting;
 
 pub(crate) use delivery::*;
 pub(crate) use leadership::*;
+pub(crate) use partition_groups::*;
 pub(crate) use partitions::*;
 pub(crate) use produce::*;
 pub(crate) use storage::*;

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::conformance::{DriverFactory, close, consumer, produce};
+use crate::conformance::{DriverFactory, close, produce};
 use crate::{Admin, Error, MAX_PARTITIONS, Message, NewMessage, Producer, partition_for_key};
 
 /// Every message of every partition of `stream`, by partition.
@@ -277,13 +277,5 @@ pub(crate) async fn partition_counts_are_checked_and_fixed(factory: &dyn DriverF
     assert_eq!(
         driver.read("used", 1, 1).await.expect("read")[0].key(),
         Some(&b"k"[..])
-    );
-
-    // Consumer groups over partitions are not available yet: a consumer of a partitioned
-    // stream is refused rather than left reading one partition.
-    let refused = consumer(&driver, "counts", "g").build().await;
-    assert!(
-        matches!(&refused, Err(Error::InvalidConfig(why)) if why.contains("partitions")),
-        "{refused:?}"
     );
 }

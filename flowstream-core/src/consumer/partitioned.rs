@@ -1,0 +1,264 @@
+//! A member of a group over partitions: one [`Lane`] per partition of the stream, active in
+//! those it owns, and the group's [`Roster`].
+//!
+//! Messages come from the owned lanes in turn (a lane with messages buffered first, then
+//! lanes whose partition was notified since it was last found empty, so a member at the head
+//! of every partition makes no storage reads). A partition the roster gives to another member
+//! is handed over when the application next asks for messages (`next`, `wait`): by then it has
+//! committed what it finished; what it received and did not commit is delivered again to the
+//! new owner, as after any takeover. The lane's background task hands it over anyway
+//! `heartbeat_every` after the revocation, for an application that stops asking.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use super::builder::Settings;
+use super::lane::Lane;
+use super::membership::Role;
+use super::roster::Roster;
+use super::wait::{Wake, deadline_after};
+use crate::driver::{Subscription, Topic};
+use crate::error::{Chain, Error};
+use crate::message::Message;
+
+#[derive(Debug)]
+pub(super) struct Partitioned {
+    pub(super) roster: Arc<Roster>,
+    pub(super) lanes: Vec<Lane>,
+    pub(super) settings: Settings,
+    /// Per lane: notifications of its partition's log.
+    appends: Vec<Subscription>,
+    /// Per lane: it may have messages past its cursor (notified, or not read since claimed).
+    dirty: Vec<bool>,
+    /// Per lane: the generation whose revocation was already handed over.
+    handed_over: Vec<Option<u64>>,
+    /// The lane to look at first next time, so busy partitions cannot starve the others.
+    turn: usize,
+    /// The lane the last message came from.
+    pub(super) last: Option<usize>,
+    /// The partitions the caller has been told it is assigned (by `build` or `wait`).
+    seen_assignment: Vec<u32>,
+}
+
+impl Partitioned {
+    pub(super) fn new(roster: Arc<Roster>, lanes: Vec<Lane>, settings: Settings) -> Self {
+        let appends = lanes
+            .iter()
+            .map(|lane| {
+                let log = lane.membership.settings.stream.clone();
+                lane.membership
+                    .driver
+                    .changes()
+                    .subscribe(Topic::Stream(log))
+            })
+            .collect();
+        let count = lanes.len();
+        let seen_assignment = roster.my_partitions();
+        Partitioned {
+            roster,
+            lanes,
+            settings,
+            appends,
+            dirty: vec![true; count],
+            handed_over: vec![None; count],
+            turn: 0,
+            last: None,
+            seen_assignment,
+        }
+    }
+
+    /// The partitions this member owns now.
+    pub(super) fn owned(&self) -> Vec<u32> {
+        (0..self.lanes.len())
+            .filter(|&i| self.lanes[i].is_active())
+            .map(partition_of)
+            .collect()
+    }
+
+    /// Hands over the partitions the roster gave to other members: their buffered messages
+    /// are dropped (the new owner delivers them), and the release runs in the background.
+    fn hand_over_revoked(&mut self) {
+        for (i, lane) in self.lanes.iter_mut().enumerate() {
+            let Role::Active { generation, .. } = lane.membership.role() else {
+                continue;
+            };
+            if !lane.membership.revoked() || self.handed_over[i] == Some(generation) {
+                continue;
+            }
+            self.handed_over[i] = Some(generation);
+            lane.cursor.drop_buffered();
+            let membership = Arc::clone(&lane.membership);
+            tokio::spawn(async move {
+                if let Err(error) = membership.release().await {
+                    tracing::warn!(
+                        stream = %membership.settings.stream,
+                        group = %membership.settings.group,
+                        error = %Chain(&error),
+                        "could not hand over a revoked partition; its lane retries"
+                    );
+                }
+            });
+        }
+    }
+
+    /// Whether this lane may deliver now: active, and not revoked.
+    fn deliverable(&self, i: usize) -> bool {
+        self.lanes[i].is_active() && !self.lanes[i].membership.revoked()
+    }
+
+    /// Makes sure a message is buffered in some lane if one is available; remembers which.
+    pub(super) async fn fill(&mut self) -> Result<bool, Error> {
+        self.hand_over_revoked();
+        let count = self.lanes.len();
+        for k in 0..count {
+            let i = (self.turn + k) % count;
+            if !self.deliverable(i) {
+                continue;
+            }
+            if self.lanes[i].has_buffered() {
+                self.turn = i;
+                return Ok(true);
+            }
+            if self.appends[i].has_changed() || self.lanes[i].claim_is_new() {
+                self.dirty[i] = true;
+            }
+            if !self.dirty[i] {
+                continue;
+            }
+            // Seen before the read: an append during it marks the lane again.
+            self.appends[i].mark_seen();
+            if self.lanes[i].fill().await? {
+                self.turn = i;
+                return Ok(true);
+            }
+            self.dirty[i] = false;
+        }
+        Ok(false)
+    }
+
+    /// The next buffered message, from the lane `fill` found; the turn moves on.
+    pub(super) fn pop(&mut self) -> Option<Message> {
+        let count = self.lanes.len();
+        for k in 0..count {
+            let i = (self.turn + k) % count;
+            if !self.deliverable(i) {
+                continue;
+            }
+            if let Some(message) = self.lanes[i].pop() {
+                self.last = Some(i);
+                self.turn = (i + 1) % count;
+                return Some(message);
+            }
+        }
+        None
+    }
+
+    /// Waits until there is something to do; see [`Consumer::wait`](super::Consumer::wait).
+    pub(super) async fn wait(&mut self, timeout: Duration) -> Result<Wake, Error> {
+        let deadline = deadline_after(timeout);
+        let mut assignment = self.roster.watch();
+        loop {
+            self.hand_over_revoked();
+            assignment.borrow_and_update();
+            let mine = self.roster.my_partitions();
+            if mine != self.seen_assignment {
+                self.seen_assignment = mine;
+                return Ok(Wake::Assignment);
+            }
+            for lane in &mut self.lanes {
+                if let Role::Active { generation, .. } = lane.membership.role()
+                    && lane.seen_generation != Some(generation)
+                    && !lane.membership.revoked()
+                {
+                    lane.sync_with_role(lane.membership.role());
+                    lane.seen_generation = Some(generation);
+                    return Ok(Wake::Activated);
+                }
+            }
+            for i in 0..self.lanes.len() {
+                if !self.deliverable(i) {
+                    continue;
+                }
+                if self.lanes[i].has_buffered() {
+                    return Ok(Wake::Messages);
+                }
+                if !(self.dirty[i] || self.appends[i].has_changed()) {
+                    continue;
+                }
+                self.appends[i].mark_seen();
+                let Role::Active { generation, .. } = self.lanes[i].membership.role() else {
+                    continue;
+                };
+                if self.lanes[i].look_for_messages(generation).await? {
+                    self.turn = i;
+                    return Ok(Wake::Messages);
+                }
+                self.dirty[i] = false;
+            }
+            let mut roles: Vec<_> = self
+                .lanes
+                .iter()
+                .map(|lane| lane.membership.watch_role())
+                .collect();
+            let mut events: Vec<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = Vec::new();
+            for (i, appends) in self.appends.iter_mut().enumerate() {
+                if self.lanes[i].is_active() {
+                    events.push(Box::pin(appends.changed()));
+                }
+            }
+            for role in &mut roles {
+                events.push(Box::pin(async move {
+                    if role.changed().await.is_err() {
+                        // The lane's task is gone: nothing more will come from it.
+                        std::future::pending::<()>().await;
+                    }
+                }));
+            }
+            events.push(Box::pin(async {
+                if assignment.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }));
+            tokio::select! {
+                () = first_of(events) => {}
+                () = tokio::time::sleep_until(deadline) => return Ok(Wake::TimedOut),
+            }
+        }
+    }
+
+    /// Leaves the roster (the other members get this one's partitions at once) and closes
+    /// every lane, releasing the partitions it owns. The first error is returned, after
+    /// everything was attempted.
+    pub(super) async fn close(self) -> Result<(), Error> {
+        let left = self.roster.leave().await;
+        let mut result = left;
+        for lane in self.lanes {
+            let closed = lane.close().await;
+            if result.is_ok() {
+                result = closed;
+            }
+        }
+        result
+    }
+}
+
+/// Lanes are in partition order.
+fn partition_of(lane: usize) -> u32 {
+    u32::try_from(lane).unwrap_or(u32::MAX)
+}
+
+/// Returns when the first of `events` does (never, if there is none).
+async fn first_of(mut events: Vec<Pin<Box<dyn Future<Output = ()> + Send + '_>>>) {
+    std::future::poll_fn(|cx| {
+        for event in &mut events {
+            if event.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
+    })
+    .await;
+}

@@ -1,6 +1,7 @@
 //! Multi-process fault workloads on PostgreSQL: consumer processes (`pg-consumer`) in one
 //! group, a producer in the test process, and the history they leave behind.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -8,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flowstream_core::driver::{Record, Revision};
-use flowstream_core::{Driver, GroupState, NewMessage, Producer};
+use flowstream_core::{Admin, Driver, GroupState, NewMessage, Producer, partition_for_key};
 use flowstream_postgres::PgDriver;
 use sqlx::{AssertSqlSafe, Row};
 use tokio::time::Instant;
@@ -17,7 +18,7 @@ use crate::history::{Ack, Commit, Delivery, GroupWrite, History, Outcome};
 
 /// One line of the consumer process's output (see the `pg-consumer` program), parsed once
 /// here for every test that follows such a process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// `standby`: joined as a standby.
     Standby,
@@ -28,19 +29,25 @@ pub enum Event {
         /// The generation of its claim.
         generation: u64,
     },
-    /// `delivered G N`: `next()` returned offset N under generation G.
+    /// `owns P,Q,…` (`owns -`: none): the partitions it owns now, on a partitioned stream.
+    Owns(Vec<u32>),
+    /// `delivered G N P`: `next()` returned offset N of partition P under generation G.
     Delivered {
         /// The generation it was delivered under.
         generation: u64,
         /// The offset.
         offset: u64,
+        /// The partition (0 on an unpartitioned stream).
+        partition: u32,
     },
-    /// `commit G N accepted|fenced|failed`.
+    /// `commit G N P accepted|fenced|failed`.
     Commit {
         /// The generation it was delivered under.
         generation: u64,
         /// The offset committed.
         offset: u64,
+        /// The partition.
+        partition: u32,
         /// What the commit returned.
         outcome: Outcome,
     },
@@ -57,13 +64,21 @@ impl Event {
                 after: number(after)?,
                 generation: number(generation)?,
             }),
-            ["delivered", generation, offset] => Some(Event::Delivered {
+            ["owns", "-"] => Some(Event::Owns(Vec::new())),
+            ["owns", list] => Some(Event::Owns(
+                list.split(',')
+                    .map(|p| p.parse().ok())
+                    .collect::<Option<Vec<u32>>>()?,
+            )),
+            ["delivered", generation, offset, partition] => Some(Event::Delivered {
                 generation: number(generation)?,
                 offset: number(offset)?,
+                partition: partition.parse().ok()?,
             }),
-            ["commit", generation, offset, outcome] => Some(Event::Commit {
+            ["commit", generation, offset, partition, outcome] => Some(Event::Commit {
                 generation: number(generation)?,
                 offset: number(offset)?,
+                partition: partition.parse().ok()?,
                 outcome: match *outcome {
                     "accepted" => Outcome::Accepted,
                     "fenced" => Outcome::Fenced,
@@ -198,6 +213,8 @@ pub struct Workload {
     program: String,
     takeover_ms: u64,
     process_ms: u64,
+    /// The stream's partitions (1: unpartitioned).
+    pub partitions: u32,
     /// Every consumer process started, dead or alive.
     pub processes: Vec<Process>,
     /// Acknowledged sends.
@@ -223,9 +240,31 @@ impl Workload {
             program: program.to_owned(),
             takeover_ms,
             process_ms,
+            partitions: 1,
             processes: Vec::new(),
             acks: Arc::default(),
         }
+    }
+
+    /// As [`Workload::new`], on a stream created with `partitions` partitions: the processes
+    /// are members of a group over them, and the producer keys every message.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future drops what it connected.
+    pub async fn partitioned(
+        program: &str,
+        schema: &str,
+        takeover_ms: u64,
+        partitions: u32,
+    ) -> Self {
+        let mut workload = Self::new(program, schema, takeover_ms, 0).await;
+        Admin::new(workload.driver.clone())
+            .create_stream(STREAM, partitions)
+            .await
+            .expect("create the stream");
+        workload.partitions = partitions;
+        workload
     }
 
     /// Starts one more consumer process; returns its index.
@@ -306,7 +345,31 @@ impl Workload {
 
     /// Sends `count` messages, one every `every`, recording each acknowledgement.
     pub fn produce(&self, count: usize, every: Duration) -> tokio::task::JoinHandle<()> {
-        produce_acked(self.driver.clone(), count, every, Arc::clone(&self.acks))
+        produce_to(
+            self.driver.clone(),
+            count,
+            every,
+            Arc::clone(&self.acks),
+            self.partitions,
+        )
+    }
+
+    /// Whether every acknowledged message was delivered by some process.
+    pub fn all_acked_delivered(&self) -> bool {
+        let delivered: BTreeSet<(u32, u64)> = self
+            .processes
+            .iter()
+            .flat_map(Process::parsed)
+            .filter_map(|e| match e {
+                Event::Delivered {
+                    offset, partition, ..
+                } => Some((partition, offset)),
+                _ => None,
+            })
+            .collect();
+        let acks = self.acks.lock().expect("acks");
+        acks.iter()
+            .all(|ack| delivered.contains(&(log_partition(&ack.stream), ack.offset)))
     }
 
     /// The highest acknowledged offset so far.
@@ -320,11 +383,12 @@ impl Workload {
             .unwrap_or(0)
     }
 
-    /// Whether some process delivered offset `offset`.
+    /// Whether some process delivered offset `offset` (of partition 0).
     pub fn delivered(&self, offset: u64) -> bool {
         self.processes.iter().any(|p| {
-            p.parsed()
-                .any(|e| matches!(e, Event::Delivered { offset: o, .. } if o == offset))
+            p.parsed().any(
+                |e| matches!(e, Event::Delivered { offset: o, partition: 0, .. } if o == offset),
+            )
         })
     }
 
@@ -338,32 +402,50 @@ impl Workload {
         for process in &mut self.processes {
             process.kill();
         }
+        // Each partition is checked as a log of its own with its own group record: the
+        // guarantees hold per partition. Its group and each process's claims on it get a
+        // label of their own, since generations count per partition.
         let mut history = History::default();
-        history
-            .groups
-            .insert(STREAM.to_owned(), vec![GROUP.to_owned()]);
+        for partition in 0..self.partitions {
+            let log = log_of(partition);
+            history.groups.insert(log.clone(), vec![group_label(&log)]);
+            let stored = read_stream(self.driver.as_ref(), &log).await;
+            history.stored.insert(log, stored);
+        }
         history.acks = self.acks.lock().expect("acks").clone();
         for process in &self.processes {
+            let consumer = |partition: u32| {
+                if partition == 0 {
+                    process.label.clone()
+                } else {
+                    format!("{}@{partition}", process.label)
+                }
+            };
             for event in process.parsed() {
                 match event {
-                    Event::Delivered { generation, offset } => history.deliveries.push(Delivery {
-                        consumer: process.label.clone(),
-                        group: GROUP.to_owned(),
+                    Event::Delivered {
+                        generation,
+                        offset,
+                        partition,
+                    } => history.deliveries.push(Delivery {
+                        consumer: consumer(partition),
+                        group: group_label(&log_of(partition)),
                         generation,
                         offset,
                     }),
                     Event::Commit {
                         generation,
                         offset,
+                        partition,
                         outcome,
                     } => history.commits.push(Commit {
-                        consumer: process.label.clone(),
-                        group: GROUP.to_owned(),
+                        consumer: consumer(partition),
+                        group: group_label(&log_of(partition)),
                         generation,
                         offset,
                         outcome,
                     }),
-                    Event::Standby | Event::Active { .. } => {}
+                    Event::Standby | Event::Active { .. } | Event::Owns(_) => {}
                 }
             }
         }
@@ -372,8 +454,6 @@ impl Workload {
             .await
             .expect("connect");
         history.writes = read_audit(&pg).await;
-        let stored = read_stream(self.driver.as_ref(), STREAM).await;
-        history.stored.insert(STREAM.to_owned(), stored);
         history
     }
 }
@@ -396,6 +476,43 @@ pub fn produce_acked(
     every: Duration,
     acks: Arc<Mutex<Vec<Ack>>>,
 ) -> tokio::task::JoinHandle<()> {
+    produce_to(driver, count, every, acks, 1)
+}
+
+/// The log of a partition of [`STREAM`].
+fn log_of(partition: u32) -> String {
+    if partition == 0 {
+        STREAM.to_owned()
+    } else {
+        format!("{STREAM}/{partition}")
+    }
+}
+
+/// The partition a log of [`STREAM`] holds.
+fn log_partition(log: &str) -> u32 {
+    log.rsplit_once('/')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The history's name for the group's record of one log: [`GROUP`] for the stream's own log.
+fn group_label(log: &str) -> String {
+    if log == STREAM {
+        GROUP.to_owned()
+    } else {
+        format!("{GROUP}@{log}")
+    }
+}
+
+/// [`produce_acked`] to a stream of `partitions` partitions: each message keyed by its
+/// payload, its acknowledgement recorded against its partition's log.
+fn produce_to(
+    driver: Arc<dyn Driver>,
+    count: usize,
+    every: Duration,
+    acks: Arc<Mutex<Vec<Ack>>>,
+    partitions: u32,
+) -> tokio::task::JoinHandle<()> {
     let producer = Producer::new(driver);
     tokio::spawn(async move {
         let mut sent = 0;
@@ -403,13 +520,16 @@ pub fn produce_acked(
         while sent < count {
             attempt += 1;
             let payload = format!("m{sent}-a{attempt}");
-            match producer
-                .send(NewMessage::new(STREAM, payload.clone()))
-                .await
-            {
+            let mut message = NewMessage::new(STREAM, payload.clone());
+            let mut log = STREAM.to_owned();
+            if partitions > 1 {
+                message = message.with_key(payload.clone());
+                log = log_of(partition_for_key(payload.as_bytes(), partitions));
+            }
+            match producer.send(message).await {
                 Ok(offset) => {
                     acks.lock().expect("acks").push(Ack {
-                        stream: STREAM.to_owned(),
+                        stream: log,
                         offset,
                         payload,
                     });
@@ -429,28 +549,34 @@ pub fn produce_acked(
 /// Cancel-safe: it only reads.
 pub async fn read_audit(pg: &PgDriver) -> Vec<GroupWrite> {
     let rows = sqlx::query(AssertSqlSafe(format!(
-        "SELECT revision, value FROM {}.audit ORDER BY revision",
+        "SELECT key, revision, value FROM {}.audit ORDER BY revision",
         pg.schema()
     )))
     .fetch_all(pg.pool())
     .await
     .expect("read the audit");
     rows.into_iter()
-        .map(|row| {
+        .filter_map(|row| {
+            let key: String = row.get("key");
+            // Group records are `group/<log>/<group>`; the roster and stream records are not
+            // group states.
+            let log = key
+                .strip_prefix("group/")?
+                .strip_suffix(&format!("/{GROUP}"))?;
             let revision: i64 = row.get("revision");
             let record = Record {
                 value: row.get("value"),
                 revision: Revision(u64::try_from(revision).expect("revision")),
             };
             let written = GroupState::from_record("audit", record).expect("a group state");
-            GroupWrite {
-                group: GROUP.to_owned(),
+            Some(GroupWrite {
+                group: group_label(log),
                 revision: written.revision,
                 owner: written.owner,
                 generation: written.generation,
                 active: written.active,
                 committed: written.committed,
-            }
+            })
         })
         .collect()
 }

@@ -151,6 +151,123 @@ async fn paused_consumer_is_fenced(schema: String) {
     );
 }
 
+/// What each live process last said it owns (`owns …` lines).
+fn ownership(w: &Workload) -> Vec<(usize, Vec<u32>)> {
+    w.processes
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.alive)
+        .filter_map(|(i, p)| {
+            p.parsed().rev().find_map(|e| match e {
+                Event::Owns(owned) => Some((i, owned)),
+                _ => None,
+            })
+        })
+        .collect()
+}
+
+/// Whether the processes in `among` own every partition, each once.
+fn owned_once_by(w: &Workload, among: &[usize]) -> bool {
+    let mut seen = Vec::new();
+    for (i, owned) in ownership(w) {
+        if among.contains(&i) {
+            seen.extend(owned);
+        } else if !owned.is_empty() {
+            return false;
+        }
+    }
+    seen.sort_unstable();
+    seen == (0..w.partitions).collect::<Vec<_>>()
+}
+
+/// Members of a group over 12 partitions, in three processes, under a steady keyed produce
+/// rate. Rounds alternate: a member is killed with SIGKILL and a fresh process joins; or a
+/// member is frozen with SIGSTOP until the others own every partition (it was evicted), then
+/// thawed (its commits of what it held are fenced, and it joins again). After each round every
+/// partition is owned again, once, within the bound; at the end every acknowledged message was
+/// delivered and the history checks out partition by partition.
+async fn partition_members_killed_and_paused(schema: String) {
+    const PARTITIONS: u32 = 12;
+    let rounds = rounds(4, 20);
+    let mut w = Workload::partitioned(CONSUMER, &schema, TAKEOVER_MS, PARTITIONS).await;
+    let mut members = vec![w.spawn(), w.spawn(), w.spawn()];
+    w.wait_until("three members share the partitions", BOUND, |w| {
+        owned_once_by(w, &members) && ownership(w).iter().all(|(_, o)| o.len() == 4)
+    })
+    .await;
+    let producing = w.produce(300 * (rounds + 1), Duration::from_millis(4));
+    let mut moved = Vec::new();
+    for round in 0..rounds {
+        let victim = members[round % members.len()];
+        w.wait_until("the victim delivers", BOUND, |w| {
+            w.processes[victim]
+                .parsed()
+                .filter(|e| matches!(e, Event::Delivered { .. }))
+                .count()
+                >= 10
+        })
+        .await;
+        let started = Instant::now();
+        if round % 2 == 0 {
+            w.processes[victim].kill();
+            members.retain(|&m| m != victim);
+            w.wait_until("the survivors own every partition", BOUND, |w| {
+                owned_once_by(w, &members)
+            })
+            .await;
+            moved.push(started.elapsed());
+            eprintln!(
+                "round {round}: killed {}, moved in {:?}",
+                w.processes[victim].label,
+                started.elapsed()
+            );
+            members.push(w.spawn());
+        } else {
+            w.processes[victim].signal("STOP");
+            let others: Vec<usize> = members.iter().copied().filter(|&m| m != victim).collect();
+            // The frozen process's last `owns` line is stale: look at the others only.
+            w.wait_until("the others own every partition", BOUND, |w| {
+                let mut seen: Vec<u32> = ownership(w)
+                    .into_iter()
+                    .filter(|(i, _)| others.contains(i))
+                    .flat_map(|(_, o)| o)
+                    .collect();
+                seen.sort_unstable();
+                seen == (0..w.partitions).collect::<Vec<_>>()
+            })
+            .await;
+            moved.push(started.elapsed());
+            eprintln!(
+                "round {round}: froze {}, moved in {:?}",
+                w.processes[victim].label,
+                started.elapsed()
+            );
+            w.processes[victim].signal("CONT");
+        }
+        w.wait_until("every partition is owned once again", BOUND, |w| {
+            owned_once_by(w, &members)
+        })
+        .await;
+    }
+    producing.await.expect("producer");
+    w.wait_until("every acknowledged message is delivered", BOUND * 2, |w| {
+        w.all_acked_delivered()
+    })
+    .await;
+    let history = w.finish().await;
+    history.assert_valid();
+    let fenced = history
+        .commits
+        .iter()
+        .filter(|c| c.outcome == flowstream_tests::history::Outcome::Fenced)
+        .count();
+    let deliveries = history.deliveries.len();
+    eprintln!(
+        "{rounds} rounds: partitions moved in {moved:?}; {deliveries} deliveries of {} acknowledged messages; {fenced} fenced commits",
+        history.acks.len()
+    );
+}
+
 /// Database restarts: a private cluster is restarted (fast shutdown) and killed (immediate
 /// shutdown, recovery at the next start) while a producer and a consumer run. Producers
 /// retry, the consumer recovers, and no acknowledged message is lost.
@@ -325,6 +442,11 @@ fn main() -> ExitCode {
             "faults",
             "paused_consumer_is_fenced",
             paused_consumer_is_fenced,
+        ),
+        schema_trial(
+            "faults",
+            "partition_members_killed_and_paused",
+            partition_members_killed_and_paused,
         ),
         plain("database_restarts_lose_nothing", || {
             Box::pin(database_restarts_lose_nothing())

@@ -162,7 +162,8 @@ impl ConsumerBuilder {
     /// Safe to drop. The join runs in a task of its own: if this future is dropped after the
     /// join claimed the group (or while that write is in flight), the task finishes the write
     /// and then hands the group back, so a standby takes over at once rather than after
-    /// `takeover_after`.
+    /// `takeover_after`. On a partitioned stream the member's whole start (roster and
+    /// partitions) runs that way, and an abandoned one leaves the group again.
     pub async fn build(self) -> Result<Consumer, Error> {
         self.settings.validate()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
@@ -179,47 +180,106 @@ impl ConsumerBuilder {
             let lane = start_lane(&runtime, self.driver, self.settings, instance, None).await?;
             return Ok(Consumer::single(lane));
         }
-        let settings = self.settings;
-        let member = settings
-            .member_id
-            .clone()
-            .unwrap_or_else(|| instance.clone());
-        let roster = Arc::new(Roster::new(
-            Arc::clone(&self.driver),
-            &settings.stream,
-            &settings.group,
-            partitions,
-            member,
-            instance.clone(),
-        ));
-        roster.join().await?;
-        let mut lanes = Vec::with_capacity(partitions as usize);
-        for partition in 0..partitions {
-            let mut lane_settings = settings.clone();
-            lane_settings.stream = log_name(&settings.stream, partition);
-            let started = start_lane(
-                &runtime,
-                Arc::clone(&self.driver),
-                lane_settings,
-                instance.clone(),
-                Some((Arc::clone(&roster), partition)),
-            )
-            .await;
-            match started {
-                Ok(lane) => lanes.push(lane),
-                Err(error) => {
-                    // Hand back what was claimed, and the membership, so nobody waits for us.
-                    let partial = Partitioned::new(roster, lanes, settings);
-                    if let Err(cleanup) = partial.close().await {
-                        tracing::warn!(error = %Chain(&cleanup), "could not leave the group after a failed start");
-                    }
-                    return Err(error);
-                }
-            }
+        let starting = Starting {
+            task: Some(runtime.spawn(start_member(
+                runtime.clone(),
+                self.driver,
+                self.settings,
+                partitions,
+                instance,
+            ))),
+        };
+        Ok(Consumer::partitioned(starting.finish().await?))
+    }
+}
+
+/// Starts a member of a group over partitions: joins the roster, then starts a lane per
+/// partition. On failure it leaves again and hands back what it claimed, so nobody waits for
+/// a member that never started.
+async fn start_member(
+    runtime: tokio::runtime::Handle,
+    driver: Arc<dyn Driver>,
+    settings: Settings,
+    partitions: u32,
+    instance: String,
+) -> Result<Partitioned, Error> {
+    let member = settings
+        .member_id
+        .clone()
+        .unwrap_or_else(|| instance.clone());
+    let roster = Arc::new(Roster::new(
+        Arc::clone(&driver),
+        &settings.stream,
+        &settings.group,
+        partitions,
+        member,
+        instance.clone(),
+    ));
+    let mut lanes = Vec::with_capacity(partitions as usize);
+    let mut started = roster.join().await;
+    for partition in 0..partitions {
+        if started.is_err() {
+            break;
         }
-        Ok(Consumer::partitioned(Partitioned::new(
-            roster, lanes, settings,
-        )))
+        let mut lane_settings = settings.clone();
+        lane_settings.stream = log_name(&settings.stream, partition);
+        match start_lane(
+            &runtime,
+            Arc::clone(&driver),
+            lane_settings,
+            instance.clone(),
+            Some((Arc::clone(&roster), partition)),
+        )
+        .await
+        {
+            Ok(lane) => lanes.push(lane),
+            Err(error) => started = Err(error),
+        }
+    }
+    let member = Partitioned::new(roster, lanes, settings);
+    if let Err(error) = started {
+        // The join may have been stored with its reply lost: leaving is safe either way.
+        if let Err(cleanup) = member.close().await {
+            tracing::warn!(error = %Chain(&cleanup), "could not leave the group after a failed start");
+        }
+        return Err(error);
+    }
+    Ok(member)
+}
+
+/// The start of a member of a group over partitions, run in a task of its own: if `build` is
+/// dropped before it is collected, the start still completes and the member then leaves, as
+/// [`Joining`] does for one group record.
+struct Starting {
+    task: Option<JoinHandle<Result<Partitioned, Error>>>,
+}
+
+impl Starting {
+    async fn finish(mut self) -> Result<Partitioned, Error> {
+        let started = match self.task.as_mut() {
+            Some(task) => task.await,
+            None => return Err(join_failed("it was collected twice")),
+        };
+        self.task = None;
+        started.map_err(|e| join_failed(&e.to_string()))?
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        let Some(task) = self.task.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            if let Ok(Ok(member)) = task.await
+                && let Err(error) = member.close().await
+            {
+                tracing::warn!(error = %Chain(&error), "could not leave the group after an abandoned start");
+            }
+        });
     }
 }
 

@@ -29,10 +29,12 @@ pub(super) struct Cursor {
 
 impl Cursor {
     /// Forgets everything read past `fetched`: the range after it was trimmed.
-    /// Drops what was read and not handed out (the partition was handed over).
+    /// Drops what was read and not handed out (the partition is being handed over); should
+    /// the claim come back, reading resumes right after what was delivered.
     pub(super) fn drop_buffered(&mut self) {
         self.buffer.clear();
         self.prefetch = None;
+        self.fetched = self.delivered;
     }
 
     pub(super) fn skip_to(&mut self, head: u64) {

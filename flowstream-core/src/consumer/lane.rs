@@ -63,8 +63,7 @@ impl Lane {
     /// if this lane holds it. The background commit's error comes first: it is the one the
     /// caller has not seen.
     pub(super) async fn close(mut self) -> Result<(), Error> {
-        let pending = self.collect_background_commit().await;
-        self.stop_background().await;
+        let pending = self.quiesce().await;
         let released = self.membership.release().await;
         if let (Err(_), Err(release)) = (&pending, &released) {
             tracing::warn!(
@@ -76,6 +75,14 @@ impl Lane {
             );
         }
         pending.and(released)
+    }
+
+    /// Finishes a background commit and stops the background task; returns the commit's
+    /// result.
+    pub(super) async fn quiesce(&mut self) -> Result<(), Error> {
+        let pending = self.collect_background_commit().await;
+        self.stop_background().await;
+        pending
     }
 
     async fn stop_background(&mut self) {

@@ -90,6 +90,9 @@ impl Partitioned {
             }
             self.handed_over[i] = Some(generation);
             lane.cursor.drop_buffered();
+            // Should the partition come back in this claim (the release failed and the
+            // roster gave it back), it is read again from where delivery stopped.
+            self.dirty[i] = true;
             let membership = Arc::clone(&lane.membership);
             tokio::spawn(async move {
                 if let Err(error) = membership.release().await {
@@ -203,42 +206,64 @@ impl Partitioned {
                 .iter()
                 .map(|lane| lane.membership.watch_role())
                 .collect();
-            let mut events: Vec<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = Vec::new();
+            // Events are numbered: an append wakes its lane (its notification is consumed by
+            // the wait, so the lane is marked to be read); the others only make us look again.
+            let mut events: Vec<Event<'_>> = Vec::new();
             for (i, appends) in self.appends.iter_mut().enumerate() {
                 if self.lanes[i].is_active() {
-                    events.push(Box::pin(appends.changed()));
+                    events.push((Some(i), Box::pin(appends.changed())));
                 }
             }
             for role in &mut roles {
-                events.push(Box::pin(async move {
-                    if role.changed().await.is_err() {
-                        // The lane's task is gone: nothing more will come from it.
+                events.push((
+                    None,
+                    Box::pin(async move {
+                        if role.changed().await.is_err() {
+                            // The lane's task is gone: nothing more will come from it.
+                            std::future::pending::<()>().await;
+                        }
+                    }),
+                ));
+            }
+            events.push((
+                None,
+                Box::pin(async {
+                    if assignment.changed().await.is_err() {
                         std::future::pending::<()>().await;
                     }
-                }));
-            }
-            events.push(Box::pin(async {
-                if assignment.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            }));
-            tokio::select! {
-                () = first_of(events) => {}
+                }),
+            ));
+            let woken = tokio::select! {
+                woken = first_of(events) => woken,
                 () = tokio::time::sleep_until(deadline) => return Ok(Wake::TimedOut),
+            };
+            if let Some(lane) = woken {
+                self.dirty[lane] = true;
             }
         }
     }
 
-    /// Leaves the roster (the other members get this one's partitions at once) and closes
-    /// every lane, releasing the partitions it owns. The first error is returned, after
-    /// everything was attempted.
+    /// Leaves the group gracefully. Background commits are finished and the lanes' tasks
+    /// stopped first (a commit must not race the new owners), then the member leaves the
+    /// roster (the others get its partitions at once) and releases what it owns. The first
+    /// error is returned, after everything was attempted.
     pub(super) async fn close(self) -> Result<(), Error> {
-        let left = self.roster.leave().await;
-        let mut result = left;
-        for lane in self.lanes {
-            let closed = lane.close().await;
+        let mut result = Ok(());
+        let mut lanes = self.lanes;
+        for lane in &mut lanes {
+            let finished = lane.quiesce().await;
             if result.is_ok() {
-                result = closed;
+                result = finished;
+            }
+        }
+        let left = self.roster.leave().await;
+        if result.is_ok() {
+            result = left;
+        }
+        for lane in &lanes {
+            let released = lane.membership.release().await;
+            if result.is_ok() {
+                result = released;
             }
         }
         result
@@ -250,15 +275,18 @@ fn partition_of(lane: usize) -> u32 {
     u32::try_from(lane).unwrap_or(u32::MAX)
 }
 
-/// Returns when the first of `events` does (never, if there is none).
-async fn first_of(mut events: Vec<Pin<Box<dyn Future<Output = ()> + Send + '_>>>) {
+/// Something `wait` waits for, and the lane it marks to be read when it happens.
+type Event<'a> = (Option<usize>, Pin<Box<dyn Future<Output = ()> + Send + 'a>>);
+
+/// Returns when the first of `events` does (never, if there is none), with its lane.
+async fn first_of(mut events: Vec<Event<'_>>) -> Option<usize> {
     std::future::poll_fn(|cx| {
-        for event in &mut events {
+        for (lane, event) in &mut events {
             if event.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(());
+                return Poll::Ready(*lane);
             }
         }
         Poll::Pending
     })
-    .await;
+    .await
 }

@@ -43,7 +43,8 @@ pub(crate) struct Watcher {
     /// The roster's notifications, in a group over partitions.
     roster_changes: Option<Subscription>,
     last_revision: Option<Revision>,
-    last_roster: Option<Revision>,
+    /// In a group over partitions: the instance last seen responsible for the partition.
+    responsible: Option<String>,
     /// When this consumer first saw that it owns a partition the roster gave to another.
     revoked_since: Option<Instant>,
     last_change: Instant,
@@ -68,7 +69,7 @@ impl Watcher {
             stream_changes,
             roster_changes,
             last_revision: None,
-            last_roster: None,
+            responsible: None,
             revoked_since: None,
             last_change: Instant::now(),
             pending_since: None,
@@ -139,14 +140,9 @@ impl Watcher {
         let now = Instant::now();
         let stored = shared.read_state().await?;
         if let Some((roster, _)) = &shared.lane {
-            // Read after the record (see `Membership::may_claim`). A change of the roster
-            // restarts the silence timer, as a change of the record does: a member just given
-            // a partition has `takeover_after` to claim it.
+            // Read after the record (see `Membership::may_claim`).
             roster.refresh().await?;
-            if roster.revision() != self.last_roster {
-                self.last_roster = roster.revision();
-                self.last_change = now;
-            }
+            roster.rejoin_if_evicted().await?;
         }
         let Some((state, revision)) = stored else {
             if shared.may_claim(None) {
@@ -196,41 +192,57 @@ impl Watcher {
         now: Instant,
     ) -> Result<NextCheck, Error> {
         let shared = Arc::clone(&self.membership);
+        // In a group over partitions, who must show life for this partition: its owner while
+        // it holds it and is a member, else the member the roster gives it to. A new one gets
+        // `takeover_after` from when we first see it, as after a change of the record; other
+        // partitions' changes of the roster restart nothing here.
+        let responsible = shared
+            .lane
+            .as_ref()
+            .and_then(|(roster, partition)| match state {
+                Some(s)
+                    if s.active && roster.current().is_some_and(|r| r.has_instance(&s.owner)) =>
+                {
+                    Some(s.owner.clone())
+                }
+                _ => roster.assignee_instance(*partition),
+            });
+        if responsible != self.responsible {
+            self.responsible.clone_from(&responsible);
+            self.last_change = now;
+        }
         if !self.pending(committed, now).await? {
             return Ok(None);
         }
         let since = self.pending_since.unwrap_or(now);
         let takeover_at = self.last_change.max(since) + shared.settings.takeover_after;
+        let look_again = now + shared.settings.takeover_after / 4;
         if now < takeover_at {
-            return Ok(Some(
-                takeover_at.min(now + shared.settings.takeover_after / 4),
-            ));
+            return Ok(Some(takeover_at.min(look_again)));
         }
         const SILENT: &str = "messages pending and the group state unchanged for takeover_after";
-        match (&shared.lane, state) {
-            (None, Some(state)) => {
+        let Some((roster, _)) = &shared.lane else {
+            if let Some(state) = state {
                 // Read at the start of this step; a change since makes the write conflict.
                 let revision = self.last_revision.unwrap_or(Revision(0));
                 shared.take_over(state, revision, SILENT).await?;
+                return Ok(Some(Instant::now()));
             }
-            (None, None) => {}
-            (Some((roster, partition)), state) => {
-                // The owner while it holds the partition and is a member, else the member the
-                // roster gives it to and which has not claimed it.
-                let silent = match state {
-                    Some(s)
-                        if s.active
-                            && roster.current().is_some_and(|r| r.has_instance(&s.owner)) =>
-                    {
-                        Some(s.owner.clone())
-                    }
-                    _ => roster.assignee_instance(*partition),
-                };
-                if let Some(instance) = silent.filter(|i| *i != shared.id) {
-                    roster.evict(&instance, SILENT).await?;
-                }
-            }
+            return Ok(Some(look_again));
+        };
+        let Some(silent) = responsible.filter(|i| *i != shared.id) else {
+            // Nobody to evict (nobody responsible, or it is this consumer, which the step
+            // handles): look again later, never in a tight loop.
+            return Ok(Some(look_again));
+        };
+        // The eviction is a write on the roster, not on this record: make sure the record
+        // has not moved since we judged it (a heartbeat that just landed), as a takeover's
+        // compare-and-swap would.
+        let fresh = shared.read_state().await?.map(|(_, revision)| revision);
+        if fresh != state.and(self.last_revision) {
+            return Ok(Some(Instant::now()));
         }
+        roster.evict(&silent, SILENT).await?;
         Ok(Some(Instant::now()))
     }
 

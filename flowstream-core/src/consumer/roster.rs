@@ -11,6 +11,7 @@
 //! partition, the partition record who *does*, fenced by its generation.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
@@ -120,6 +121,8 @@ pub(crate) struct Roster {
     view: Mutex<Option<(StoredRoster, Revision)>>,
     /// Bumped when the assignment seen changes, for the consumer's `wait`.
     changed: watch::Sender<u64>,
+    /// Set once this member has left (shut down): it must not join again.
+    left: AtomicBool,
 }
 
 impl Roster {
@@ -140,6 +143,7 @@ impl Roster {
             instance,
             view: Mutex::new(None),
             changed: watch::channel(0).0,
+            left: AtomicBool::new(false),
         }
     }
 
@@ -154,18 +158,15 @@ impl Roster {
         self.lock().as_ref().map(|(roster, _)| roster.clone())
     }
 
-    /// The revision of the roster as last seen.
-    pub(crate) fn revision(&self) -> Option<Revision> {
-        self.lock().as_ref().map(|(_, revision)| *revision)
-    }
-
-    /// Whether the roster as last seen gives `partition` to this member.
+    /// Whether the roster as last seen gives `partition` to this member, held by this
+    /// instance (an old instance of a member id that restarted is given nothing).
     pub(crate) fn assigned_to_me(&self, partition: u32) -> bool {
         self.lock().as_ref().is_some_and(|(roster, _)| {
-            roster
-                .assignment
-                .get(partition as usize)
-                .is_some_and(|m| *m == self.member)
+            roster.members.get(&self.member) == Some(&self.instance)
+                && roster
+                    .assignment
+                    .get(partition as usize)
+                    .is_some_and(|m| *m == self.member)
         })
     }
 
@@ -175,6 +176,9 @@ impl Roster {
         let Some((roster, _)) = view.as_ref() else {
             return Vec::new();
         };
+        if roster.members.get(&self.member) != Some(&self.instance) {
+            return Vec::new();
+        }
         (0..self.partitions)
             .filter(|p| roster.assignment.get(*p as usize) == Some(&self.member))
             .collect()
@@ -294,9 +298,35 @@ impl Roster {
         .await
     }
 
+    /// Joins again if this member was evicted while alive; see [`Roster::evicted`].
+    pub(crate) async fn rejoin_if_evicted(&self) -> Result<(), Error> {
+        if self.evicted() {
+            tracing::warn!(
+                group = %self.group,
+                member = %self.member,
+                "this member was evicted from its group (it was silent for takeover_after \
+                 while messages waited); joining again"
+            );
+            self.join().await?;
+        }
+        Ok(())
+    }
+
+    /// Whether this member was evicted while alive (the roster as last seen does not list its
+    /// id): it joins again, as a Kafka member that was fenced out of its group does. Not after
+    /// it left, and not when its id is held by another instance (a restart under the same id:
+    /// this one is the old instance, and must not take the id back).
+    pub(crate) fn evicted(&self) -> bool {
+        !self.left.load(Ordering::Relaxed)
+            && self
+                .current()
+                .is_some_and(|roster| !roster.members.contains_key(&self.member))
+    }
+
     /// Takes this member out of the roster (graceful shutdown), if this instance still holds
     /// it: its partitions go to the others at once.
     pub(crate) async fn leave(&self) -> Result<(), Error> {
+        self.left.store(true, Ordering::Relaxed);
         let (member, instance) = (self.member.clone(), self.instance.clone());
         self.update("member left", |members| {
             if members.get(&member) == Some(&instance) {
@@ -321,7 +351,13 @@ impl Roster {
         };
         tracing::warn!(group = %self.group, evicted = %member, instance, reason, "evicting a member");
         let instance = instance.to_owned();
+        let (me, my_instance) = (self.member.clone(), self.instance.clone());
         self.update("member evicted", |members| {
+            // Only a member evicts: one that was itself evicted meanwhile (both silent through
+            // an outage, say) must not empty the roster in turn; it joins again instead.
+            if members.get(&me) != Some(&my_instance) {
+                return false;
+            }
             if members.get(&member) == Some(&instance) {
                 members.remove(&member);
                 true

@@ -6,8 +6,11 @@
 //! - `standby` after joining as a standby;
 //! - `active after C gen G` after joining or taking over (C: the committed offset it resumes
 //!   after, G: the generation of its claim);
-//! - `delivered G N` when `next()` returns offset N under generation G;
-//! - `commit G N accepted|fenced|failed` after committing N.
+//! - on a partitioned stream, instead of those two, `owns P,Q,…` (or `owns -` for none) after
+//!   joining and whenever what it owns changes;
+//! - `delivered G N P` when `next()` returns offset N of partition P under generation G (the
+//!   partition's claim);
+//! - `commit G N P accepted|fenced|failed` after committing it.
 //!
 //! Each message is "processed" for PROCESS_MS (default 0) between delivery and commit.
 
@@ -29,6 +32,15 @@ fn say(line: String) {
 }
 
 fn say_active(consumer: &Consumer) {
+    if consumer.member_id().is_some() {
+        let owned: Vec<String> = consumer.assignment().iter().map(u32::to_string).collect();
+        let owned = if owned.is_empty() {
+            "-".to_owned()
+        } else {
+            owned.join(",")
+        };
+        return say(format!("owns {owned}"));
+    }
     say(format!(
         "active after {} gen {}",
         consumer.committed().unwrap_or(0),
@@ -73,31 +85,38 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .batch_size(10)
         .build()
         .await?;
-    if consumer.is_active() {
+    if consumer.is_active() || consumer.member_id().is_some() {
         say_active(&consumer);
     } else {
         say("standby".to_owned());
     }
+    let mut owned = consumer.assignment();
     loop {
+        // A member of a group over partitions says what it owns whenever that changes, busy
+        // or not (wait's wake-ups only come when it is idle).
+        if consumer.member_id().is_some() && consumer.assignment() != owned {
+            owned = consumer.assignment();
+            say_active(&consumer);
+        }
         match consumer.next().await {
             Ok(Some(message)) => {
                 let generation = consumer.generation().unwrap_or(0);
-                say(format!("delivered {generation} {}", message.offset()));
+                let (offset, partition) = (message.offset(), message.partition());
+                say(format!("delivered {generation} {offset} {partition}"));
                 if !processing.is_zero() {
                     tokio::time::sleep(processing).await;
                 }
-                let outcome = match consumer.commit(message.offset()).await {
+                let outcome = match consumer.commit(&message).await {
                     Ok(()) => "accepted",
                     Err(Error::Fenced { .. }) => "fenced",
                     Err(_) => "failed",
                 };
                 say(format!(
-                    "commit {generation} {} {outcome}",
-                    message.offset()
+                    "commit {generation} {offset} {partition} {outcome}"
                 ));
             }
             Ok(None) => match consumer.wait(Duration::from_secs(5)).await {
-                Ok(Wake::Activated) => say_active(&consumer),
+                Ok(Wake::Activated | Wake::Assignment) => say_active(&consumer),
                 Ok(_) => {}
                 Err(error) => say(format!("error: {error}")),
             },

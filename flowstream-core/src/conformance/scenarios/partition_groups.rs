@@ -267,3 +267,48 @@ pub(crate) async fn commits_on_partitions_name_the_partition(factory: &dyn Drive
         "{static_on_plain:?}"
     );
 }
+
+/// A member blocked in `wait` is woken by an append to a partition it owns (through the
+/// driver's notifications, not a timeout), and `recv` returns the message.
+pub(crate) async fn a_waiting_member_is_woken_by_appends_to_its_partitions(
+    factory: &dyn DriverFactory,
+) {
+    let driver = partitioned(factory, "woken").await;
+    let mut a = consumer(&driver, "woken", "g").build().await.expect("a");
+    assert!(a.next().await.expect("next").is_none());
+    let producer = Producer::new(driver.clone());
+    let sender = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        producer
+            .send(NewMessage::new("woken", "x").to_partition(5))
+            .await
+            .expect("send")
+    });
+    let started = tokio::time::Instant::now();
+    let woke = a.wait(BOUND).await.expect("wait");
+    assert_eq!(woke, crate::Wake::Messages);
+    assert!(
+        started.elapsed() < BOUND / 2,
+        "woken by the append, not the timeout"
+    );
+    let message = a.recv().await.expect("recv");
+    assert_eq!((message.partition(), message.offset()), (5, 1));
+    assert_eq!(sender.await.expect("sender"), 1);
+    for i in 0..PARTITIONS {
+        Producer::new(driver.clone())
+            .send(NewMessage::new("woken", format!("{i}")).to_partition(i))
+            .await
+            .expect("send");
+    }
+    let mut seen = BTreeSet::new();
+    while seen.len() < PARTITIONS as usize {
+        let message = tokio::time::timeout(BOUND, a.recv())
+            .await
+            .expect("within the bound")
+            .expect("recv");
+        a.commit(&message).await.expect("commit");
+        if message.body() != b"x" {
+            seen.insert(message.partition());
+        }
+    }
+}

@@ -20,6 +20,7 @@ mod machine;
 mod median;
 mod nats_peer;
 mod options;
+mod partition_rows;
 mod procstat;
 mod raw_pg;
 mod raw_redb;
@@ -78,6 +79,14 @@ async fn main() {
         };
         let sent = fleet::child(&options.pg_url, schema, stream, load, *window, options.body).await;
         if let Err(error) = sent {
+            eprintln!("{error}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if let Some(stream) = &options.member_child {
+        let expected = options.member_expects;
+        if let Err(error) = partition_rows::member_child(&options.pg_url, stream, expected).await {
             eprintln!("{error}");
             std::process::exit(1);
         }
@@ -236,12 +245,19 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
         );
     }
 
+    for (_, flow) in &flows {
+        ok &= partition_rows::produce_rows(flow, options, &sizes, &mut report).await;
+    }
+
     if options.backends.contains(&Backend::Postgres) {
         let pg = flows
             .iter()
             .find(|(b, _)| *b == Backend::Postgres)
             .map(|(_, f)| f);
         ok &= fleet_rows::rows(options, pg, &mut report).await;
+        if let Some(pg) = pg {
+            ok &= partition_rows::member_rows(pg, options, &mut report).await;
+        }
     }
 
     let scenario = format!(

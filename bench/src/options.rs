@@ -75,6 +75,10 @@ pub(crate) struct Options {
     pub(crate) idle_for: Duration,
     /// Internal: run as the consumer process of the memory figure, reading this stream.
     pub(crate) memory_child: Option<(Backend, String)>,
+    /// Internal: run as a member process of the partition rows, on this stream.
+    pub(crate) member_child: Option<String>,
+    /// In a member process: stop once the group committed this many messages (0: never).
+    pub(crate) member_expects: usize,
     /// Set in a fleet producer process: how long to send, the stream, and the schema.
     pub(crate) fleet_child: Option<(Duration, String, String)>,
     /// In a fleet producer process: how many tasks send through its producer.
@@ -118,6 +122,8 @@ impl Options {
             // safety-net wake-ups cost.
             idle_for: Duration::from_secs(60),
             memory_child: None,
+            member_child: None,
+            member_expects: 0,
             fleet_child: None,
             fleet_tasks: 1,
             fleet_for: Duration::from_secs(5),
@@ -145,6 +151,8 @@ impl Options {
                 }
                 "--memory-child" => child_backend = Some(Backend::parse(&value()?)?),
                 "--stream" => child_stream = Some(value()?),
+                "--member-child" => options.member_child = Some(value()?),
+                "--member-expects" => options.member_expects = number(&arg, &value()?)?,
                 "--fleet-child" => fleet_millis = Some(number(&arg, &value()?)?),
                 "--fleet-schema" => fleet_schema = Some(value()?),
                 "--fleet-tasks" => options.fleet_tasks = number(&arg, &value()?)?.max(1),

@@ -36,8 +36,9 @@
 //! 3. At least once: every stored message reaches every group until it commits past it;
 //!    delivery resumes right after the group's committed offset. Trimming is the exception:
 //!    messages deleted by [`Driver::trim`] before a group read them are skipped.
-//! 4. One active consumer per group; standbys take over on graceful shutdown at once, and after
-//!    `takeover_after` of pending messages with no sign of life from the owner.
+//! 4. One active consumer per group (per partition of a partitioned stream, whose group
+//!    spreads the partitions over its members); standbys take over on graceful shutdown at
+//!    once, and after `takeover_after` of pending messages with no sign of life from the owner.
 //! 5. The active consumer heartbeats only while messages are pending; idle groups write nothing.
 //! 6. Commits are compare-and-swap on the group's revision: a consumer that lost the group is
 //!    [fenced](Error::Fenced), and a lost reply never demotes a healthy one.
@@ -65,8 +66,8 @@ mod producer;
 pub use admin::Admin;
 pub use consumer::{
     Consumer, ConsumerBuilder, ConsumerStream, DEFAULT_BATCH_SIZE, DEFAULT_HEARTBEAT_EVERY,
-    DEFAULT_TAKEOVER_AFTER, GroupState, MAX_BATCH_SIZE, MAX_TAKEOVER_AFTER, Position, StartFrom,
-    Wake,
+    DEFAULT_JOIN_DELAY, DEFAULT_TAKEOVER_AFTER, GroupState, MAX_BATCH_SIZE, MAX_TAKEOVER_AFTER,
+    Position, StartFrom, Wake,
 };
 pub use driver::{Driver, StorageErrorKind};
 pub use error::{Error, NameKind};

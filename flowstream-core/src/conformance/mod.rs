@@ -206,6 +206,7 @@ pub fn scenarios() -> Vec<Scenario> {
         scenario!(a_restart_with_the_same_member_id_moves_nothing_and_fences_the_old),
         scenario!(commits_on_partitions_name_the_partition),
         scenario!(a_waiting_member_is_woken_by_appends_to_its_partitions),
+        scenario!(members_joining_together_cause_one_rebalance),
     ]
 }
 

@@ -27,6 +27,8 @@ pub const DEFAULT_HEARTBEAT_EVERY: Duration = Duration::from_secs(28);
 pub const DEFAULT_BATCH_SIZE: usize = 256;
 /// Largest accepted [`ConsumerBuilder::batch_size`].
 pub const MAX_BATCH_SIZE: usize = 10_000;
+/// Default for [`ConsumerBuilder::join_delay`]: 1 s.
+pub const DEFAULT_JOIN_DELAY: Duration = Duration::from_secs(1);
 /// Largest accepted [`ConsumerBuilder::takeover_after`]: one week.
 pub const MAX_TAKEOVER_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -53,6 +55,8 @@ pub(crate) struct Settings {
     pub(crate) start_from: StartFrom,
     /// A stable member id for a group over partitions (Kafka's `group.instance.id`).
     pub(crate) member_id: Option<String>,
+    /// How long a newcomer to a group over partitions waits to be admitted.
+    pub(crate) join_delay: Duration,
 }
 
 impl Settings {
@@ -71,6 +75,11 @@ impl Settings {
             return Err(Error::InvalidConfig(format!(
                 "heartbeat_every ({:?}) must be above zero and below takeover_after ({:?})",
                 self.heartbeat_every, self.takeover_after
+            )));
+        }
+        if self.join_delay > MAX_TAKEOVER_AFTER {
+            return Err(Error::InvalidConfig(format!(
+                "join_delay must be at most {MAX_TAKEOVER_AFTER:?}"
             )));
         }
         if !(1..=MAX_BATCH_SIZE).contains(&self.batch_size) {
@@ -103,6 +112,7 @@ impl ConsumerBuilder {
                 batch_size: DEFAULT_BATCH_SIZE,
                 start_from: StartFrom::Earliest,
                 member_id: None,
+                join_delay: DEFAULT_JOIN_DELAY,
             },
         }
     }
@@ -135,12 +145,28 @@ impl ConsumerBuilder {
 
     /// A stable id for this member of a group over partitions (Kafka's static membership,
     /// `group.instance.id`): a consumer that restarts with the id it had keeps its partitions,
-    /// and the other members' assignments do not change. Without one, every consumer joins as
-    /// a new member and leaves the roster when it shuts down (or is evicted once silent).
+    /// and the other members' assignments do not change. Its `shutdown` releases its
+    /// partitions but keeps its place: they wait for it, and move to the others only once
+    /// messages have waited `takeover_after` without it (it is then evicted, as a crashed
+    /// member is). Without an id, every consumer joins as a new member and leaves the roster
+    /// when it shuts down, handing its partitions to the others at once.
+    ///
     /// Same alphabet as stream names; only for partitioned streams. Give each running consumer
-    /// its own: two consumers sharing an id take the partitions from each other in turn.
+    /// its own: a second consumer started with an id in use takes the member over, and the
+    /// first is given nothing and fenced.
     pub fn member_id(mut self, id: impl Into<String>) -> Self {
         self.settings.member_id = Some(id.into());
+        self
+    }
+
+    /// How long a new member of a group over partitions waits before it takes its share
+    /// (default [`DEFAULT_JOIN_DELAY`]), so that members starting together (a deployment
+    /// scaling out, say) are admitted in one rebalance rather than one each (Kafka's
+    /// `group.initial.rebalance.delay.ms`, applied to every join). The group's first member,
+    /// and a member restarting with its [`member_id`](ConsumerBuilder::member_id), are admitted
+    /// at once. Zero admits every member at once.
+    pub fn join_delay(mut self, delay: Duration) -> Self {
+        self.settings.join_delay = delay;
         self
     }
 
@@ -216,7 +242,9 @@ async fn start_member(
         instance.clone(),
     ));
     let mut lanes = Vec::with_capacity(partitions as usize);
-    let mut started = roster.join().await;
+    let joined = roster.join(!settings.join_delay.is_zero()).await;
+    let admitted = joined.as_ref().is_ok_and(|admitted| *admitted);
+    let mut started = joined.map(|_| ());
     for partition in 0..partitions {
         if started.is_err() {
             break;
@@ -236,7 +264,10 @@ async fn start_member(
             Err(error) => started = Err(error),
         }
     }
-    let member = Partitioned::new(roster, lanes, settings);
+    let mut member = Partitioned::new(roster, lanes, settings);
+    if started.is_ok() && !admitted {
+        member.admit_after_delay();
+    }
     if let Err(error) = started {
         // The join may have been stored with its reply lost: leaving is safe either way.
         if let Err(cleanup) = member.close().await {

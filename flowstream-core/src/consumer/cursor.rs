@@ -29,6 +29,11 @@ pub(super) struct Cursor {
 
 impl Cursor {
     /// Forgets everything read past `fetched`: the range after it was trimmed.
+    /// Whether a read of the next batch is running (or done, not yet taken).
+    pub(super) fn reading_ahead(&self) -> bool {
+        self.prefetch.is_some()
+    }
+
     /// Drops what was read and not handed out (the partition is being handed over); should
     /// the claim come back, reading resumes right after what was delivered.
     pub(super) fn drop_buffered(&mut self) {

@@ -33,8 +33,8 @@ mod wait;
 use std::time::Duration;
 
 pub use builder::{
-    ConsumerBuilder, DEFAULT_BATCH_SIZE, DEFAULT_HEARTBEAT_EVERY, DEFAULT_TAKEOVER_AFTER,
-    MAX_BATCH_SIZE, MAX_TAKEOVER_AFTER, StartFrom,
+    ConsumerBuilder, DEFAULT_BATCH_SIZE, DEFAULT_HEARTBEAT_EVERY, DEFAULT_JOIN_DELAY,
+    DEFAULT_TAKEOVER_AFTER, MAX_BATCH_SIZE, MAX_TAKEOVER_AFTER, StartFrom,
 };
 use lane::Lane;
 use partitioned::Partitioned;
@@ -253,6 +253,13 @@ impl Consumer {
                 .and_then(|i| parts.lanes.get(i))
                 .and_then(|lane| lane.cursor.generation),
         }
+    }
+
+    /// The generation of the claim under which this consumer last delivered a message of
+    /// `partition`; `None` if it never has (or the stream has no such partition). A commit of
+    /// that partition's messages succeeds only while this claim holds.
+    pub fn generation_in(&self, partition: u32) -> Option<u64> {
+        self.lane(partition)?.cursor.generation
     }
 
     /// The group's committed offset as this consumer last saw it (of partition 0 on a

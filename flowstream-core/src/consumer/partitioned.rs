@@ -20,7 +20,7 @@ use super::lane::Lane;
 use super::membership::Role;
 use super::roster::Roster;
 use super::wait::{Wake, deadline_after};
-use crate::driver::{Subscription, Topic};
+use crate::driver::{Backoff, Subscription, Topic};
 use crate::error::{Chain, Error};
 use crate::message::Message;
 
@@ -41,6 +41,18 @@ pub(super) struct Partitioned {
     pub(super) last: Option<usize>,
     /// The partitions the caller has been told it is assigned (by `build` or `wait`).
     seen_assignment: Vec<u32>,
+    /// The admission of this member after its `join_delay`, while it waits among the joining.
+    admitting: Option<AbortOnDrop>,
+}
+
+/// A task that ends with its owner.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Partitioned {
@@ -67,7 +79,29 @@ impl Partitioned {
             turn: 0,
             last: None,
             seen_assignment,
+            admitting: None,
         }
+    }
+
+    /// Admits this member (and whoever else waits to join) once its `join_delay` has passed,
+    /// retrying after storage errors for as long as the consumer lives.
+    pub(super) fn admit_after_delay(&mut self) {
+        let roster = Arc::clone(&self.roster);
+        let delay = self.settings.join_delay;
+        self.admitting = Some(AbortOnDrop(tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+            while let Err(error) = roster.admit().await {
+                let pause = backoff.failed();
+                tracing::warn!(
+                    member = %roster.member,
+                    error = %Chain(&error),
+                    retry_in = ?pause,
+                    "could not admit the joining members"
+                );
+                tokio::time::sleep(pause).await;
+            }
+        })));
     }
 
     /// The partitions this member owns now.
@@ -131,9 +165,12 @@ impl Partitioned {
             if !self.dirty[i] {
                 continue;
             }
-            // Seen before the read: an append during it marks the lane again.
+            // Seen before the read: an append during it marks the lane again. A read-ahead
+            // started before this point may predate appends whose notifications are now
+            // marked seen: if it comes back empty, read once more, afresh.
             self.appends[i].mark_seen();
-            if self.lanes[i].fill().await? {
+            let read_ahead = self.lanes[i].cursor.reading_ahead();
+            if self.lanes[i].fill().await? || (read_ahead && self.lanes[i].fill().await?) {
                 self.turn = i;
                 return Ok(true);
             }
@@ -245,7 +282,8 @@ impl Partitioned {
 
     /// Leaves the group gracefully. Background commits are finished and the lanes' tasks
     /// stopped first (a commit must not race the new owners), then the member leaves the
-    /// roster (the others get its partitions at once) and releases what it owns. The first
+    /// roster (the others get its partitions at once; not a member with a stable id, see
+    /// below) and releases what it owns. The first
     /// error is returned, after everything was attempted.
     pub(super) async fn close(self) -> Result<(), Error> {
         let mut result = Ok(());
@@ -256,9 +294,14 @@ impl Partitioned {
                 result = finished;
             }
         }
-        let left = self.roster.leave().await;
-        if result.is_ok() {
-            result = left;
+        // A member with a stable id stays in the roster, so that its restart moves nothing
+        // (Kafka's static membership): its partitions wait for it, released, and go to the
+        // others only if messages wait for `takeover_after` without it coming back.
+        if self.settings.member_id.is_none() {
+            let left = self.roster.leave().await;
+            if result.is_ok() {
+                result = left;
+            }
         }
         for lane in &lanes {
             let released = lane.membership.release().await;

@@ -29,6 +29,11 @@ pub(crate) struct StoredRoster {
     pub(crate) members: BTreeMap<String, String>,
     /// Partition -> member id.
     pub(crate) assignment: Vec<String>,
+    /// Members waiting to be admitted (member id -> instance id). A member joining a group
+    /// that has members waits `join_delay` here, given nothing, and the first of the waiting
+    /// members whose delay ends admits them all in one reassignment.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) joining: BTreeMap<String, String>,
 }
 
 impl StoredRoster {
@@ -226,7 +231,7 @@ impl Roster {
     async fn update(
         &self,
         what: &str,
-        change: impl Fn(&mut BTreeMap<String, String>) -> bool,
+        change: impl Fn(&mut StoredRoster) -> bool,
     ) -> Result<(), Error> {
         let mut current = match self.driver.get_record(&self.key).await? {
             Some(record) => Some(self.decode(record)?),
@@ -240,7 +245,7 @@ impl Roster {
             if let Some((stored, revision)) = &current {
                 self.observe(stored.clone(), *revision);
             }
-            if !change(&mut roster.members) {
+            if !change(&mut roster) {
                 return Ok(());
             }
             let members: Vec<&str> = roster.members.keys().map(String::as_str).collect();
@@ -257,7 +262,8 @@ impl Roster {
                         group = %self.group,
                         member = %self.member,
                         members = ?roster.members.keys().collect::<Vec<_>>(),
-                        "{what}; partitions reassigned"
+                        joining = ?roster.joining.keys().collect::<Vec<_>>(),
+                        "{what}"
                     );
                     self.observe(roster, revision);
                     return Ok(());
@@ -277,23 +283,51 @@ impl Roster {
         ))))
     }
 
-    /// Puts this instance in the roster under its member id. A member already listed (a
-    /// restart with the same id) only has its instance replaced: the assignment stays.
-    pub(crate) async fn join(&self) -> Result<(), Error> {
+    /// Puts this instance in the roster under its member id; returns whether it is a member
+    /// now (rather than waiting to be admitted).
+    ///
+    /// - A member already listed (a restart with the same id) only has its instance replaced:
+    ///   the assignment stays.
+    /// - With `debounce`, a newcomer to a group that has members waits among the joining,
+    ///   given nothing, until [`admit`](Roster::admit) (see [`StoredRoster::joining`]).
+    /// - Otherwise (the group's first member, or no debounce) it becomes a member at once.
+    pub(crate) async fn join(&self, debounce: bool) -> Result<bool, Error> {
         let (member, instance) = (self.member.clone(), self.instance.clone());
-        self.update("member joined", |members| {
-            match members.insert(member.clone(), instance.clone()) {
-                Some(old) if old == instance => false,
+        self.update("member joined", |roster| {
+            match roster.members.get(&member) {
+                Some(old) if *old == instance => return false,
                 Some(old) => {
                     tracing::info!(
                         member = %member,
                         previous_instance = %old,
                         "member rejoined with the same id; its partitions stay with it"
                     );
-                    true
                 }
-                None => true,
+                None if debounce && !roster.members.is_empty() => {
+                    return roster.joining.insert(member.clone(), instance.clone())
+                        != Some(instance.clone());
+                }
+                None => {}
             }
+            roster.joining.remove(&member);
+            roster.members.insert(member.clone(), instance.clone());
+            true
+        })
+        .await?;
+        Ok(self
+            .current()
+            .is_some_and(|r| r.members.get(&self.member) == Some(&self.instance)))
+    }
+
+    /// Admits every member waiting to join, in one reassignment.
+    pub(crate) async fn admit(&self) -> Result<(), Error> {
+        self.update("joining members admitted", |roster| {
+            if roster.joining.is_empty() {
+                return false;
+            }
+            let joining = std::mem::take(&mut roster.joining);
+            roster.members.extend(joining);
+            true
         })
         .await
     }
@@ -307,7 +341,7 @@ impl Roster {
                 "this member was evicted from its group (it was silent for takeover_after \
                  while messages waited); joining again"
             );
-            self.join().await?;
+            self.join(false).await?;
         }
         Ok(())
     }
@@ -318,9 +352,10 @@ impl Roster {
     /// this one is the old instance, and must not take the id back).
     pub(crate) fn evicted(&self) -> bool {
         !self.left.load(Ordering::Relaxed)
-            && self
-                .current()
-                .is_some_and(|roster| !roster.members.contains_key(&self.member))
+            && self.current().is_some_and(|roster| {
+                !roster.members.contains_key(&self.member)
+                    && !roster.joining.contains_key(&self.member)
+            })
     }
 
     /// Takes this member out of the roster (graceful shutdown), if this instance still holds
@@ -328,9 +363,13 @@ impl Roster {
     pub(crate) async fn leave(&self) -> Result<(), Error> {
         self.left.store(true, Ordering::Relaxed);
         let (member, instance) = (self.member.clone(), self.instance.clone());
-        self.update("member left", |members| {
-            if members.get(&member) == Some(&instance) {
-                members.remove(&member);
+        self.update("member left", |roster| {
+            if roster.joining.get(&member) == Some(&instance) {
+                roster.joining.remove(&member);
+                return true;
+            }
+            if roster.members.get(&member) == Some(&instance) {
+                roster.members.remove(&member);
                 true
             } else {
                 false
@@ -352,14 +391,14 @@ impl Roster {
         tracing::warn!(group = %self.group, evicted = %member, instance, reason, "evicting a member");
         let instance = instance.to_owned();
         let (me, my_instance) = (self.member.clone(), self.instance.clone());
-        self.update("member evicted", |members| {
+        self.update("member evicted", |roster| {
             // Only a member evicts: one that was itself evicted meanwhile (both silent through
             // an outage, say) must not empty the roster in turn; it joins again instead.
-            if members.get(&me) != Some(&my_instance) {
+            if roster.members.get(&me) != Some(&my_instance) {
                 return false;
             }
-            if members.get(&member) == Some(&instance) {
-                members.remove(&member);
+            if roster.members.get(&member) == Some(&instance) {
+                roster.members.remove(&member);
                 true
             } else {
                 false

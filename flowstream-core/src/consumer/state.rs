@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::driver::{Driver, DriverError, Record, Revision};
 use crate::error::{Error, NameKind};
-use crate::names::validate_name;
+use crate::names::{log_name, validate_name};
 
 /// The revisioned record of a group as stored (JSON): who owns it and how far it has
 /// committed. The engine owns this schema; drivers store it opaquely.
@@ -65,6 +65,28 @@ impl GroupState {
         validate_name(NameKind::Stream, stream)?;
         validate_name(NameKind::Group, group)?;
         let key = group_key(stream, group);
+        let Some(record) = driver.get_record(&key).await? else {
+            return Ok(None);
+        };
+        Self::from_record(&key, record).map(Some)
+    }
+
+    /// Reads the state of `group` in `partition` of a partitioned `stream` (each partition
+    /// has its own: owner, generation, committed offset); partition 0 is the same record as
+    /// [`load`](GroupState::load). `None` if no member ever claimed that partition.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads.
+    pub async fn load_partition(
+        driver: &dyn Driver,
+        stream: &str,
+        group: &str,
+        partition: u32,
+    ) -> Result<Option<GroupState>, Error> {
+        validate_name(NameKind::Stream, stream)?;
+        validate_name(NameKind::Group, group)?;
+        let key = group_key(&log_name(stream, partition), group);
         let Some(record) = driver.get_record(&key).await? else {
             return Ok(None);
         };

@@ -193,8 +193,9 @@ pub(crate) async fn a_dead_members_partitions_move_only_once_messages_wait(
 }
 
 /// A member restarting under the same member id (static membership) takes its partitions back
-/// at once, and the other members' partitions do not move. The old instance is fenced: its
-/// commit of a message it received is refused, and the message is delivered again.
+/// at once, and the other members' partitions do not move, whether the old instance is still
+/// running (it is fenced: its commit of a message it received is refused, and the message is
+/// delivered again) or shut down gracefully.
 pub(crate) async fn a_restart_with_the_same_member_id_moves_nothing_and_fences_the_old(
     factory: &dyn DriverFactory,
 ) {
@@ -233,6 +234,16 @@ pub(crate) async fn a_restart_with_the_same_member_id_moves_nothing_and_fences_t
     assert_eq!((again.partition(), again.offset()), (partition, 1));
     restarted.commit(&again).await.expect("commit");
     assert_eq!(restarted.committed_in(partition), Some(1));
+
+    // A graceful restart under the same id moves nothing either: the member keeps its place.
+    restarted.shutdown().await.expect("shutdown");
+    assert!(b.next().await.expect("next").is_none());
+    let back = named("a").build().await.expect("back");
+    eventually("the member owns its partitions again", BOUND, || {
+        back.assignment() == a_had
+    })
+    .await;
+    assert_eq!(b.assignment(), b_had, "b's partitions did not move");
 }
 
 /// Commits on a partitioned stream name their partition: a bare offset is
@@ -260,6 +271,20 @@ pub(crate) async fn commits_on_partitions_name_the_partition(factory: &dyn Drive
     assert!(
         matches!(undelivered, Err(Error::CommitBeyondDelivered { .. })),
         "{undelivered:?}"
+    );
+    let bad_id = consumer(&driver, "named", "g")
+        .member_id("no spaces")
+        .build()
+        .await;
+    assert!(
+        matches!(
+            bad_id,
+            Err(Error::InvalidName {
+                kind: crate::NameKind::Member,
+                ..
+            })
+        ),
+        "{bad_id:?}"
     );
     let static_on_plain = consumer(&driver, "plain", "g").member_id("a").build().await;
     assert!(
@@ -311,4 +336,39 @@ pub(crate) async fn a_waiting_member_is_woken_by_appends_to_its_partitions(
             seen.insert(message.partition());
         }
     }
+}
+
+/// Joins are debounced: three members starting together join a running group in one
+/// reassignment (the roster's assignment changes once), not one each; the group's first member
+/// owns every partition at once, without waiting for `join_delay`.
+pub(crate) async fn members_joining_together_cause_one_rebalance(factory: &dyn DriverFactory) {
+    let store = partitioned(factory, "debounce").await;
+    let recording = crate::conformance::InstrumentedDriver::new(store);
+    let driver: Arc<dyn Driver> = recording.clone();
+    let member = || {
+        consumer(&driver, "debounce", "g")
+            .join_delay(Duration::from_secs(2))
+            .build()
+    };
+    let mut a = member().await.expect("a");
+    assert_eq!(
+        a.assignment().len(),
+        PARTITIONS as usize,
+        "the first member waits for nobody"
+    );
+    let (b, c, d) = tokio::join!(member(), member(), member());
+    let (mut b, mut c, mut d) = (b.expect("b"), c.expect("c"), d.expect("d"));
+    settle(&mut [&mut a, &mut b, &mut c, &mut d]).await;
+    let mut assignments: Vec<serde_json::Value> = recording
+        .accepted_writes()
+        .into_iter()
+        .filter(|(key, _, _)| key == "roster/debounce/g")
+        .map(|(_, _, value)| value["assignment"].clone())
+        .collect();
+    assignments.dedup();
+    assert_eq!(
+        assignments.len(),
+        2,
+        "one assignment for the first member, one for the three that joined: {assignments:?}"
+    );
 }

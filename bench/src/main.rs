@@ -192,6 +192,12 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
         write_json(options, &report, &sizes)?;
         return Ok(ok);
     }
+    if options.partitions_only {
+        ok &= partition_rows::only(&flows, options, &sizes, &mut report).await;
+        println!("\n{}", report.table());
+        write_json(options, &report, &sizes)?;
+        return Ok(ok);
+    }
     let mut systems: Vec<(&dyn System, bool)> = flows
         .iter()
         .map(|(_, f)| (f as &dyn System, true))

@@ -23,6 +23,9 @@ usage: flowstream-bench [options]
   --json PATH                  where figures go (default target/flowstream-bench/results.json)
   --fleet-only                 only the fleet rows (PostgreSQL: producer processes, next to a
                                one-row INSERT from as many clients)
+  --partitions-only            only the partition rows (keyed produce next to unkeyed, an
+                               8-partition stream consumed by 1, 2 and 4 member processes, a
+                               member killed under load)
   --long                       the long-stream rows instead: fill a stream of --messages
                                (default 10000000 here) and measure produce, head, latency,
                                consume and memory on it, at 1M and at the end
@@ -92,6 +95,8 @@ pub(crate) struct Options {
     pub(crate) fleet_rate: Option<u64>,
     /// Run the long-stream rows and nothing else.
     pub(crate) long: bool,
+    /// Run the partition rows and nothing else.
+    pub(crate) partitions_only: bool,
     /// Summarize these result files and measure nothing.
     pub(crate) median: Vec<PathBuf>,
     /// redb's page cache in bytes, flowstream's and the raw row's.
@@ -131,6 +136,7 @@ impl Options {
             fleet_rate: None,
             redb_cache: flowstream_redb::DEFAULT_CACHE_SIZE,
             long: false,
+            partitions_only: false,
             median: Vec::new(),
             help: false,
         };
@@ -162,6 +168,7 @@ impl Options {
                         Some(u64::try_from(number(&arg, &value()?)?).unwrap_or(u64::MAX));
                 }
                 "--long" => options.long = true,
+                "--partitions-only" => options.partitions_only = true,
                 "--redb-cache" => options.redb_cache = number(&arg, &value()?)? * 1024 * 1024,
                 "--median" => {
                     options.median.extend(args.by_ref().map(PathBuf::from));

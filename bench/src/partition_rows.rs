@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use flowstream_core::{Admin, Consumer, Driver, GroupState, NewMessage};
 use flowstream_postgres::PgDriver;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Child;
 
 use crate::flow::Flowstream;
 use crate::options::Options;
@@ -86,6 +86,43 @@ pub(crate) async fn produce_rows(
     ok
 }
 
+/// `--partitions-only`: the unkeyed produce rows these compare with, the keyed ones, and the
+/// member rows. Returns false if a figure failed.
+pub(crate) async fn only(
+    flows: &[(crate::options::Backend, Flowstream)],
+    options: &Options,
+    sizes: &Sizes,
+    report: &mut Report,
+) -> bool {
+    use crate::system::System;
+    let mut ok = true;
+    for (backend, flow) in flows {
+        // Untimed warm-up, as in the full run.
+        let warm_up = Sizes {
+            produce: 2_000,
+            ..sizes.clone()
+        };
+        let _ = flow.produce_batches(100, &warm_up).await;
+        let scenario = "produce, batches of 1,000";
+        let _ = crate::settle(options).await;
+        let batches = flow.produce_batches(1_000, sizes).await;
+        ok &= record(report, scenario, flow, sizes.produce, flatten(batches));
+        let scenario = format!("produce, {} tasks × single sends", options.tasks);
+        let _ = crate::settle(options).await;
+        let single = flow.produce_singles(options.tasks, sizes).await;
+        ok &= record(report, &scenario, flow, sizes.singles, flatten(single));
+        ok &= produce_rows(flow, options, sizes, report).await;
+        if *backend == crate::options::Backend::Postgres {
+            ok &= member_rows(flow, options, report).await;
+        }
+    }
+    ok
+}
+
+fn flatten(result: Result<Option<Duration>, BoxError>) -> Result<Duration, BoxError> {
+    result?.ok_or_else(|| "not measured".into())
+}
+
 fn record(
     report: &mut Report,
     scenario: &str,
@@ -128,7 +165,11 @@ pub(crate) async fn member_rows(flow: &Flowstream, options: &Options, report: &m
     println!("{scenario}");
     for members in [1, 2, 4] {
         let _ = crate::settle(options).await;
-        let name = format!("flowstream (postgres), {members} member(s)");
+        let name = if members == 1 {
+            "postgres, 1 member process".to_owned()
+        } else {
+            format!("postgres, {members} member processes")
+        };
         match consume_by_members(flow, options, members, messages).await {
             Ok((rate, duplicates)) => {
                 report.rate(&scenario, &name, rate);
@@ -176,10 +217,11 @@ pub(crate) async fn member_rows(flow: &Flowstream, options: &Options, report: &m
     ok
 }
 
-/// A member process and its output.
+/// A member process and its output, read as it comes (each line with when it was read), so
+/// that a line's time is when the process printed it, give or take the pipe.
 struct Member {
     child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
+    lines: tokio::sync::mpsc::UnboundedReceiver<(Instant, String)>,
 }
 
 impl Member {
@@ -196,18 +238,28 @@ impl Member {
             .stdout
             .take()
             .ok_or("no stdout from a member process")?;
-        Ok(Member {
-            child,
-            lines: BufReader::new(stdout).lines(),
-        })
+        let (sender, lines) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if sender.send((Instant::now(), line)).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Member { child, lines })
+    }
+
+    async fn timed_line(&mut self) -> Result<(Instant, String), BoxError> {
+        Ok(self
+            .lines
+            .recv()
+            .await
+            .ok_or("a member process ended early")?)
     }
 
     async fn line(&mut self) -> Result<String, BoxError> {
-        Ok(self
-            .lines
-            .next_line()
-            .await?
-            .ok_or("a member process ended early")?)
+        Ok(self.timed_line().await?.1)
     }
 
     /// Reads lines until one starts with `prefix`; returns the rest of it.
@@ -326,7 +378,7 @@ async fn kill_a_member(
     let killed = Instant::now();
     victim.child.wait().await?;
     // Whatever it printed before it died counts as delivered by it.
-    while let Ok(Some(line)) = victim.lines.next_line().await {
+    while let Some((_, line)) = victim.lines.recv().await {
         if let Some(position) = parse_delivered(&line) {
             victim_delivered.insert(position);
         }
@@ -339,14 +391,16 @@ async fn kill_a_member(
         if Instant::now() > deadline {
             return Err("the survivor never consumed the dead member's partitions".into());
         }
-        let line = survivor.line().await?;
+        let (at, line) = survivor.timed_line().await?;
         let Some((partition, offset)) = parse_delivered(&line) else {
             continue;
         };
-        if !victims.contains(&partition) {
+        // Before the kill it may have held these partitions itself (before the other was
+        // admitted): only what it delivers after the kill counts.
+        if !victims.contains(&partition) || at < killed {
             continue;
         }
-        waited.get_or_insert_with(|| killed.elapsed());
+        waited.get_or_insert_with(|| at.duration_since(killed));
         again += usize::from(victim_delivered.contains(&(partition, offset)));
         seen.insert(partition, offset);
         // Past the dead member's last deliveries on every one of its partitions: done.
@@ -400,7 +454,7 @@ fn now_nanos() -> u128 {
 }
 
 /// The child side of the member rows. Joins the group, says `owns …` whenever what it owns
-/// changes, waits for `go`, then consumes, committing in the background every 256 messages
+/// changes, waits for `go`, then consumes, committing in the background every 1,000 messages
 /// and at the head. With `expected` > 0 it stops once the group has committed that many
 /// messages over all partitions and says `done COUNT FIRST_NS LAST_NS`; with 0 it says
 /// `delivered PARTITION OFFSET` for each message, until told `stop`.
@@ -478,7 +532,7 @@ pub(crate) async fn member_child(
                     println!("delivered {} {}", message.partition(), message.offset());
                 }
                 uncommitted += 1;
-                if uncommitted >= 256 {
+                if uncommitted >= 1_000 {
                     consumer.commit_in_background(&message).await?;
                     uncommitted = 0;
                 }

@@ -242,8 +242,13 @@ impl Watcher {
         if fresh != state.and(self.last_revision) {
             return Ok(Some(Instant::now()));
         }
-        roster.evict(&silent, SILENT).await?;
-        Ok(Some(Instant::now()))
+        if roster.evict(&silent, SILENT).await? {
+            Ok(Some(Instant::now()))
+        } else {
+            // Not evicted (this member is not listed itself, say, while it waits to be
+            // admitted): look again later, never in a tight loop.
+            Ok(Some(look_again))
+        }
     }
 
     /// This consumer owns a partition the roster now gives to another member. The consumer's

@@ -51,6 +51,16 @@ impl StoredRoster {
     }
 }
 
+/// Removes `member` from `map` if `instance` holds it there; whether it did.
+fn remove_held(map: &mut BTreeMap<String, String>, member: &str, instance: &str) -> bool {
+    if map.get(member).is_some_and(|held| held == instance) {
+        map.remove(member);
+        true
+    } else {
+        false
+    }
+}
+
 /// Record key of a group's roster.
 pub(crate) fn roster_key(stream: &str, group: &str) -> String {
     format!("roster/{stream}/{group}")
@@ -227,12 +237,13 @@ impl Roster {
     }
 
     /// Applies `change` to the stored roster by compare-and-swap until it sticks, then
-    /// recomputes the assignment. `change` returns false when nothing needs writing.
+    /// recomputes the assignment. `change` returns false when nothing needs writing; the
+    /// result says whether something was written.
     async fn update(
         &self,
         what: &str,
         change: impl Fn(&mut StoredRoster) -> bool,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         let mut current = match self.driver.get_record(&self.key).await? {
             Some(record) => Some(self.decode(record)?),
             None => None,
@@ -246,7 +257,7 @@ impl Roster {
                 self.observe(stored.clone(), *revision);
             }
             if !change(&mut roster) {
-                return Ok(());
+                return Ok(false);
             }
             let members: Vec<&str> = roster.members.keys().map(String::as_str).collect();
             roster.assignment = assign(self.partitions, &members, &roster.assignment);
@@ -266,7 +277,7 @@ impl Roster {
                         "{what}"
                     );
                     self.observe(roster, revision);
-                    return Ok(());
+                    return Ok(true);
                 }
                 Err(DriverError::Conflict { current: now, .. }) => {
                     current = match now {
@@ -330,6 +341,7 @@ impl Roster {
             true
         })
         .await
+        .map(drop)
     }
 
     /// Joins again if this member was evicted while alive; see [`Roster::evicted`].
@@ -364,47 +376,38 @@ impl Roster {
         self.left.store(true, Ordering::Relaxed);
         let (member, instance) = (self.member.clone(), self.instance.clone());
         self.update("member left", |roster| {
-            if roster.joining.get(&member) == Some(&instance) {
-                roster.joining.remove(&member);
-                return true;
-            }
-            if roster.members.get(&member) == Some(&instance) {
-                roster.members.remove(&member);
-                true
-            } else {
-                false
-            }
+            remove_held(&mut roster.joining, &member, &instance)
+                || remove_held(&mut roster.members, &member, &instance)
         })
         .await
+        .map(drop)
     }
 
     /// Takes the member whose instance is `instance` out of the roster: it showed no sign of
     /// life while its partitions had messages pending. Nothing happens if that instance is no
-    /// longer listed (it left, was evicted, or restarted).
-    pub(crate) async fn evict(&self, instance: &str, reason: &str) -> Result<(), Error> {
+    /// longer listed (it left, was evicted, or restarted), or if this member is not listed
+    /// itself. Returns whether the roster changed.
+    pub(crate) async fn evict(&self, instance: &str, reason: &str) -> Result<bool, Error> {
         let Some(member) = self
             .current()
             .and_then(|r| r.member_of(instance).map(str::to_owned))
         else {
-            return Ok(());
+            return Ok(false);
         };
-        tracing::warn!(group = %self.group, evicted = %member, instance, reason, "evicting a member");
-        let instance = instance.to_owned();
+        let silent = instance.to_owned();
         let (me, my_instance) = (self.member.clone(), self.instance.clone());
         self.update("member evicted", |roster| {
             // Only a member evicts: one that was itself evicted meanwhile (both silent through
             // an outage, say) must not empty the roster in turn; it joins again instead.
-            if roster.members.get(&me) != Some(&my_instance) {
-                return false;
-            }
-            if roster.members.get(&member) == Some(&instance) {
-                roster.members.remove(&member);
-                true
-            } else {
-                false
-            }
+            roster.members.get(&me) == Some(&my_instance)
+                && remove_held(&mut roster.members, &member, &silent)
         })
         .await
+        .inspect(|&evicted| {
+            if evicted {
+                tracing::warn!(group = %self.group, evicted = %member, instance, reason, "evicted a member");
+            }
+        })
     }
 
     /// The instance of the member the roster as last seen gives `partition` to.

@@ -241,6 +241,18 @@ async fn start_member(
         member,
         instance.clone(),
     ));
+    // A group made for another partition count (its stream deleted and created again with
+    // another count, say) would send commits to the wrong partitions: refuse to join it.
+    if let Some(existing) = roster.refresh().await?
+        && existing.assignment.len() != partitions as usize
+    {
+        return Err(Error::InvalidConfig(format!(
+            "group {:?} of stream {:?} was formed over {} partitions, and the stream has {partitions}",
+            settings.group,
+            settings.stream,
+            existing.assignment.len()
+        )));
+    }
     let mut lanes = Vec::with_capacity(partitions as usize);
     let joined = roster.join(!settings.join_delay.is_zero()).await;
     let admitted = joined.as_ref().is_ok_and(|admitted| *admitted);

@@ -215,7 +215,10 @@ impl Consumer {
 
     /// This consumer's id, as written in the group state (unique per consumer instance).
     pub fn id(&self) -> &str {
-        &self.any_lane().membership.id
+        match &self.inner {
+            Inner::Single(lane) => &lane.membership.id,
+            Inner::Partitioned(parts) => &parts.roster.instance,
+        }
     }
 
     /// Its member id in a group over partitions: the one set with
@@ -238,7 +241,10 @@ impl Consumer {
 
     /// The group.
     pub fn group(&self) -> &str {
-        &self.any_lane().membership.settings.group
+        match &self.inner {
+            Inner::Single(lane) => &lane.membership.settings.group,
+            Inner::Partitioned(parts) => &parts.settings.group,
+        }
     }
 
     /// The generation of the claim under which the last message returned by `next()` was
@@ -278,15 +284,6 @@ impl Consumer {
         match &self.inner {
             Inner::Single(lane) => (partition == 0).then_some(lane),
             Inner::Partitioned(parts) => parts.lanes.get(partition as usize),
-        }
-    }
-
-    fn any_lane(&self) -> &Lane {
-        match &self.inner {
-            Inner::Single(lane) => lane,
-            // A partitioned stream has at least two partitions, so at least two lanes; the
-            // fallback only keeps this free of panics.
-            Inner::Partitioned(parts) => parts.lanes.first().unwrap_or_else(|| unreachable!()),
         }
     }
 

@@ -286,6 +286,29 @@ pub(crate) async fn commits_on_partitions_name_the_partition(factory: &dyn Drive
         ),
         "{bad_id:?}"
     );
+    // A group whose roster was formed over another partition count (as after the stream was
+    // deleted and created again with another count) is refused, naming both counts.
+    let mut roster = driver
+        .get_record("roster/named/g")
+        .await
+        .expect("read")
+        .expect("the roster exists");
+    let revision = roster.revision;
+    roster.value["assignment"] = serde_json::json!(["x", "x", "x"]);
+    driver
+        .put_record(
+            "roster/named/g",
+            roster.value,
+            crate::driver::Expected::Revision(revision),
+            false,
+        )
+        .await
+        .expect("write");
+    let contradicting = consumer(&driver, "named", "g").build().await;
+    assert!(
+        matches!(&contradicting, Err(Error::InvalidConfig(why)) if why.contains("3 partitions") && why.contains("has 8")),
+        "{contradicting:?}"
+    );
     let static_on_plain = consumer(&driver, "plain", "g").member_id("a").build().await;
     assert!(
         matches!(static_on_plain, Err(Error::InvalidConfig(_))),

@@ -53,6 +53,7 @@
 //! (unless [`PgDriverBuilder::run_migrations`] is off), all pending ones in one transaction (a
 //! failure changes nothing), safely from several processes at once.
 
+mod batch;
 mod builder;
 mod errors;
 mod listener;
@@ -67,8 +68,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use async_trait::async_trait;
 use flowstream_core::Error;
 use flowstream_core::driver::{
-    ChangeHub, Driver, DriverError, Expected, Headers, Message, NewMessage, Record, Revision,
-    StorageErrorKind, check_stream_name,
+    Applied, Batch, ChangeHub, Driver, DriverError, Expected, Headers, Message, NewMessage, Record,
+    Revision, StorageErrorKind, check_stream_name,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgPool, Row};
@@ -311,22 +312,7 @@ impl Driver for PgDriver {
         expected: Expected,
         notify: bool,
     ) -> Result<Revision, DriverError> {
-        let sql = &self.inner.sql;
-        let statement = match (expected, notify) {
-            (Expected::Absent, false) => &sql.create_record,
-            (Expected::Absent, true) => &sql.create_record_notify,
-            (Expected::Revision(_), false) => &sql.update_record,
-            (Expected::Revision(_), true) => &sql.update_record_notify,
-        };
-        let mut query = Self::query(statement).bind(key).bind(value);
-        if let Expected::Revision(Revision(revision)) = expected {
-            query = query.bind(to_i64(revision));
-        }
-        if notify {
-            query = query
-                .bind(&self.inner.channel)
-                .bind(listener::payload(std::iter::once(Change::Record(key))));
-        }
+        let query = self.record_query(key, value, expected, notify);
         let row = self
             .run(
                 || format!("writing record {key}"),
@@ -348,8 +334,42 @@ impl Driver for PgDriver {
         })
     }
 
+    async fn apply(&self, batch: Batch) -> Result<Applied, DriverError> {
+        self.apply_batch(batch).await
+    }
+
     fn changes(&self) -> &ChangeHub {
         &self.inner.hub
+    }
+}
+
+impl PgDriver {
+    /// The compare-and-swap statement of one record write; it returns the new revision, or no
+    /// row when `expected` does not hold.
+    fn record_query(
+        &self,
+        key: &str,
+        value: serde_json::Value,
+        expected: Expected,
+        notify: bool,
+    ) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        let sql = &self.inner.sql;
+        let statement = match (expected, notify) {
+            (Expected::Absent, false) => &sql.create_record,
+            (Expected::Absent, true) => &sql.create_record_notify,
+            (Expected::Revision(_), false) => &sql.update_record,
+            (Expected::Revision(_), true) => &sql.update_record_notify,
+        };
+        let mut query = Self::query(statement).bind(key.to_owned()).bind(value);
+        if let Expected::Revision(Revision(revision)) = expected {
+            query = query.bind(to_i64(revision));
+        }
+        if notify {
+            query = query
+                .bind(self.inner.channel.clone())
+                .bind(listener::payload(std::iter::once(Change::Record(key))));
+        }
+        query
     }
 }
 

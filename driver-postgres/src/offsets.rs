@@ -32,20 +32,29 @@
 //! are sorted so two multi-stream appends always lock in the same order and cannot deadlock.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use flowstream_core::driver::{DriverError, NewMessage, check_stream_name};
 use sqlx::AssertSqlSafe;
 
 use crate::PgDriver;
 
-impl PgDriver {
-    pub(crate) async fn append_batch(
-        &self,
-        messages: Vec<NewMessage>,
-    ) -> Result<Vec<u64>, DriverError> {
-        if messages.is_empty() {
-            return Ok(Vec::new());
-        }
+/// An append turned into the statement's parameters: per stream (in name order) its name and
+/// message count; per message its stream, distance from the stream's last message of the
+/// append, body, headers and key.
+pub(crate) struct PreparedAppend {
+    pub(crate) names: Vec<String>,
+    counts: Vec<i64>,
+    streams: Vec<String>,
+    backs: Vec<i64>,
+    bodies: Vec<Vec<u8>>,
+    headers: Vec<Option<serde_json::Value>>,
+    keys: Vec<Option<Vec<u8>>>,
+}
+
+impl PreparedAppend {
+    /// Checks `messages` (see [`refuse_what_postgres_cannot_store`]) and lays them out.
+    pub(crate) fn new(messages: Vec<NewMessage>) -> Result<Self, DriverError> {
         refuse_what_postgres_cannot_store(&messages)?;
         let mut per_stream: BTreeMap<&str, i64> = BTreeMap::new();
         for message in &messages {
@@ -59,55 +68,60 @@ impl PgDriver {
         let mut left: BTreeMap<String, i64> =
             names.iter().cloned().zip(counts.iter().copied()).collect();
         let count = messages.len();
-        let mut streams = Vec::with_capacity(count);
-        let mut backs = Vec::with_capacity(count);
-        let mut bodies = Vec::with_capacity(count);
-        let mut headers = Vec::with_capacity(count);
-        let mut keys = Vec::with_capacity(count);
+        let mut prepared = PreparedAppend {
+            names,
+            counts,
+            streams: Vec::with_capacity(count),
+            backs: Vec::with_capacity(count),
+            bodies: Vec::with_capacity(count),
+            headers: Vec::with_capacity(count),
+            keys: Vec::with_capacity(count),
+        };
         for message in messages {
             let (stream, body, message_headers, key) = message.into_parts();
             let remaining = left.get_mut(&stream).ok_or_else(|| {
                 DriverError::failed(format!("stream {stream} missing from its own append"))
             })?;
             *remaining -= 1;
-            backs.push(*remaining);
-            streams.push(stream);
-            bodies.push(body);
-            keys.push(key);
-            headers.push((!message_headers.is_empty()).then(|| {
-                serde_json::Value::Object(
-                    message_headers
-                        .into_iter()
-                        .map(|(k, v)| (k, serde_json::Value::String(v)))
-                        .collect(),
-                )
-            }));
+            prepared.backs.push(*remaining);
+            prepared.streams.push(stream);
+            prepared.bodies.push(body);
+            prepared.keys.push(key);
+            prepared
+                .headers
+                .push((!message_headers.is_empty()).then(|| {
+                    serde_json::Value::Object(
+                        message_headers
+                            .into_iter()
+                            .map(|(k, v)| (k, serde_json::Value::String(v)))
+                            .collect(),
+                    )
+                }));
         }
-        let query = sqlx::query_as(AssertSqlSafe(self.inner.sql.append.clone()))
-            .bind(&names)
-            .bind(&counts)
-            .bind(&streams)
-            .bind(&backs)
-            .bind(&bodies)
-            .bind(&headers)
-            .bind(&keys);
-        // Wakes the streams' waiters once the statement is over, however it ends (even if
-        // this future is dropped): after a commit they must learn of it, and after a failure
-        // a spurious wake-up costs one read.
-        let _wake = WakeWhenDone {
-            driver: self,
-            streams: &names,
-        };
-        let rows: Vec<(String, i64)> = self
-            .run(
-                || format!("appending to {}", names.join(", ")),
-                query.fetch_all(&self.inner.pool),
-            )
-            .await?;
+        Ok(prepared)
+    }
+
+    /// The append statement with its parameters; it returns each stream's new head.
+    pub(crate) fn query<'q>(
+        &'q self,
+        statement: &Arc<str>,
+    ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, (String, i64), sqlx::postgres::PgArguments> {
+        sqlx::query_as(AssertSqlSafe(Arc::clone(statement)))
+            .bind(&self.names)
+            .bind(&self.counts)
+            .bind(&self.streams)
+            .bind(&self.backs)
+            .bind(&self.bodies)
+            .bind(&self.headers)
+            .bind(&self.keys)
+    }
+
+    /// Each message's offset, in input order, from the heads the statement returned.
+    pub(crate) fn offsets(&self, rows: Vec<(String, i64)>) -> Result<Vec<u64>, DriverError> {
         let heads: BTreeMap<String, i64> = rows.into_iter().collect();
-        streams
+        self.streams
             .iter()
-            .zip(backs)
+            .zip(&self.backs)
             .map(|(stream, back)| {
                 let head = heads.get(stream).ok_or_else(|| {
                     DriverError::failed(format!("append returned no head for stream {stream}"))
@@ -119,6 +133,34 @@ impl PgDriver {
                     .ok_or_else(|| DriverError::failed(format!("append computed offset {offset}")))
             })
             .collect()
+    }
+}
+
+impl PgDriver {
+    pub(crate) async fn append_batch(
+        &self,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<u64>, DriverError> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let prepared = PreparedAppend::new(messages)?;
+        // Wakes the streams' waiters once the statement is over, however it ends (even if
+        // this future is dropped): after a commit they must learn of it, and after a failure
+        // a spurious wake-up costs one read.
+        let _wake = WakeWhenDone {
+            driver: self,
+            streams: &prepared.names,
+        };
+        let rows = self
+            .run(
+                || format!("appending to {}", prepared.names.join(", ")),
+                prepared
+                    .query(&self.inner.sql.append)
+                    .fetch_all(&self.inner.pool),
+            )
+            .await?;
+        prepared.offsets(rows)
     }
 }
 
@@ -148,9 +190,9 @@ fn refuse_what_postgres_cannot_store(messages: &[NewMessage]) -> Result<(), Driv
 }
 
 /// Hands an append's streams to the notifier when dropped.
-struct WakeWhenDone<'a> {
-    driver: &'a PgDriver,
-    streams: &'a [String],
+pub(crate) struct WakeWhenDone<'a> {
+    pub(crate) driver: &'a PgDriver,
+    pub(crate) streams: &'a [String],
 }
 
 impl Drop for WakeWhenDone<'_> {

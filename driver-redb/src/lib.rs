@@ -53,8 +53,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use flowstream_core::Error;
 use flowstream_core::driver::{
-    ChangeHub, Driver, DriverError, Expected, Message, NewMessage, Record, Revision,
-    StorageErrorKind, Topic, check_stream_name,
+    Applied, Batch, ChangeHub, Driver, DriverError, Expected, Message, NewMessage, Record,
+    Revision, StorageErrorKind, Topic, check_stream_name,
 };
 use redb::{Database, ReadableDatabase, ReadableTable};
 
@@ -296,64 +296,9 @@ impl Driver for RedbDriver {
         let hub = self.hub.clone();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(storage)?;
-            let mut offsets = Vec::with_capacity(messages.len());
-            // name -> (id, head) of each stream this batch appends to.
-            let mut touched: HashMap<String, (u64, u64)> = HashMap::new();
-            {
-                let mut streams = txn.open_table(STREAMS).map_err(storage)?;
-                let mut table = txn.open_table(MESSAGES).map_err(storage)?;
-                let produced_micros = codec::micros_since_epoch(SystemTime::now());
-                // One buffer for every encoded value of the batch.
-                let mut value = Vec::new();
-                // The stream of the previous message, its id and head: batches usually go to
-                // one stream, so the map is only consulted when the stream changes.
-                let mut current: Option<(String, u64, u64)> = None;
-                for message in messages {
-                    let (stream, body, headers, key) = message.into_parts();
-                    let (id, head) = match current.take() {
-                        Some((name, id, head)) if name == stream => (id, head),
-                        previous => {
-                            if let Some((name, id, head)) = previous {
-                                touched.insert(name, (id, head));
-                            }
-                            match touched.get(&stream) {
-                                Some(&entry) => entry,
-                                None => {
-                                    let stored = streams.get(stream.as_str()).map_err(storage)?;
-                                    match stored.map(|v| v.value()) {
-                                        Some(entry) => entry,
-                                        None => (schema::next_stream_id(&txn)?, 0),
-                                    }
-                                }
-                            }
-                        }
-                    };
-                    let head = head.checked_add(1).ok_or_else(|| {
-                        DriverError::InvalidInput(format!("stream {stream} is full"))
-                    })?;
-                    value.clear();
-                    codec::encode_into(
-                        &mut value,
-                        &body,
-                        &headers,
-                        key.as_deref(),
-                        produced_micros,
-                    );
-                    table
-                        .insert((id, head), value.as_slice())
-                        .map_err(storage)?;
-                    offsets.push(head);
-                    current = Some((stream, id, head));
-                }
-                if let Some((name, id, head)) = current {
-                    touched.insert(name, (id, head));
-                }
-                for (stream, entry) in &touched {
-                    streams.insert(stream.as_str(), *entry).map_err(storage)?;
-                }
-            }
+            let (offsets, touched) = append_in(&txn, messages)?;
             txn.commit().map_err(storage)?;
-            for stream in touched.into_keys() {
+            for stream in touched {
                 hub.notify(&Topic::Stream(stream));
             }
             Ok(offsets)
@@ -467,29 +412,7 @@ impl Driver for RedbDriver {
                 txn.set_durability(redb::Durability::None)
                     .map_err(|e| DriverError::failed(format!("redb: {e}")))?;
             }
-            let revision = {
-                let mut records = txn.open_table(RECORDS).map_err(storage)?;
-                let current = records.get(key.as_str()).map_err(storage)?;
-                let stored = current.as_ref().map(|entry| entry.value());
-                let next = match (expected, stored) {
-                    (Expected::Absent, None) => 1,
-                    (Expected::Revision(Revision(want)), Some((have, _))) if want == have => {
-                        have + 1
-                    }
-                    // Lost: hand back what is there, read in this same transaction.
-                    (_, stored) => {
-                        let current = stored
-                            .map(|(revision, json)| decode_record(&key, revision, json))
-                            .transpose()?;
-                        return Err(DriverError::Conflict { key, current });
-                    }
-                };
-                drop(current);
-                records
-                    .insert(key.as_str(), (next, json.as_str()))
-                    .map_err(storage)?;
-                next
-            };
+            let revision = put_record_in(&txn, &key, &json, expected)?;
             txn.commit().map_err(storage)?;
             if let Some(deferred) = deferred {
                 deferred.committed();
@@ -502,9 +425,131 @@ impl Driver for RedbDriver {
         .await
     }
 
+    async fn apply(&self, batch: Batch) -> Result<Applied, DriverError> {
+        batch.check()?;
+        refuse_unportable(&batch.messages)?;
+        let records: Vec<(String, String, Expected, bool)> = batch
+            .records
+            .into_iter()
+            .map(|r| (r.key, r.value.to_string(), r.expected, r.notify))
+            .collect();
+        let messages = batch.messages;
+        let hub = self.hub.clone();
+        // Always a durable commit: a batch may hold appends, which are never deferred, and
+        // the record writes in it are what makes those appends safe to act on.
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(storage)?;
+            let mut revisions = Vec::with_capacity(records.len());
+            for (key, json, expected, _) in &records {
+                // A failed precondition returns before the commit: dropping the transaction
+                // aborts it, and nothing of the batch is stored.
+                revisions.push(Revision(put_record_in(&txn, key, json, *expected)?));
+            }
+            let (offsets, touched) = append_in(&txn, messages)?;
+            txn.commit().map_err(storage)?;
+            for stream in touched {
+                hub.notify(&Topic::Stream(stream));
+            }
+            for (key, _, _, notify) in records {
+                if notify {
+                    hub.notify(&Topic::Record(key));
+                }
+            }
+            Ok(Applied { offsets, revisions })
+        })
+        .await
+    }
+
     fn changes(&self) -> &ChangeHub {
         &self.hub
     }
+}
+
+/// Appends `messages` in `txn`; returns their offsets and the streams touched.
+fn append_in(
+    txn: &redb::WriteTransaction,
+    messages: Vec<NewMessage>,
+) -> Result<(Vec<u64>, Vec<String>), DriverError> {
+    let mut offsets = Vec::with_capacity(messages.len());
+    // name -> (id, head) of each stream this batch appends to.
+    let mut touched: HashMap<String, (u64, u64)> = HashMap::new();
+    {
+        let mut streams = txn.open_table(STREAMS).map_err(storage)?;
+        let mut table = txn.open_table(MESSAGES).map_err(storage)?;
+        let produced_micros = codec::micros_since_epoch(SystemTime::now());
+        // One buffer for every encoded value of the batch.
+        let mut value = Vec::new();
+        // The stream of the previous message, its id and head: batches usually go to
+        // one stream, so the map is only consulted when the stream changes.
+        let mut current: Option<(String, u64, u64)> = None;
+        for message in messages {
+            let (stream, body, headers, key) = message.into_parts();
+            let (id, head) = match current.take() {
+                Some((name, id, head)) if name == stream => (id, head),
+                previous => {
+                    if let Some((name, id, head)) = previous {
+                        touched.insert(name, (id, head));
+                    }
+                    match touched.get(&stream) {
+                        Some(&entry) => entry,
+                        None => {
+                            let stored = streams.get(stream.as_str()).map_err(storage)?;
+                            match stored.map(|v| v.value()) {
+                                Some(entry) => entry,
+                                None => (schema::next_stream_id(txn)?, 0),
+                            }
+                        }
+                    }
+                }
+            };
+            let head = head
+                .checked_add(1)
+                .ok_or_else(|| DriverError::InvalidInput(format!("stream {stream} is full")))?;
+            value.clear();
+            codec::encode_into(&mut value, &body, &headers, key.as_deref(), produced_micros);
+            table
+                .insert((id, head), value.as_slice())
+                .map_err(storage)?;
+            offsets.push(head);
+            current = Some((stream, id, head));
+        }
+        if let Some((name, id, head)) = current {
+            touched.insert(name, (id, head));
+        }
+        for (stream, entry) in &touched {
+            streams.insert(stream.as_str(), *entry).map_err(storage)?;
+        }
+    }
+    Ok((offsets, touched.into_keys().collect()))
+}
+
+/// Writes record `key` in `txn` if `expected` holds; returns its new revision, or the
+/// conflict with the record as it is, read in this same transaction.
+fn put_record_in(
+    txn: &redb::WriteTransaction,
+    key: &str,
+    json: &str,
+    expected: Expected,
+) -> Result<u64, DriverError> {
+    let mut records = txn.open_table(RECORDS).map_err(storage)?;
+    let current = records.get(key).map_err(storage)?;
+    let stored = current.as_ref().map(|entry| entry.value());
+    let next = match (expected, stored) {
+        (Expected::Absent, None) => 1,
+        (Expected::Revision(Revision(want)), Some((have, _))) if want == have => have + 1,
+        (_, stored) => {
+            let current = stored
+                .map(|(revision, json)| decode_record(key, revision, json))
+                .transpose()?;
+            return Err(DriverError::Conflict {
+                key: key.to_owned(),
+                current,
+            });
+        }
+    };
+    drop(current);
+    records.insert(key, (next, json)).map_err(storage)?;
+    Ok(next)
 }
 
 fn decode_record(key: &str, revision: u64, json: &str) -> Result<Record, DriverError> {

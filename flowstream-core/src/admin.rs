@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::driver::{Driver, DriverError, Expected};
 use crate::error::{Error, NameKind};
-use crate::names::{MAX_PARTITIONS, validate_name};
+use crate::names::{MAX_PARTITIONS, validate_name, validate_stream_to_read};
 use crate::partition::{StoredStream, load_partitions, stream_key};
 
 /// Administration of streams.
@@ -99,7 +99,7 @@ impl Admin {
     ///
     /// Cancel-safe: it only reads.
     pub async fn partitions(&self, stream: &str) -> Result<u32, Error> {
-        validate_name(NameKind::Stream, stream)?;
+        validate_stream_to_read(stream)?;
         load_partitions(self.driver.as_ref(), stream).await
     }
 }

@@ -110,6 +110,19 @@ pub enum Error {
         delivered: u64,
     },
 
+    /// A message was nacked or dead-lettered after the group had committed past it: it was
+    /// handled already, and cannot be retried or dead-lettered any more.
+    #[error(
+        "offset {offset} was committed already (the group's committed offset is {committed}): \
+         it cannot be nacked or dead-lettered"
+    )]
+    AlreadyCommitted {
+        /// The offset asked for.
+        offset: u64,
+        /// The group's committed offset (of the message's partition).
+        committed: u64,
+    },
+
     /// A message was sent to a partition its stream does not have. Nothing of the send was
     /// stored.
     #[error(

@@ -66,12 +66,12 @@ mod producer;
 pub use admin::Admin;
 pub use consumer::{
     Consumer, ConsumerBuilder, ConsumerStream, DEFAULT_BATCH_SIZE, DEFAULT_HEARTBEAT_EVERY,
-    DEFAULT_JOIN_DELAY, DEFAULT_TAKEOVER_AFTER, GroupState, MAX_BATCH_SIZE, MAX_TAKEOVER_AFTER,
-    Position, StartFrom, Wake,
+    DEFAULT_JOIN_DELAY, DEFAULT_TAKEOVER_AFTER, GroupState, MAX_BATCH_SIZE, MAX_RETRY_DELAY,
+    MAX_TAKEOVER_AFTER, Nacked, Position, RetryBackoff, StartFrom, Wake, dead_letter_headers,
 };
 pub use driver::{Driver, StorageErrorKind};
 pub use error::{Error, NameKind};
 pub use message::{Headers, Message, NewMessage};
-pub use names::{MAX_NAME_LEN, MAX_PARTITIONS};
+pub use names::{MAX_NAME_LEN, MAX_PARTITIONS, dead_letter_stream};
 pub use partition::partition_for_key;
 pub use producer::{DEFAULT_MAX_BODY_SIZE, Producer};

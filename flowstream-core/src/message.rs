@@ -113,6 +113,7 @@ pub struct Message {
     headers: Headers,
     key: Option<Vec<u8>>,
     produced_at: SystemTime,
+    attempt: u32,
 }
 
 impl Message {
@@ -133,6 +134,7 @@ impl Message {
             headers,
             key: None,
             produced_at,
+            attempt: 1,
         }
     }
 
@@ -181,6 +183,17 @@ impl Message {
     /// When the storage committed it (the storage's clock).
     pub fn produced_at(&self) -> SystemTime {
         self.produced_at
+    }
+
+    /// Which delivery of this message to its group this is: 1 the first time, then one more
+    /// after each [`nack`](crate::Consumer::nack) of it. (A redelivery after a takeover that
+    /// was not a nack is not counted.) A message read straight from a driver says 1.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    pub(crate) fn set_attempt(&mut self, attempt: u32) {
+        self.attempt = attempt;
     }
 
     /// Takes the body out of the message without copying it.

@@ -14,6 +14,8 @@ pub(crate) fn validate_name(kind: NameKind, name: &str) -> Result<(), Error> {
         Some("must not be empty")
     } else if name.len() > MAX_NAME_LEN {
         Some("longer than 249 bytes")
+    } else if name.contains(DERIVED_SEPARATOR) {
+        Some("'~' is reserved for the streams flowstream makes (dead letters)")
     } else if !name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
@@ -28,6 +30,38 @@ pub(crate) fn validate_name(kind: NameKind, name: &str) -> Result<(), Error> {
             kind,
             name: printable(name),
             reason,
+        }),
+    }
+}
+
+/// Joins the parts of a stream name flowstream derives from others; outside the name
+/// alphabet, so a derived name never collides with a stream an application names.
+const DERIVED_SEPARATOR: char = '~';
+
+/// The suffix of a group's dead-letter stream.
+const DEAD_LETTERS: &str = "dlq";
+
+/// The dead-letter stream of `group` on `stream`: `{stream}~{group}~dlq`. It is an ordinary,
+/// unpartitioned stream (read it, consume it, trim it); only flowstream appends to it, since
+/// producers refuse names with `~`, so it can never collide with an application's stream.
+pub fn dead_letter_stream(stream: &str, group: &str) -> String {
+    format!("{stream}{DERIVED_SEPARATOR}{group}{DERIVED_SEPARATOR}{DEAD_LETTERS}")
+}
+
+/// Checks the name of a stream to read or consume: a stream name, or a name flowstream
+/// derives from one ([`dead_letter_stream`]).
+pub(crate) fn validate_stream_to_read(name: &str) -> Result<(), Error> {
+    let mut parts = name.split(DERIVED_SEPARATOR);
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(_), None, None, None) => validate_name(NameKind::Stream, name),
+        (Some(stream), Some(group), Some(DEAD_LETTERS), None) => {
+            validate_name(NameKind::Stream, stream)?;
+            validate_name(NameKind::Group, group)
+        }
+        _ => Err(Error::InvalidName {
+            kind: NameKind::Stream,
+            name: printable(name),
+            reason: "'~' is reserved for the streams flowstream makes:                      {stream}~{group}~dlq names a dead-letter stream",
         }),
     }
 }
@@ -61,7 +95,7 @@ pub(crate) fn split_log_name(log: &str) -> (&str, u32) {
 /// partition has exactly one log name).
 pub(crate) fn validate_log_name(log: &str) -> Result<(), Error> {
     let Some((stream, partition)) = log.rsplit_once('/') else {
-        return validate_name(NameKind::Stream, log);
+        return validate_stream_to_read(log);
     };
     validate_name(NameKind::Stream, stream)?;
     let canonical = !partition.starts_with('0') && partition.bytes().all(|b| b.is_ascii_digit());
@@ -95,6 +129,28 @@ mod tests {
             "orders/x",
             "a/b/1",
             "/1",
+        ] {
+            assert!(validate_log_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dead_letter_streams_are_readable_and_unsendable() {
+        let dlq = dead_letter_stream("orders", "billing");
+        assert_eq!(dlq, "orders~billing~dlq");
+        assert!(validate_stream_to_read(&dlq).is_ok());
+        assert!(validate_log_name(&dlq).is_ok());
+        assert!(validate_name(NameKind::Stream, &dlq).is_err());
+        let longest = dead_letter_stream(&"s".repeat(MAX_NAME_LEN), &"g".repeat(MAX_NAME_LEN));
+        assert!(validate_stream_to_read(&longest).is_ok());
+        for bad in [
+            "orders~billing",
+            "orders~billing~other",
+            "orders~billing~dlq~dlq",
+            "~billing~dlq",
+            "orders~~dlq",
+            "or ders~billing~dlq",
+            "orders~billing~dlq/1",
         ] {
             assert!(validate_log_name(bad).is_err(), "{bad}");
         }

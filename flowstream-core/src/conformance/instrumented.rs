@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::driver::{
-    ChangeHub, Driver, DriverError, Expected, Message, NewMessage, Record, Revision,
+    Applied, Batch, ChangeHub, Driver, DriverError, Expected, Message, NewMessage, Record, Revision,
 };
 use async_trait::async_trait;
 use serde_json::Value;
@@ -83,12 +83,13 @@ impl InstrumentedDriver {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(message);
     }
 
-    /// The next `put_record` is applied, then reported as a lost connection.
+    /// The next record write (`put_record`, or `apply` of a batch with records) is applied,
+    /// then reported as a lost connection.
     pub fn lose_next_write_reply(&self) {
         self.lose_next_write_reply.store(true, Ordering::SeqCst);
     }
 
-    /// The next `put_record` is applied, then its reply is held back for `delay`, as a slow
+    /// The next record write is applied, then its reply is held back for `delay`, as a slow
     /// network would; a caller that gives up meanwhile leaves the write applied.
     pub fn hold_next_write_reply(&self, delay: Duration) {
         *self
@@ -169,10 +170,44 @@ impl Driver for InstrumentedDriver {
             .inner
             .put_record(key, value.clone(), expected, notify)
             .await?;
+        self.note_accepted(std::iter::once((key.to_owned(), revision, value)))
+            .await?;
+        Ok(revision)
+    }
+
+    async fn apply(&self, batch: Batch) -> Result<Applied, DriverError> {
+        self.call(&self.writes)?;
+        let records: Vec<(String, Value)> = batch
+            .records
+            .iter()
+            .map(|r| (r.key.clone(), r.value.clone()))
+            .collect();
+        let applied = self.inner.apply(batch).await?;
+        if !records.is_empty() {
+            let written = records
+                .into_iter()
+                .zip(applied.revisions.iter().copied())
+                .map(|((key, value), revision)| (key, revision, value));
+            self.note_accepted(written).await?;
+        }
+        Ok(applied)
+    }
+
+    fn changes(&self) -> &ChangeHub {
+        self.inner.changes()
+    }
+}
+
+impl InstrumentedDriver {
+    /// Notes record writes the store accepted, then plays the reply faults armed for them.
+    async fn note_accepted(
+        &self,
+        writes: impl Iterator<Item = (String, Revision, Value)>,
+    ) -> Result<(), DriverError> {
         self.accepted
             .lock()
             .expect("accepted writes")
-            .push((key.to_owned(), revision, value));
+            .extend(writes);
         let hold = self
             .hold_next_write_reply
             .lock()
@@ -186,10 +221,6 @@ impl Driver for InstrumentedDriver {
                 "injected fault: write applied, reply lost",
             ));
         }
-        Ok(revision)
-    }
-
-    fn changes(&self) -> &ChangeHub {
-        self.inner.changes()
+        Ok(())
     }
 }

@@ -207,6 +207,14 @@ pub fn scenarios() -> Vec<Scenario> {
         scenario!(commits_on_partitions_name_the_partition),
         scenario!(a_waiting_member_is_woken_by_appends_to_its_partitions),
         scenario!(members_joining_together_cause_one_rebalance),
+        scenario!(a_batch_applies_appends_and_records_together),
+        scenario!(a_failed_batch_stores_nothing),
+        scenario!(a_nacked_message_comes_back_after_its_delay_before_later_ones),
+        scenario!(max_deliveries_moves_a_message_to_the_dead_letters_with_its_commit),
+        scenario!(a_dead_letter_is_copied_with_its_commit_or_not_at_all),
+        scenario!(a_fenced_consumer_cannot_nack_or_dead_letter),
+        scenario!(a_new_owner_continues_a_nacked_messages_count_and_delay),
+        scenario!(a_nack_holds_back_only_its_partition),
     ]
 }
 

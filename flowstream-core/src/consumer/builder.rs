@@ -13,10 +13,11 @@ use super::lane::Lane;
 use super::membership::{Membership, Role};
 use super::partitioned::Partitioned;
 use super::protocol::{NextCheck, Watcher};
+use super::retry::RetryBackoff;
 use super::roster::Roster;
 use crate::driver::Driver;
 use crate::error::{Chain, Error, NameKind};
-use crate::names::{log_name, validate_name};
+use crate::names::{log_name, validate_name, validate_stream_to_read};
 use crate::partition::load_partitions;
 
 /// Default for [`ConsumerBuilder::takeover_after`]: 60 s.
@@ -57,11 +58,15 @@ pub(crate) struct Settings {
     pub(crate) member_id: Option<String>,
     /// How long a newcomer to a group over partitions waits to be admitted.
     pub(crate) join_delay: Duration,
+    /// The delays of nacked messages.
+    pub(crate) retry_backoff: RetryBackoff,
+    /// Failed deliveries after which a nacked message is dead-lettered; `None`: never.
+    pub(crate) max_deliveries: Option<u32>,
 }
 
 impl Settings {
     fn validate(&self) -> Result<(), Error> {
-        validate_name(NameKind::Stream, &self.stream)?;
+        validate_stream_to_read(&self.stream)?;
         validate_name(NameKind::Group, &self.group)?;
         if let Some(member) = &self.member_id {
             validate_name(NameKind::Member, member)?;
@@ -81,6 +86,11 @@ impl Settings {
             return Err(Error::InvalidConfig(format!(
                 "join_delay must be at most {MAX_TAKEOVER_AFTER:?}"
             )));
+        }
+        if self.max_deliveries == Some(0) {
+            return Err(Error::InvalidConfig(
+                "max_deliveries must be at least 1 (1: dead-letter at the first nack)".into(),
+            ));
         }
         if !(1..=MAX_BATCH_SIZE).contains(&self.batch_size) {
             return Err(Error::InvalidConfig(format!(
@@ -113,6 +123,8 @@ impl ConsumerBuilder {
                 start_from: StartFrom::Earliest,
                 member_id: None,
                 join_delay: DEFAULT_JOIN_DELAY,
+                retry_backoff: RetryBackoff::default(),
+                max_deliveries: None,
             },
         }
     }
@@ -167,6 +179,24 @@ impl ConsumerBuilder {
     /// at once. Zero admits every member at once.
     pub fn join_delay(mut self, delay: Duration) -> Self {
         self.settings.join_delay = delay;
+        self
+    }
+
+    /// How long a [nacked](Consumer::nack) message waits before it is delivered again, by how
+    /// many of its deliveries failed. Default [`RetryBackoff::default`]: 1 s doubling to 5 min,
+    /// with jitter. [`Consumer::nack_after`] names the delay of one nack instead.
+    pub fn retry_backoff(mut self, backoff: RetryBackoff) -> Self {
+        self.settings.retry_backoff = backoff;
+        self
+    }
+
+    /// After how many failed deliveries (nacks) a message goes to the group's
+    /// [dead-letter stream](crate::dead_letter_stream) instead of being retried: the nack
+    /// that reaches the limit moves it there and commits past it, in one transaction. At
+    /// least 1. Default: no limit (a message is retried until it is handled, committed past or
+    /// dead-lettered by [`Consumer::dead_letter`]).
+    pub fn max_deliveries(mut self, deliveries: u32) -> Self {
+        self.settings.max_deliveries = Some(deliveries);
         self
     }
 

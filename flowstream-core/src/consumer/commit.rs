@@ -74,6 +74,10 @@ async fn write_commit(membership: &Membership, generation: u64, offset: u64) -> 
                 return false;
             }
             state.committed = offset;
+            // A nacked message the commit passes was handled in the end.
+            if state.retry.is_some_and(|retry| retry.offset <= offset) {
+                state.retry = None;
+            }
             true
         })
         .await?;

@@ -3,11 +3,15 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::lane::Lane;
 use super::membership::Role;
+use super::retry::{MAX_RETRY_DELAY, micros_since_epoch};
+use super::state::StoredRetry;
 use crate::driver::DriverError;
 use crate::error::Error;
 use crate::message::Message;
@@ -25,6 +29,10 @@ pub(super) struct Cursor {
     /// The read of the batch after `fetched`, started while the application works through
     /// `buffer`. At most one batch ahead, so memory stays bounded by two batches.
     prefetch: Option<Prefetch>,
+    /// The nacked message to deliver next and how many of its deliveries failed.
+    pub(super) retry: Option<StoredRetry>,
+    /// Until when delivery waits for a nacked message's delay.
+    pub(super) paused_until: Option<Instant>,
 }
 
 impl Cursor {
@@ -40,6 +48,28 @@ impl Cursor {
         self.buffer.clear();
         self.prefetch = None;
         self.fetched = self.delivered;
+    }
+
+    /// Goes back to deliver `offset` again, after `delay`: what was read past it is dropped.
+    pub(super) fn rewind_for_retry(&mut self, retry: StoredRetry, delay: Duration) {
+        self.buffer.clear();
+        self.prefetch = None;
+        self.fetched = retry.offset - 1;
+        self.delivered = retry.offset - 1;
+        self.retry = Some(retry);
+        self.paused_until = Some(Instant::now() + delay);
+    }
+
+    /// Whether delivery waits for a nacked message's delay; forgets a delay that is over.
+    pub(super) fn paused(&mut self) -> bool {
+        match self.paused_until {
+            Some(until) if Instant::now() < until => true,
+            Some(_) => {
+                self.paused_until = None;
+                false
+            }
+            None => false,
+        }
     }
 
     pub(super) fn skip_to(&mut self, head: u64) {
@@ -77,12 +107,29 @@ impl Lane {
             return None;
         };
         if self.cursor.generation != Some(generation) {
+            // A message nacked under an earlier claim keeps its count and what is left of its
+            // delay (on this consumer's clock; a skewed clock can only shorten or lengthen the
+            // wait, never skip the message).
+            let retry = self
+                .membership
+                .pending_retry()
+                .filter(|retry| retry.offset == resume_after.saturating_add(1));
+            let paused_until = retry.and_then(|retry| {
+                let left = Duration::from_micros(
+                    retry
+                        .due_micros
+                        .saturating_sub(micros_since_epoch(SystemTime::now())),
+                );
+                (!left.is_zero()).then(|| Instant::now() + left.min(MAX_RETRY_DELAY))
+            });
             self.cursor = Cursor {
                 generation: Some(generation),
                 fetched: resume_after,
                 delivered: resume_after,
                 buffer: VecDeque::new(),
                 prefetch: None,
+                retry,
+                paused_until,
             };
         }
         Some(generation)
@@ -95,6 +142,9 @@ impl Lane {
             return Ok(false);
         };
         self.seen_generation = Some(generation);
+        if self.cursor.paused() {
+            return Ok(false);
+        }
         if self.cursor.buffer.is_empty() {
             let batch = match &mut self.cursor.prefetch {
                 // Awaiting through `&mut` keeps the read if this future is dropped.
@@ -147,8 +197,13 @@ impl Lane {
 
     /// The next buffered message, marked as delivered.
     pub(super) fn pop(&mut self) -> Option<Message> {
-        let message = self.cursor.buffer.pop_front()?;
+        let mut message = self.cursor.buffer.pop_front()?;
         self.cursor.delivered = message.offset();
+        if let Some(retry) = self.cursor.retry
+            && retry.offset == message.offset()
+        {
+            message.set_attempt(retry.attempts.saturating_add(1));
+        }
         Some(message)
     }
 }

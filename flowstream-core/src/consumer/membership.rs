@@ -12,8 +12,8 @@ use tokio::time::Instant;
 
 use super::builder::Settings;
 use super::roster::Roster;
-use super::state::{StoredGroup, decode, group_key};
-use crate::driver::{Driver, DriverError, Expected, Record, Revision};
+use super::state::{StoredGroup, StoredRetry, decode, group_key};
+use crate::driver::{Batch, Driver, DriverError, Expected, NewMessage, Record, Revision};
 use crate::error::Error;
 
 /// What this consumer may do right now.
@@ -123,6 +123,14 @@ impl Membership {
             .map(|(state, _)| state.committed)
     }
 
+    /// The nacked message next to deliver, as this consumer last saw the record.
+    pub(crate) fn pending_retry(&self) -> Option<StoredRetry> {
+        self.lock_view()
+            .state
+            .as_ref()
+            .and_then(|(state, _)| state.pending_retry())
+    }
+
     fn lock_view(&self) -> MutexGuard<'_, View> {
         self.view
             .lock()
@@ -209,6 +217,32 @@ impl Membership {
             .await
     }
 
+    /// Writes the group record and appends `messages` in one transaction.
+    async fn write_with(
+        &self,
+        state: &StoredGroup,
+        expected: Expected,
+        notify: bool,
+        messages: &[NewMessage],
+    ) -> Result<Revision, DriverError> {
+        if messages.is_empty() {
+            return self.write(state, expected, notify).await;
+        }
+        let value = serde_json::to_value(state)
+            .map_err(|e| DriverError::failed("encoding the group record").caused_by(e))?;
+        let batch = Batch {
+            messages: messages.to_vec(),
+            records: Vec::new(),
+        }
+        .put_record(self.key.clone(), value, expected, notify);
+        let applied = self.driver.apply(batch).await?;
+        applied
+            .revisions
+            .first()
+            .copied()
+            .ok_or_else(|| DriverError::failed("a batch with a record returned no revision"))
+    }
+
     /// Creates the group with this consumer as its first owner. `Ok(false)`: another consumer
     /// created it first.
     pub(crate) async fn create_group(&self, committed: u64) -> Result<bool, Error> {
@@ -218,6 +252,7 @@ impl Membership {
             generation: 1,
             active: true,
             committed,
+            retry: None,
         };
         match self.write(&state, Expected::Absent, true).await {
             Ok(revision) => {
@@ -254,6 +289,7 @@ impl Membership {
             generation: current.generation + 1,
             active: true,
             committed: current.committed,
+            retry: current.retry,
         };
         match self.write(&state, Expected::Revision(revision), true).await {
             Ok(new_revision) => {
@@ -305,6 +341,22 @@ impl Membership {
         notify: bool,
         change: impl Fn(&mut StoredGroup) -> bool,
     ) -> Result<(), Error> {
+        self.write_as_owner_with(generation, notify, &[], change)
+            .await
+            .map(drop)
+    }
+
+    /// As [`write_as_owner`](Membership::write_as_owner), appending `messages` in the same
+    /// transaction as the record write (and only with it). Returns whether it wrote: `false`
+    /// when `change` found nothing to do, which is also how a retry learns that its earlier
+    /// attempt was applied though its reply was lost, so the messages are never appended twice.
+    pub(crate) async fn write_as_owner_with(
+        &self,
+        generation: u64,
+        notify: bool,
+        messages: &[NewMessage],
+        change: impl Fn(&mut StoredGroup) -> bool,
+    ) -> Result<bool, Error> {
         let _serial = self.writes.lock().await;
         for _ in 0..MAX_CAS_ATTEMPTS {
             let (mut state, revision) = match self.lock_view().state.clone() {
@@ -312,15 +364,15 @@ impl Membership {
                 _ => return Err(self.fenced(generation)),
             };
             if !change(&mut state) {
-                return Ok(());
+                return Ok(false);
             }
             match self
-                .write(&state, Expected::Revision(revision), notify)
+                .write_with(&state, Expected::Revision(revision), notify, messages)
                 .await
             {
                 Ok(new_revision) => {
                     self.observe(&state, new_revision, true);
-                    return Ok(());
+                    return Ok(true);
                 }
                 Err(DriverError::Conflict { current, .. }) => {
                     // The driver returns the record as it is now: no read needed to tell our

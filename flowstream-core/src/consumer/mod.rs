@@ -14,6 +14,7 @@
 //! - [`partitioned`]: a member of a group over partitions, one lane per partition;
 //! - [`cursor`]: the read-ahead position in a lane;
 //! - [`commit`]: the two commit paths;
+//! - [`retry`]: nacks, their delays, and dead letters;
 //! - [`wait`]: waiting on notifications;
 //! - [`state`]: the group record's stored shape and its typed view;
 //! - [`stream`]: the `futures::Stream` view.
@@ -25,11 +26,13 @@ mod lane;
 mod membership;
 mod partitioned;
 mod protocol;
+mod retry;
 mod roster;
 mod state;
 mod stream;
 mod wait;
 
+use std::fmt::Display;
 use std::time::Duration;
 
 pub use builder::{
@@ -38,6 +41,7 @@ pub use builder::{
 };
 use lane::Lane;
 use partitioned::Partitioned;
+pub use retry::{MAX_RETRY_DELAY, Nacked, RetryBackoff, dead_letter_headers};
 pub use state::GroupState;
 pub use stream::ConsumerStream;
 pub use wait::Wake;
@@ -360,6 +364,93 @@ impl Consumer {
         let position = position.into();
         self.lane_for(position)?
             .commit_in_background(position.offset)
+            .await
+    }
+
+    /// Reports that handling `message` failed: it is delivered again after a delay (from
+    /// [`ConsumerBuilder::retry_backoff`], by how many of its deliveries failed), and its
+    /// partition (the stream, when unpartitioned) delivers nothing else until then: later
+    /// messages wait behind it, so order is kept. [`Message::attempt`] counts its deliveries.
+    ///
+    /// A nack also commits what came before the message in its partition (handled in order,
+    /// it was handled), in the same single write that records the failure; with
+    /// [`max_deliveries`](ConsumerBuilder::max_deliveries) reached, the message is
+    /// [dead-lettered](Consumer::dead_letter) instead. A consumer that never nacks writes
+    /// nothing more than it would without retries. The count and the delay live in the group
+    /// record, so a consumer that takes the group (partition) over continues them; what is left
+    /// of the delay is measured on its own clock then.
+    ///
+    /// Messages this consumer received after `message` are delivered again after it. Errors
+    /// are those of [`commit`](Consumer::commit), and [`Error::AlreadyCommitted`] for a
+    /// message the group committed already. `error` is logged, and kept with a dead letter.
+    ///
+    /// # Cancel safety
+    ///
+    /// If the future is dropped, the nack may or may not have been stored; nacking again is
+    /// safe (it may count one failure twice). Until a nack returns, this consumer goes on
+    /// delivering as if it had not been called.
+    pub async fn nack(
+        &mut self,
+        message: &Message,
+        error: impl Display + Send,
+    ) -> Result<Nacked, Error> {
+        self.nack_with(message, None, error.to_string()).await
+    }
+
+    async fn nack_with(
+        &mut self,
+        message: &Message,
+        delay: Option<Duration>,
+        error: String,
+    ) -> Result<Nacked, Error> {
+        let nacked = self
+            .lane_for(Position::from(message))?
+            .nack(message, delay, &error)
+            .await?;
+        if let Inner::Partitioned(parts) = &mut self.inner {
+            // Its lane reads again once the delay is over.
+            parts.mark_dirty(message.partition());
+        }
+        Ok(nacked)
+    }
+
+    /// As [`nack`](Consumer::nack), with `delay` (at most [`MAX_RETRY_DELAY`]) instead of the
+    /// backoff's.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`nack`](Consumer::nack).
+    pub async fn nack_after(
+        &mut self,
+        message: &Message,
+        delay: Duration,
+        error: impl Display + Send,
+    ) -> Result<Nacked, Error> {
+        self.nack_with(message, Some(delay), error.to_string())
+            .await
+    }
+
+    /// Moves `message` to the group's dead-letter stream
+    /// ([`dead_letter_stream`](crate::dead_letter_stream)`(stream, group)`) and commits its
+    /// partition up to it, in one transaction: it is never passed without its copy, and never
+    /// copied twice (retrying after a lost reply finds the commit done and copies nothing).
+    /// The copy keeps the body, key and headers, and says where it came from and why in the
+    /// [`dead_letter_headers`]. The group goes on with the next message.
+    ///
+    /// Errors are those of [`nack`](Consumer::nack); [`Error::Fenced`] means nothing was
+    /// copied nor committed.
+    ///
+    /// # Cancel safety
+    ///
+    /// If the future is dropped, the dead letter and its commit may or may not have been
+    /// stored, together; calling it again is safe.
+    pub async fn dead_letter(
+        &mut self,
+        message: &Message,
+        reason: impl Display + Send,
+    ) -> Result<(), Error> {
+        self.lane_for(Position::from(message))?
+            .dead_letter(message, &reason.to_string())
             .await
     }
 

@@ -19,7 +19,7 @@ use super::builder::Settings;
 use super::lane::Lane;
 use super::membership::Role;
 use super::roster::Roster;
-use super::wait::{Wake, deadline_after};
+use super::wait::{Wake, deadline_after, sleep_until_some};
 use crate::driver::{Backoff, Subscription, Topic};
 use crate::error::{Chain, Error};
 use crate::message::Message;
@@ -141,6 +141,13 @@ impl Partitioned {
         }
     }
 
+    /// Marks `partition`'s lane to be read at the next look (its cursor went back).
+    pub(super) fn mark_dirty(&mut self, partition: u32) {
+        if let Some(dirty) = self.dirty.get_mut(partition as usize) {
+            *dirty = true;
+        }
+    }
+
     /// Whether this lane may deliver now: active, and not revoked.
     fn deliverable(&self, i: usize) -> bool {
         self.lanes[i].is_active() && !self.lanes[i].membership.revoked()
@@ -161,6 +168,10 @@ impl Partitioned {
             }
             if self.appends[i].has_changed() || self.lanes[i].claim_is_new() {
                 self.dirty[i] = true;
+            }
+            if self.lanes[i].cursor.paused() {
+                // A nacked message's delay runs; `wait` marks the lane when it is over.
+                continue;
             }
             if !self.dirty[i] {
                 continue;
@@ -249,6 +260,9 @@ impl Partitioned {
             for (i, appends) in self.appends.iter_mut().enumerate() {
                 if self.lanes[i].is_active() {
                     events.push((Some(i), Box::pin(appends.changed())));
+                    if let Some(until) = self.lanes[i].cursor.paused_until {
+                        events.push((Some(i), Box::pin(sleep_until_some(Some(until)))));
+                    }
                 }
             }
             for role in &mut roles {

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::driver::{Driver, DriverError, Record, Revision};
 use crate::error::{Error, NameKind};
-use crate::names::{log_name, validate_name};
+use crate::names::{log_name, validate_name, validate_stream_to_read};
 
 /// The revisioned record of a group as stored (JSON): who owns it and how far it has
 /// committed. The engine owns this schema; drivers store it opaquely.
@@ -18,6 +18,31 @@ pub(crate) struct StoredGroup {
     pub(crate) active: bool,
     /// The committed offset: everything up to it has been processed.
     pub(crate) committed: u64,
+    /// The message after `committed` that was nacked, written only by a nack: so a new owner
+    /// (this one after a takeover, or another) keeps counting its deliveries and waits out its
+    /// delay. Absent from records written before retries existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) retry: Option<StoredRetry>,
+}
+
+/// A nacked message waiting for its redelivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StoredRetry {
+    /// Its offset; relevant while it is the message after the committed offset.
+    pub(crate) offset: u64,
+    /// How many deliveries of it failed so far.
+    pub(crate) attempts: u32,
+    /// When it may be delivered again: microseconds since the Unix epoch, on the clock of the
+    /// consumer that nacked it.
+    pub(crate) due_micros: u64,
+}
+
+impl StoredGroup {
+    /// The nacked message that is next to deliver, if any.
+    pub(crate) fn pending_retry(&self) -> Option<StoredRetry> {
+        self.retry
+            .filter(|retry| retry.offset == self.committed.saturating_add(1))
+    }
 }
 
 /// Record key of a group's state. Names cannot contain `/`, so keys cannot collide.
@@ -62,7 +87,7 @@ impl GroupState {
         stream: &str,
         group: &str,
     ) -> Result<Option<GroupState>, Error> {
-        validate_name(NameKind::Stream, stream)?;
+        validate_stream_to_read(stream)?;
         validate_name(NameKind::Group, group)?;
         let key = group_key(stream, group);
         let Some(record) = driver.get_record(&key).await? else {
@@ -84,7 +109,7 @@ impl GroupState {
         group: &str,
         partition: u32,
     ) -> Result<Option<GroupState>, Error> {
-        validate_name(NameKind::Stream, stream)?;
+        validate_stream_to_read(stream)?;
         validate_name(NameKind::Group, group)?;
         let key = group_key(&log_name(stream, partition), group);
         let Some(record) = driver.get_record(&key).await? else {

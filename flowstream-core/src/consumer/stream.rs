@@ -76,6 +76,35 @@ impl ConsumerStream {
         self.consumer().await.commit(position).await
     }
 
+    /// Nacks `message`; see [`Consumer::nack`]. A wait in progress is interrupted first, as
+    /// for [`commit`](ConsumerStream::commit).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Consumer::nack`].
+    pub async fn nack(
+        &mut self,
+        message: &Message,
+        error: impl std::fmt::Display + Send,
+    ) -> Result<super::Nacked, Error> {
+        let error = error.to_string();
+        self.consumer().await.nack(message, error).await
+    }
+
+    /// Dead-letters `message`; see [`Consumer::dead_letter`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Consumer::dead_letter`].
+    pub async fn dead_letter(
+        &mut self,
+        message: &Message,
+        reason: impl std::fmt::Display + Send,
+    ) -> Result<(), Error> {
+        let reason = reason.to_string();
+        self.consumer().await.dead_letter(message, reason).await
+    }
+
     /// Whether the consumer is active right now.
     ///
     /// # Cancel safety

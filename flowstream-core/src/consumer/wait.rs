@@ -56,11 +56,14 @@ impl Lane {
                     return Ok(Wake::Messages);
                 }
             }
+            let pause = self.cursor.paused_until.filter(|_| active);
             tokio::select! {
                 // Subscribed before the head was read, so no append is missed; look at the
                 // head again rather than trusting the wake-up, which may be a driver's
                 // catch-all after a reconnection.
                 () = stream_changes.changed(), if active => {}
+                // A nacked message's delay is over: it is delivered again.
+                () = sleep_until_some(pause) => {}
                 changed = role_changes.changed() => {
                     if changed.is_err() {
                         // The background task is gone with the role sender: nothing can wake us.
@@ -76,6 +79,11 @@ impl Lane {
     /// Whether messages past the cursor can be delivered now, as the active owner of
     /// `generation`. Skips a range that was trimmed before it was read.
     pub(super) async fn look_for_messages(&mut self, generation: u64) -> Result<bool, Error> {
+        // While a nacked message's delay runs, nothing is delivered, and what lies past the
+        // cursor is not a trimmed range to skip.
+        if self.cursor.paused() {
+            return Ok(false);
+        }
         // Read rather than look at the head first: when there is something new (the usual
         // reason to be woken), that is one storage call instead of two.
         if self.fill().await? {
@@ -103,6 +111,14 @@ impl Lane {
             self.cursor.skip_to(head);
         }
         Ok(false)
+    }
+}
+
+/// Sleeps until `until`, or forever when it is `None`.
+pub(super) async fn sleep_until_some(until: Option<Instant>) {
+    match until {
+        Some(until) => tokio::time::sleep_until(until).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -12,6 +12,7 @@
 //! applications' API keeps its semver promise.
 
 mod backoff;
+mod batch;
 mod error;
 mod notify;
 
@@ -20,6 +21,7 @@ use serde_json::Value;
 
 pub use crate::message::{Headers, Message, NewMessage};
 pub use backoff::Backoff;
+pub use batch::{Applied, Batch, RecordWrite};
 pub use error::{DriverError, Source, StorageErrorKind};
 pub use notify::{ChangeHub, Subscription, Topic};
 
@@ -94,6 +96,14 @@ pub enum Expected {
 ///   otherwise it returns [`DriverError::Conflict`] with the record as it is now (a value no
 ///   older than the write that made the precondition fail) and changes nothing.
 /// - [`get_record`](Driver::get_record) returns the latest committed value and its revision.
+///
+/// **Batches**
+/// - [`apply`](Driver::apply) stores a [`Batch`] of appends and record writes in one
+///   transaction: every message is appended and every record written, or nothing is. Each
+///   part follows the rules above (offsets, revisions, refusals); a record whose precondition
+///   fails makes the whole batch fail with [`DriverError::Conflict`] for that record, and
+///   nothing of the batch is stored. Notifications are sent as for the parts alone, after the
+///   commit.
 ///
 /// **Notifications**
 /// - After an append commits, the driver calls [`ChangeHub::notify`] on [`Topic::Stream`] for
@@ -183,6 +193,18 @@ pub trait Driver: Send + Sync + std::fmt::Debug + 'static {
         expected: Expected,
         notify: bool,
     ) -> Result<Revision, DriverError>;
+
+    /// Applies a [`Batch`] atomically: all of its appends and record writes, or none. Returns
+    /// the offsets of its messages and the new revisions of its records, in input order. A
+    /// failed precondition is a [`DriverError::Conflict`] naming the record, with nothing
+    /// stored; a batch writing one record twice is [`DriverError::InvalidInput`]
+    /// ([`Batch::check`]).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`append`](Driver::append): dropping the future leaves the batch wholly applied or
+    /// not at all, and an applied batch is still notified.
+    async fn apply(&self, batch: Batch) -> Result<Applied, DriverError>;
 
     /// The hub this driver notifies of changes.
     fn changes(&self) -> &ChangeHub;

@@ -329,6 +329,13 @@ mod tests {
             Err(DriverError::NotFound(key.to_owned()))
         }
 
+        async fn apply(
+            &self,
+            _: crate::driver::Batch,
+        ) -> Result<crate::driver::Applied, DriverError> {
+            Err(DriverError::NotFound("batches".to_owned()))
+        }
+
         fn changes(&self) -> &ChangeHub {
             &self.hub
         }

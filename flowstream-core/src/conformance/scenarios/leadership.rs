@@ -448,14 +448,14 @@ pub(crate) async fn g6_zombie_commit_is_fenced(factory: &dyn DriverFactory) {
 
 /// A consumer that has been delivered a message and then lost its group to `standby` while
 /// cut off from storage, without having noticed.
-struct Zombie {
-    driver: Arc<dyn Driver>,
-    zombie: Consumer,
-    standby: Consumer,
-    delivered: Message,
+pub(crate) struct Zombie {
+    pub(crate) driver: Arc<dyn Driver>,
+    pub(crate) zombie: Consumer,
+    pub(crate) standby: Consumer,
+    pub(crate) delivered: Message,
 }
 
-async fn zombie(factory: &dyn DriverFactory) -> Zombie {
+pub(crate) async fn zombie(factory: &dyn DriverFactory) -> Zombie {
     let driver = factory.open().await;
     produce(&driver, "s", "m", 3).await;
     let faulty = InstrumentedDriver::new(driver.clone());

@@ -123,6 +123,26 @@ pub enum Error {
         committed: u64,
     },
 
+    /// A message was handed back (nacked, dead-lettered) to a consumer of another stream than
+    /// the one it came from.
+    #[error("the message is from stream {message_stream:?}, and this consumer reads {stream:?}")]
+    WrongStream {
+        /// The consumer's stream.
+        stream: String,
+        /// The message's stream.
+        message_stream: String,
+    },
+
+    /// A nack asked for a delay longer than
+    /// [`MAX_RETRY_DELAY`](crate::MAX_RETRY_DELAY). Nothing was written.
+    #[error("a nack delay of {delay:?} is over the limit of {max:?}")]
+    DelayTooLong {
+        /// The delay asked for.
+        delay: std::time::Duration,
+        /// The limit.
+        max: std::time::Duration,
+    },
+
     /// A message was sent to a partition its stream does not have. Nothing of the send was
     /// stored.
     #[error(

@@ -149,6 +149,11 @@ impl Message {
         split_log_name(&self.log).0
     }
 
+    /// The log it was read from (the stream's name, or a partition's log name).
+    pub(crate) fn log(&self) -> &str {
+        &self.log
+    }
+
     /// The partition it belongs to: 0 on an unpartitioned stream.
     pub fn partition(&self) -> u32 {
         split_log_name(&self.log).1

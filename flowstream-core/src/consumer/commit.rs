@@ -73,11 +73,8 @@ async fn write_commit(membership: &Membership, generation: u64, offset: u64) -> 
             if offset <= state.committed {
                 return false;
             }
-            state.committed = offset;
-            // A nacked message the commit passes was handled in the end.
-            if state.retry.is_some_and(|retry| retry.offset <= offset) {
-                state.retry = None;
-            }
+            // A nacked message, a probe or a suspect the commit passes was handled in the end.
+            state.advance_to(offset);
             true
         })
         .await?;

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::lane::Lane;
 use super::membership::Role;
 use super::retry::{MAX_RETRY_DELAY, micros_since_epoch};
-use super::state::StoredRetry;
+use super::state::{StoredRetry, Suspect};
 use crate::driver::DriverError;
 use crate::error::Error;
 use crate::message::Message;
@@ -33,6 +33,12 @@ pub(super) struct Cursor {
     pub(super) retry: Option<StoredRetry>,
     /// Until when delivery waits for a nacked message's delay.
     pub(super) paused_until: Option<Instant>,
+    /// Deliveries up to this offset are probed (see `poison`).
+    pub(super) probe_through: Option<u64>,
+    /// The message suspected of crashing earlier owners.
+    pub(super) suspect: Option<Suspect>,
+    /// The highest offset cleared for delivery by `prepare` (probed, or checked).
+    pub(super) prepared: u64,
 }
 
 impl Cursor {
@@ -122,6 +128,15 @@ impl Lane {
                 );
                 (!left.is_zero()).then(|| Instant::now() + left.min(MAX_RETRY_DELAY))
             });
+            // Crash counting is on where a limit is set: then deliveries in the window of an
+            // owner that crashed are probed, and a suspect past the limit is dead-lettered.
+            let seen = self.membership.seen();
+            let counting = self.membership.settings.max_deliveries.is_some();
+            let probe_through = seen
+                .as_ref()
+                .and_then(|s| s.probe_through)
+                .filter(|_| counting);
+            let suspect = seen.as_ref().and_then(|s| s.suspect);
             self.cursor = Cursor {
                 generation: Some(generation),
                 fetched: resume_after,
@@ -130,6 +145,9 @@ impl Lane {
                 prefetch: None,
                 retry,
                 paused_until,
+                probe_through,
+                suspect,
+                prepared: resume_after,
             };
         }
         Some(generation)
@@ -145,6 +163,23 @@ impl Lane {
         if self.cursor.paused() {
             return Ok(false);
         }
+        // A suspect dead-lettered by `prepare` may empty the buffer: read on, once per
+        // message it removed at most, which is bounded by the batch.
+        loop {
+            let read_more = self.read_if_empty().await?;
+            if !self.prepare().await? {
+                return Ok(false);
+            }
+            if !self.cursor.buffer.is_empty() || !read_more {
+                break;
+            }
+        }
+        Ok(!self.cursor.buffer.is_empty())
+    }
+
+    /// Reads the next batch if nothing is buffered; returns whether it read anything.
+    async fn read_if_empty(&mut self) -> Result<bool, Error> {
+        let mut read = false;
         if self.cursor.buffer.is_empty() {
             let batch = match &mut self.cursor.prefetch {
                 // Awaiting through `&mut` keeps the read if this future is dropped.
@@ -166,6 +201,7 @@ impl Lane {
             let full = batch.len() >= self.membership.settings.batch_size;
             if let Some(last) = batch.last() {
                 self.cursor.fetched = last.offset();
+                read = true;
             }
             self.cursor.buffer.extend(batch);
             if full {
@@ -174,7 +210,7 @@ impl Lane {
                 self.prefetch();
             }
         }
-        Ok(!self.cursor.buffer.is_empty())
+        Ok(read)
     }
 
     fn prefetch(&mut self) {
@@ -197,6 +233,12 @@ impl Lane {
 
     /// The next buffered message, marked as delivered.
     pub(super) fn pop(&mut self) -> Option<Message> {
+        let front = self.cursor.buffer.front()?.offset();
+        if self.needs_preparing(front) {
+            // `fill` probes it first (or dead-letters it); a caller that pops without filling
+            // gets nothing until it does.
+            return None;
+        }
         let mut message = self.cursor.buffer.pop_front()?;
         self.cursor.delivered = message.offset();
         if let Some(retry) = self.cursor.retry
@@ -204,6 +246,24 @@ impl Lane {
         {
             message.set_attempt(retry.attempts.saturating_add(1));
         }
+        if let Some(suspect) = self.cursor.suspect
+            && suspect.offset == message.offset()
+        {
+            let attempt = suspect.crashes.saturating_add(1).max(message.attempt());
+            message.set_attempt(attempt);
+        }
         Some(message)
+    }
+
+    /// Pops the next buffered message whatever it needs (for `prepare`, which dead-letters it).
+    pub(super) fn take_front(&mut self) -> Option<Message> {
+        let message = self.cursor.buffer.pop_front()?;
+        self.cursor.delivered = message.offset();
+        Some(message)
+    }
+
+    /// The next buffered message, if any.
+    pub(super) fn front(&self) -> Option<&Message> {
+        self.cursor.buffer.front()
     }
 }

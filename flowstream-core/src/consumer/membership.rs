@@ -123,6 +123,14 @@ impl Membership {
             .map(|(state, _)| state.committed)
     }
 
+    /// The group record as this consumer last saw it.
+    pub(crate) fn seen(&self) -> Option<StoredGroup> {
+        self.lock_view()
+            .state
+            .as_ref()
+            .map(|(state, _)| state.clone())
+    }
+
     /// The nacked message next to deliver, as this consumer last saw the record.
     pub(crate) fn pending_retry(&self) -> Option<StoredRetry> {
         self.lock_view()
@@ -253,6 +261,9 @@ impl Membership {
             active: true,
             committed,
             retry: None,
+            probe_through: None,
+            probe: None,
+            suspect: None,
         };
         match self.write(&state, Expected::Absent, true).await {
             Ok(revision) => {
@@ -284,13 +295,14 @@ impl Membership {
         reason: &'static str,
     ) -> Result<bool, Error> {
         let _serial = self.writes.lock().await;
-        let state = StoredGroup {
-            owner: self.id.clone(),
-            generation: current.generation + 1,
-            active: true,
-            committed: current.committed,
-            retry: current.retry,
+        // Counting crashes needs the window the crashed owner may have delivered: up to the
+        // head now. Only read when someone counts, and only for an owner that never released.
+        let head = if current.active && self.settings.max_deliveries.is_some() {
+            Some(self.driver.head(&self.settings.stream).await?)
+        } else {
+            None
         };
+        let state = current.taken_over_by(self.id.clone(), head);
         match self.write(&state, Expected::Revision(revision), true).await {
             Ok(new_revision) => {
                 tracing::info!(

@@ -15,6 +15,7 @@
 //! - [`cursor`]: the read-ahead position in a lane;
 //! - [`commit`]: the two commit paths;
 //! - [`retry`]: nacks, their delays, and dead letters;
+//! - [`poison`]: counting the crashes a message causes, and dead-lettering it at the limit;
 //! - [`wait`]: waiting on notifications;
 //! - [`state`]: the group record's stored shape and its typed view;
 //! - [`stream`]: the `futures::Stream` view.
@@ -25,6 +26,7 @@ mod cursor;
 mod lane;
 mod membership;
 mod partitioned;
+mod poison;
 mod protocol;
 mod retry;
 mod roster;
@@ -381,8 +383,10 @@ impl Consumer {
     /// of the delay is measured on its own clock then.
     ///
     /// Messages this consumer received after `message` are delivered again after it. Errors
-    /// are those of [`commit`](Consumer::commit), and [`Error::AlreadyCommitted`] for a
-    /// message the group committed already. `error` is logged, and kept with a dead letter.
+    /// are those of [`commit`](Consumer::commit), [`Error::AlreadyCommitted`] for a message
+    /// the group committed already and [`Error::WrongStream`] for one this consumer did not
+    /// read; nothing is written then. `error` is logged, and kept with a dead letter (its
+    /// first 4 KiB).
     ///
     /// # Cancel safety
     ///
@@ -414,8 +418,8 @@ impl Consumer {
         Ok(nacked)
     }
 
-    /// As [`nack`](Consumer::nack), with `delay` (at most [`MAX_RETRY_DELAY`]) instead of the
-    /// backoff's.
+    /// As [`nack`](Consumer::nack), with `delay` instead of the backoff's: zero redelivers at
+    /// once; over [`MAX_RETRY_DELAY`] is [`Error::DelayTooLong`], with nothing written.
     ///
     /// # Cancel safety
     ///

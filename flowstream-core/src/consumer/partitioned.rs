@@ -162,7 +162,9 @@ impl Partitioned {
             if !self.deliverable(i) {
                 continue;
             }
-            if self.lanes[i].has_buffered() {
+            // A buffered message may still need clearing (a probe, a crash suspect): the
+            // lane's `fill` does that without reading.
+            if self.lanes[i].has_buffered() && self.lanes[i].fill().await? {
                 self.turn = i;
                 return Ok(true);
             }
@@ -295,10 +297,10 @@ impl Partitioned {
     }
 
     /// Leaves the group gracefully. Background commits are finished and the lanes' tasks
-    /// stopped first (a commit must not race the new owners), then the member leaves the
-    /// roster (the others get its partitions at once; not a member with a stable id, see
-    /// below) and releases what it owns. The first
-    /// error is returned, after everything was attempted.
+    /// stopped first (a commit must not race the new owners), then the member releases what
+    /// it owns and leaves the roster (the others get its partitions at once; not a member
+    /// with a stable id, see below). The first error is returned, after everything was
+    /// attempted.
     pub(super) async fn close(self) -> Result<(), Error> {
         let mut result = Ok(());
         let mut lanes = self.lanes;
@@ -308,6 +310,15 @@ impl Partitioned {
                 result = finished;
             }
         }
+        // Released before the member leaves: the roster keeps the partitions with this member
+        // until it leaves, so nobody claims them in between, and whoever does afterwards finds
+        // them released, which is not a crash (see `poison`).
+        for lane in &lanes {
+            let released = lane.membership.release().await;
+            if result.is_ok() {
+                result = released;
+            }
+        }
         // A member with a stable id stays in the roster, so that its restart moves nothing
         // (Kafka's static membership): its partitions wait for it, released, and go to the
         // others only if messages wait for `takeover_after` without it coming back.
@@ -315,12 +326,6 @@ impl Partitioned {
             let left = self.roster.leave().await;
             if result.is_ok() {
                 result = left;
-            }
-        }
-        for lane in &lanes {
-            let released = lane.membership.release().await;
-            if result.is_ok() {
-                result = released;
             }
         }
         result

@@ -168,7 +168,14 @@ impl Lane {
     /// generation to write under and how many of its deliveries have failed, this one
     /// included.
     fn check_failed(&self, message: &Message) -> Result<(u64, u32), Error> {
-        let group = &self.membership.settings.group;
+        let settings = &self.membership.settings;
+        let group = &settings.group;
+        if message.log() != settings.stream {
+            return Err(Error::WrongStream {
+                stream: crate::names::split_log_name(&settings.stream).0.to_owned(),
+                message_stream: message.stream().to_owned(),
+            });
+        }
         let Some(generation) = self.cursor.generation else {
             return Err(Error::Standby {
                 group: group.clone(),
@@ -204,6 +211,14 @@ impl Lane {
         delay: Option<Duration>,
         error: &str,
     ) -> Result<Nacked, Error> {
+        if let Some(delay) = delay
+            && delay > MAX_RETRY_DELAY
+        {
+            return Err(Error::DelayTooLong {
+                delay,
+                max: MAX_RETRY_DELAY,
+            });
+        }
         self.collect_background_commit().await?;
         let (generation, failed) = self.check_failed(message)?;
         let settings = &self.membership.settings;
@@ -212,9 +227,7 @@ impl Lane {
                 .await?;
             return Ok(Nacked::DeadLettered);
         }
-        let delay = delay
-            .unwrap_or_else(|| settings.retry_backoff.delay_for(failed))
-            .min(MAX_RETRY_DELAY);
+        let delay = delay.unwrap_or_else(|| settings.retry_backoff.delay_for(failed));
         let offset = message.offset();
         let retry = StoredRetry {
             offset,
@@ -224,7 +237,7 @@ impl Lane {
         self.membership
             .write_as_owner(generation, false, |state| {
                 // What came before the message was handled: the partition waits on it alone.
-                state.committed = state.committed.max(offset - 1);
+                state.advance_to(offset - 1);
                 state.retry = Some(retry);
                 true
             })
@@ -260,7 +273,7 @@ impl Lane {
 
     /// Appends the dead-letter copy and commits past the message, in one transaction, as the
     /// owner of `generation`.
-    async fn write_dead_letter(
+    pub(super) async fn write_dead_letter(
         &mut self,
         message: &Message,
         generation: u64,
@@ -277,8 +290,7 @@ impl Lane {
                 if state.committed >= offset {
                     return false;
                 }
-                state.committed = offset;
-                state.retry = None;
+                state.advance_to(offset);
                 true
             })
             .await?;

@@ -23,6 +23,26 @@ pub(crate) struct StoredGroup {
     /// delay. Absent from records written before retries existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) retry: Option<StoredRetry>,
+    /// After a takeover from an owner that never released the group (it crashed, or hung):
+    /// the owner probes each delivery up to this offset, the head when it took over, so that
+    /// a crash inside that window names the message it was handling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) probe_through: Option<u64>,
+    /// The message a probing owner is handing to the application: written before it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) probe: Option<u64>,
+    /// The message owners were handling when they crashed, and how many times in a row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) suspect: Option<Suspect>,
+}
+
+/// A message suspected of crashing the consumers that handle it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Suspect {
+    /// Its offset.
+    pub(crate) offset: u64,
+    /// Takeovers from an owner that was handling it when it stopped.
+    pub(crate) crashes: u32,
 }
 
 /// A nacked message waiting for its redelivery.
@@ -38,6 +58,65 @@ pub(crate) struct StoredRetry {
 }
 
 impl StoredGroup {
+    /// Moves the committed offset to `offset` (never back) and forgets what it passes: a
+    /// nacked message, a probe, a probing window, a suspect, all handled now.
+    pub(crate) fn advance_to(&mut self, offset: u64) {
+        self.committed = self.committed.max(offset);
+        let committed = self.committed;
+        if self.retry.is_some_and(|retry| retry.offset <= committed) {
+            self.retry = None;
+        }
+        if self.probe.is_some_and(|probe| probe <= committed) {
+            self.probe = None;
+        }
+        if self
+            .probe_through
+            .is_some_and(|through| through <= committed)
+        {
+            self.probe_through = None;
+        }
+        if self
+            .suspect
+            .is_some_and(|suspect| suspect.offset <= committed)
+        {
+            self.suspect = None;
+        }
+    }
+
+    /// The record a takeover writes for `owner` in the next generation. Taking over from an
+    /// owner that never released the group (`active`) counts as its crash: the message it
+    /// was probing is suspected once more (or first), and the new owner probes up to `head`
+    /// (when known: only consumers that count crashes read it). Releases count nothing.
+    pub(crate) fn taken_over_by(&self, owner: String, head: Option<u64>) -> StoredGroup {
+        let mut next = StoredGroup {
+            owner,
+            generation: self.generation + 1,
+            active: true,
+            committed: self.committed,
+            retry: self.retry,
+            probe_through: self.probe_through,
+            probe: None,
+            suspect: self.suspect,
+        };
+        if self.active {
+            if let Some(probe) = self.probe.filter(|&p| p > self.committed) {
+                let crashes = match self.suspect {
+                    Some(suspect) if suspect.offset == probe => suspect.crashes.saturating_add(1),
+                    _ => 1,
+                };
+                next.suspect = Some(Suspect {
+                    offset: probe,
+                    crashes,
+                });
+            }
+            if let Some(head) = head {
+                next.probe_through = Some(head.max(self.probe_through.unwrap_or(0)));
+            }
+        }
+        next.advance_to(self.committed);
+        next
+    }
+
     /// The nacked message that is next to deliver, if any.
     pub(crate) fn pending_retry(&self) -> Option<StoredRetry> {
         self.retry
@@ -129,5 +208,97 @@ impl GroupState {
             committed: stored.committed,
             revision: revision.0,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(active: bool, committed: u64) -> StoredGroup {
+        StoredGroup {
+            owner: "old".into(),
+            generation: 4,
+            active,
+            committed,
+            retry: None,
+            probe_through: None,
+            probe: None,
+            suspect: None,
+        }
+    }
+
+    #[test]
+    fn only_a_takeover_from_an_unreleased_owner_counts_a_crash() {
+        let mut crashed = group(true, 10);
+        crashed.probe = Some(12);
+        let first = crashed.taken_over_by("new".into(), Some(40));
+        assert_eq!((first.owner.as_str(), first.generation), ("new", 5));
+        assert_eq!(
+            first.suspect,
+            Some(Suspect {
+                offset: 12,
+                crashes: 1
+            })
+        );
+        assert_eq!((first.probe, first.probe_through), (None, Some(40)));
+
+        let mut again = first.clone();
+        again.probe = Some(12);
+        let second = again.taken_over_by("third".into(), Some(30));
+        assert_eq!(
+            second.suspect,
+            Some(Suspect {
+                offset: 12,
+                crashes: 2
+            })
+        );
+        assert_eq!(second.probe_through, Some(40), "the window never shrinks");
+
+        let mut elsewhere = second.clone();
+        elsewhere.probe = Some(13);
+        let moved = elsewhere.taken_over_by("fourth".into(), None);
+        assert_eq!(
+            moved.suspect,
+            Some(Suspect {
+                offset: 13,
+                crashes: 1
+            })
+        );
+
+        let mut released = second.clone();
+        released.active = false;
+        released.probe = Some(12);
+        let clean = released.taken_over_by("polite".into(), Some(50));
+        assert_eq!(clean.suspect, second.suspect, "a release counts nothing");
+        assert_eq!(clean.probe_through, Some(40));
+
+        let unprobed = group(true, 10).taken_over_by("new".into(), Some(20));
+        assert_eq!((unprobed.suspect, unprobed.probe_through), (None, Some(20)));
+    }
+
+    #[test]
+    fn advancing_forgets_what_it_passes() {
+        let mut state = group(true, 10);
+        state.retry = Some(StoredRetry {
+            offset: 11,
+            attempts: 1,
+            due_micros: 0,
+        });
+        state.probe = Some(12);
+        state.probe_through = Some(20);
+        state.suspect = Some(Suspect {
+            offset: 13,
+            crashes: 1,
+        });
+        state.advance_to(12);
+        assert_eq!(state.committed, 12);
+        assert_eq!((state.retry, state.probe), (None, None));
+        assert_eq!(state.probe_through, Some(20));
+        assert!(state.suspect.is_some());
+        state.advance_to(5);
+        assert_eq!(state.committed, 12, "never back");
+        state.advance_to(20);
+        assert_eq!((state.probe_through, state.suspect), (None, None));
     }
 }

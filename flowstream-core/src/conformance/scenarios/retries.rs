@@ -355,3 +355,150 @@ pub(crate) async fn a_nack_holds_back_only_its_partition(factory: &dyn DriverFac
     assert_eq!(bodies, ["p0-0", "p0-1", "p0-2"]);
     member.shutdown().await.expect("shutdown");
 }
+
+/// Nacks and dead letters the consumer cannot honour are refused with typed errors and write
+/// nothing: a zero `max_deliveries`, a delay over the limit, a message not delivered yet, one
+/// from another stream, one already committed, a call while standby. A reason of any size is
+/// kept, cut to 4 KiB.
+pub(crate) async fn nacks_that_cannot_be_honoured_are_refused_and_change_nothing(
+    factory: &dyn DriverFactory,
+) {
+    let driver = factory.open().await;
+    produce(&driver, "s", "m", 3).await;
+    produce(&driver, "other", "o", 1).await;
+    let zero = consumer(&driver, "s", "g").max_deliveries(0).build().await;
+    assert!(matches!(zero, Err(Error::InvalidConfig(_))), "{zero:?}");
+    let mut c = consumer(&driver, "s", "g").build().await.expect("build");
+    let mut standby = consumer(&driver, "s", "g").build().await.expect("standby");
+    let first = next(&mut c).await;
+    let before = stored_group(&driver, "s", "g").await;
+
+    let too_long = c
+        .nack_after(&first, crate::MAX_RETRY_DELAY + Duration::from_secs(1), "x")
+        .await;
+    assert!(
+        matches!(too_long, Err(Error::DelayTooLong { .. })),
+        "{too_long:?}"
+    );
+    let unread = driver.read("s", 1, 1).await.expect("read").remove(0);
+    let ahead = c.nack(&unread, "x").await;
+    assert!(
+        matches!(
+            ahead,
+            Err(Error::CommitBeyondDelivered {
+                offset: 2,
+                delivered: 1
+            })
+        ),
+        "{ahead:?}"
+    );
+    let foreign = driver.read("other", 0, 1).await.expect("read").remove(0);
+    let wrong = c.dead_letter(&foreign, "x").await;
+    assert!(matches!(wrong, Err(Error::WrongStream { .. })), "{wrong:?}");
+    let idle = standby.nack(&first, "x").await;
+    assert!(matches!(idle, Err(Error::Standby { .. })), "{idle:?}");
+    assert_eq!(
+        stored_group(&driver, "s", "g").await,
+        before,
+        "nothing written"
+    );
+    assert_eq!(
+        driver
+            .head(&dead_letter_stream("s", "g"))
+            .await
+            .expect("head"),
+        0
+    );
+
+    c.commit(&first).await.expect("commit");
+    let late = c.dead_letter(&first, "x").await;
+    assert!(
+        matches!(
+            late,
+            Err(Error::AlreadyCommitted {
+                offset: 1,
+                committed: 1
+            })
+        ),
+        "{late:?}"
+    );
+    let second = next(&mut c).await;
+    c.dead_letter(&second, "é".repeat(1 << 20))
+        .await
+        .expect("a long reason is cut, not refused");
+    let copy = driver
+        .read(&dead_letter_stream("s", "g"), 0, 1)
+        .await
+        .expect("read")
+        .remove(0);
+    let error = copy.headers().get(h::ERROR).expect("error header");
+    assert!(
+        error.len() <= 4096 && error.starts_with("éé"),
+        "{}",
+        error.len()
+    );
+    let third = next(&mut c).await;
+    assert_eq!(body(&third), "m2");
+    standby.shutdown().await.expect("shutdown");
+    c.shutdown().await.expect("shutdown");
+}
+
+/// Crash poison: consumers that stop without releasing the group while handling one message
+/// (dropped here, as a crash drops them) make it a suspect; once `max_deliveries` such crashes
+/// name it, the next owner dead-letters it without handing it out, and goes on. A slow handler
+/// (it heartbeats) and a graceful shutdown in the middle of a message count nothing.
+pub(crate) async fn a_message_that_keeps_crashing_its_consumers_is_dead_lettered(
+    factory: &dyn DriverFactory,
+) {
+    let driver = factory.open().await;
+    produce(&driver, "s", "m", 3).await;
+    let build = || consumer(&driver, "s", "g").max_deliveries(2).build();
+    let mut first = build().await.expect("first");
+    let mut standby = build().await.expect("standby");
+
+    // A slow handler keeps the group: its heartbeats show it alive.
+    let slow = next(&mut first).await;
+    tokio::time::sleep(crate::conformance::TAKEOVER * 3).await;
+    assert!(!standby.is_active(), "a slow handler lost its group");
+    first.commit(&slow).await.expect("the slow handler commits");
+
+    // A graceful shutdown in the middle of a message is not a crash.
+    let poison = next(&mut first).await;
+    assert_eq!(body(&poison), "m1");
+    first.shutdown().await.expect("shutdown");
+    assert_eq!(standby.wait(BOUND).await.expect("wait"), Wake::Activated);
+    let mut deliveries = vec![next(&mut standby).await.attempt()];
+    let mut crashed = standby;
+    let outcome = loop {
+        // Crash while handling it: dropped without a shutdown.
+        let mut successor = build().await.expect("successor");
+        drop(crashed);
+        assert_eq!(successor.wait(BOUND).await.expect("wait"), Wake::Activated);
+        let message = next_after_wait(&mut successor).await;
+        if message.offset() != poison.offset() {
+            break (successor, message);
+        }
+        deliveries.push(message.attempt());
+        assert!(deliveries.len() <= 3, "never dead-lettered: {deliveries:?}");
+        crashed = successor;
+    };
+    let (mut survivor, after) = outcome;
+    assert_eq!(body(&after), "m2");
+    assert_eq!(
+        deliveries,
+        [1, 1, 2],
+        "attempts as the poison was handed out"
+    );
+    let copies = driver
+        .read(&dead_letter_stream("s", "g"), 0, 10)
+        .await
+        .expect("read dead letters");
+    assert_eq!(copies.len(), 1);
+    assert_eq!(copies[0].body(), b"m1");
+    let header = |name: &str| copies[0].headers().get(name).cloned();
+    assert_eq!(header(h::ATTEMPTS).as_deref(), Some("2"));
+    assert!(header(h::ERROR).is_some_and(|e| e.contains("crash")));
+    assert_eq!(stored_group(&driver, "s", "g").await.committed, 2);
+    survivor.commit(&after).await.expect("commit");
+    survivor.shutdown().await.expect("shutdown");
+}

@@ -129,6 +129,49 @@ impl Flowstream {
         Ok(seen)
     }
 
+    /// Reads `stream` (`count` messages) as a new group that nacks every `every`-th message
+    /// once, with no delay (ordered: it comes back before the next), and commits once per read
+    /// batch otherwise; returns the time it took and the number of nacks.
+    pub(crate) async fn read_nacking(
+        &self,
+        stream: &str,
+        count: usize,
+        read_batch: usize,
+        every: u64,
+    ) -> Result<(Duration, usize), BoxError> {
+        let start = Instant::now();
+        let mut consumer = Consumer::builder(Arc::clone(&self.driver), stream, unique("nacks"))
+            .batch_size(read_batch)
+            .build()
+            .await?;
+        let (mut nacks, mut since_commit, mut last) = (0, 0, 0);
+        while last < count as u64 {
+            let Some(message) = consumer.next().await? else {
+                return Err(format!("stream {stream} ended after {last} of {count}").into());
+            };
+            if message.attempt() == 1 && message.offset() % every == 0 {
+                consumer
+                    .nack_after(&message, Duration::ZERO, "bench")
+                    .await?;
+                nacks += 1;
+                // The nack committed everything before the message.
+                since_commit = 0;
+                continue;
+            }
+            last = message.offset();
+            since_commit += 1;
+            if since_commit == read_batch {
+                consumer.commit(last).await?;
+                since_commit = 0;
+            }
+        }
+        if since_commit > 0 {
+            consumer.commit(last).await?;
+        }
+        consumer.shutdown().await?;
+        Ok((start.elapsed(), nacks))
+    }
+
     /// Fills a stream of `sizes.consume` messages and reads it as one group, then again as
     /// another group that commits in the background; returns both reading times and the
     /// stream, which the memory figure reads again in a fresh process.

@@ -302,6 +302,30 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
     if options.backends.contains(&Backend::Redb) {
         ok &= deferred_consume_row(options, &scenario, &mut report).await;
     }
+    // Retries: the same stream read by groups that nack a share of the messages once.
+    for (every, share) in [(1000, "0.1%"), (100, "1%")] {
+        for (backend, stream) in &consumed {
+            let Some((_, flow)) = flows.iter().find(|(b, _)| b == backend) else {
+                continue;
+            };
+            settle(options).await?;
+            let name = format!("{share} nacked once (ordered): {}", flow.name());
+            match flow
+                .read_nacking(stream, sizes.consume, sizes.read_batch, every)
+                .await
+            {
+                Ok((elapsed, _)) => report.rate(
+                    &scenario,
+                    &name,
+                    sizes.consume as f64 / elapsed.as_secs_f64(),
+                ),
+                Err(error) => {
+                    report.skip(&scenario, &name, error.to_string());
+                    ok = false;
+                }
+            }
+        }
+    }
     for system in &others {
         settle(options).await?;
         match system.consume(&sizes).await {

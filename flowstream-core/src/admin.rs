@@ -102,4 +102,24 @@ impl Admin {
         validate_stream_to_read(stream)?;
         load_partitions(self.driver.as_ref(), stream).await
     }
+
+    /// Moves the messages in `group`'s dead-letter stream back to `stream`, each to the
+    /// partition it came from, in dead-letter order; returns how many it moved. The copies
+    /// keep the dead letter's headers (where it came from, its offset there, why it failed)
+    /// and get [`dead_letter_headers::REPLAYED_AT_MS`](crate::dead_letter_headers::REPLAYED_AT_MS).
+    /// Every group of `stream` receives them as new messages, `group` included.
+    ///
+    /// Each chunk is appended together with a record of how far the dead letters were
+    /// replayed (`replay/{stream}/{group}`), in one transaction, and then trimmed from the
+    /// dead-letter stream: a dead letter is replayed once, even if the call is cut short, run
+    /// again, or runs in two processes at once. [`Error::NoSuchPartition`] if the stream has
+    /// fewer partitions now than when the message was dead-lettered (nothing of that chunk is
+    /// moved).
+    ///
+    /// # Cancel safety
+    ///
+    /// A dropped call has moved a prefix of the dead letters; calling it again moves the rest.
+    pub async fn replay_dead_letters(&self, stream: &str, group: &str) -> Result<u64, Error> {
+        crate::replay::replay(self.driver.as_ref(), stream, group).await
+    }
 }

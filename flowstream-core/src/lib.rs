@@ -33,9 +33,12 @@
 //! 1. One `send` is all-or-nothing; its messages to one stream (one partition of a
 //!    [partitioned](Admin::create_stream) stream) get consecutive offsets.
 //! 2. Offsets are dense and visibility-ordered: no reader skips a message that commits later.
-//! 3. At least once: every stored message reaches every group until it commits past it;
-//!    delivery resumes right after the group's committed offset. Trimming is the exception:
-//!    messages deleted by [`Driver::trim`] before a group read them are skipped.
+//! 3. At least once: every stored message reaches every group until it commits past it (or
+//!    [dead-letters](Consumer::dead_letter) it, in one transaction with the copy); delivery
+//!    resumes right after the group's committed offset. Trimming is the exception: messages
+//!    deleted by [`Driver::trim`] before a group read them are skipped. A
+//!    [nack](Consumer::nack) keeps order: nothing after the message in its partition is
+//!    delivered before it is again.
 //! 4. One active consumer per group (per partition of a partitioned stream, whose group
 //!    spreads the partitions over its members); standbys take over on graceful shutdown at
 //!    once, and after `takeover_after` of pending messages with no sign of life from the owner.
@@ -62,6 +65,7 @@ mod message;
 mod names;
 mod partition;
 mod producer;
+mod replay;
 
 pub use admin::Admin;
 pub use consumer::{
@@ -72,6 +76,6 @@ pub use consumer::{
 pub use driver::{Driver, StorageErrorKind};
 pub use error::{Error, NameKind};
 pub use message::{Headers, Message, NewMessage};
-pub use names::{MAX_NAME_LEN, MAX_PARTITIONS, dead_letter_stream};
+pub use names::{MAX_DERIVED_NAME_LEN, MAX_NAME_LEN, MAX_PARTITIONS, dead_letter_stream};
 pub use partition::partition_for_key;
 pub use producer::{DEFAULT_MAX_BODY_SIZE, Producer};

@@ -191,8 +191,11 @@ impl Message {
     }
 
     /// Which delivery of this message to its group this is: 1 the first time, then one more
-    /// after each [`nack`](crate::Consumer::nack) of it. (A redelivery after a takeover that
-    /// was not a nack is not counted.) A message read straight from a driver says 1.
+    /// after each [`nack`](crate::Consumer::nack) of it, or, with `max_deliveries` set, after
+    /// each crash of a consumer that was handling it (see
+    /// [`ConsumerBuilder::max_deliveries`](crate::ConsumerBuilder::max_deliveries)). Other
+    /// redeliveries after a takeover are not counted. A message read straight from a driver
+    /// says 1.
     pub fn attempt(&self) -> u32 {
         self.attempt
     }

@@ -48,21 +48,35 @@ pub fn dead_letter_stream(stream: &str, group: &str) -> String {
     format!("{stream}{DERIVED_SEPARATOR}{group}{DERIVED_SEPARATOR}{DEAD_LETTERS}")
 }
 
+/// Longest name of a stream flowstream derives (a dead-letter stream of a dead-letter
+/// stream…), in bytes.
+pub const MAX_DERIVED_NAME_LEN: usize = 1024;
+
 /// Checks the name of a stream to read or consume: a stream name, or a name flowstream
-/// derives from one ([`dead_letter_stream`]).
+/// derives from one ([`dead_letter_stream`]), itself perhaps derived (a group consuming a
+/// dead-letter stream has dead letters too), up to [`MAX_DERIVED_NAME_LEN`] bytes.
 pub(crate) fn validate_stream_to_read(name: &str) -> Result<(), Error> {
-    let mut parts = name.split(DERIVED_SEPARATOR);
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(_), None, None, None) => validate_name(NameKind::Stream, name),
-        (Some(stream), Some(group), Some(DEAD_LETTERS), None) => {
-            validate_name(NameKind::Stream, stream)?;
-            validate_name(NameKind::Group, group)
+    if !name.contains(DERIVED_SEPARATOR) {
+        return validate_name(NameKind::Stream, name);
+    }
+    let refuse = |reason| Error::InvalidName {
+        kind: NameKind::Stream,
+        name: printable(name),
+        reason,
+    };
+    if name.len() > MAX_DERIVED_NAME_LEN {
+        return Err(refuse("a dead-letter stream's name is at most 1024 bytes"));
+    }
+    let mut parts = name.rsplitn(3, DERIVED_SEPARATOR);
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(DEAD_LETTERS), Some(group), Some(stream)) => {
+            validate_name(NameKind::Group, group)?;
+            validate_stream_to_read(stream)
         }
-        _ => Err(Error::InvalidName {
-            kind: NameKind::Stream,
-            name: printable(name),
-            reason: "'~' is reserved for the streams flowstream makes:                      {stream}~{group}~dlq names a dead-letter stream",
-        }),
+        _ => Err(refuse(
+            "'~' is reserved for the streams flowstream makes: \
+             {stream}~{group}~dlq names a dead-letter stream",
+        )),
     }
 }
 
@@ -143,10 +157,19 @@ mod tests {
         assert!(validate_name(NameKind::Stream, &dlq).is_err());
         let longest = dead_letter_stream(&"s".repeat(MAX_NAME_LEN), &"g".repeat(MAX_NAME_LEN));
         assert!(validate_stream_to_read(&longest).is_ok());
+        let nested = dead_letter_stream(&dlq, "audit");
+        assert_eq!(nested, "orders~billing~dlq~audit~dlq");
+        assert!(validate_log_name(&nested).is_ok());
+        let mut deep = dlq.clone();
+        while deep.len() <= MAX_DERIVED_NAME_LEN {
+            deep = dead_letter_stream(&deep, "g");
+        }
+        assert!(validate_stream_to_read(&deep).is_err());
         for bad in [
             "orders~billing",
             "orders~billing~other",
             "orders~billing~dlq~dlq",
+            "orders~billing~dlq~x~y",
             "~billing~dlq",
             "orders~~dlq",
             "or ders~billing~dlq",

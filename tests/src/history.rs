@@ -95,6 +95,9 @@ pub struct History {
     pub stored: BTreeMap<String, Vec<(u64, String)>>,
     /// The groups that were expected to consume each stream.
     pub groups: BTreeMap<String, Vec<String>>,
+    /// Per group: the offsets of the messages it dead-lettered, in the order of its
+    /// dead-letter stream (read back from the store).
+    pub dead_letters: BTreeMap<String, Vec<u64>>,
 }
 
 /// One broken guarantee, with what shows it.
@@ -163,6 +166,13 @@ pub enum Violation {
         /// The generation.
         generation: u64,
     },
+    /// A message was copied to its group's dead-letter stream more than once.
+    DeadLetteredTwice {
+        /// Group.
+        group: String,
+        /// Offset.
+        offset: u64,
+    },
     /// Guarantees 1, 2 and 10: a stream has a hole, or an acknowledged message is missing or
     /// different.
     NotDense {
@@ -190,6 +200,7 @@ impl History {
         self.check_redelivery(&mut violations);
         self.check_commits_after_fencing(&mut violations);
         self.check_commits_match(&mut violations);
+        self.check_dead_letters(&mut violations);
         if violations.is_empty() {
             Ok(())
         } else {
@@ -214,6 +225,39 @@ impl History {
                 self.writes.len(),
                 shown.join("\n")
             );
+        }
+    }
+
+    /// The offset a claim of `group` hands out after `offset`: the next one not dead-lettered
+    /// by the group (a consumer dead-letters a crash suspect without handing it out).
+    fn next_handed_out(&self, group: &str, offset: u64) -> u64 {
+        let dead = self.dead_letters.get(group);
+        let mut next = offset + 1;
+        while dead.is_some_and(|d| d.contains(&next)) {
+            next += 1;
+        }
+        next
+    }
+
+    /// Whether a claim of `group` may hand out `next` right after `previous`: the next
+    /// offset, or the first one past the dead letters that follow (a crash suspect is
+    /// dead-lettered without being handed out; a nacked one was handed out first).
+    fn follows(&self, group: &str, previous: u64, next: u64) -> bool {
+        next == previous + 1 || next == self.next_handed_out(group, previous)
+    }
+
+    /// Each message is dead-lettered at most once by a group.
+    fn check_dead_letters(&self, violations: &mut Vec<Violation>) {
+        for (group, offsets) in &self.dead_letters {
+            let mut seen = BTreeSet::new();
+            for &offset in offsets {
+                if !seen.insert(offset) {
+                    violations.push(Violation::DeadLetteredTwice {
+                        group: group.clone(),
+                        offset,
+                    });
+                }
+            }
         }
     }
 
@@ -254,6 +298,10 @@ impl History {
         for d in &self.deliveries {
             delivered.entry(&d.group).or_default().insert(d.offset);
         }
+        // A dead-lettered message was handled by its group, whether it was handed out or not.
+        for (group, offsets) in &self.dead_letters {
+            delivered.entry(group).or_default().extend(offsets);
+        }
         for ack in &self.acks {
             for group in self.groups.get(&ack.stream).into_iter().flatten() {
                 if !delivered
@@ -274,7 +322,7 @@ impl History {
         let mut last: HashMap<(&str, u64), u64> = HashMap::new();
         for d in &self.deliveries {
             if let Some(previous) = last.insert((&d.consumer, d.generation), d.offset)
-                && d.offset != previous + 1
+                && !self.follows(&d.group, previous, d.offset)
             {
                 violations.push(Violation::OutOfOrder {
                     consumer: d.consumer.clone(),
@@ -364,8 +412,11 @@ impl History {
                     generation: d.generation,
                     resumed_after,
                 });
-            } else if started.insert((&d.consumer, d.generation)) && d.offset != resumed_after + 1 {
-                // A claim's first delivery is the message right after where it resumed.
+            } else if started.insert((&d.consumer, d.generation))
+                && !self.follows(&d.group, resumed_after, d.offset)
+            {
+                // A claim's first delivery is the message right after where it resumed (or
+                // after the dead letters that follow it).
                 violations.push(Violation::OutOfOrder {
                     consumer: d.consumer.clone(),
                     previous: resumed_after,
@@ -389,7 +440,9 @@ impl History {
             for w in &writes {
                 let start = *resumed.entry(w.generation).or_insert(w.committed);
                 let reach = delivered.get(&(group, w.generation)).copied().unwrap_or(0);
-                if w.committed > start.max(reach) {
+                // A claim also moves past the messages it dead-letters, handed out or not.
+                let reach = self.next_handed_out(group, start.max(reach)) - 1;
+                if w.committed > reach {
                     violations.push(Violation::CommitMismatch {
                         group: group.to_owned(),
                         detail: format!(
@@ -513,6 +566,40 @@ mod tests {
     #[test]
     fn a_valid_history_passes() {
         assert_eq!(valid().check(), Ok(()));
+    }
+
+    /// `b` resumes after 1, dead-letters 2 without handing it out (a crash suspect), delivers
+    /// 3 and commits it.
+    fn with_a_dead_letter() -> History {
+        let mut h = valid();
+        h.deliveries.retain(|d| d.consumer != "b");
+        h.writes.retain(|w| w.revision != 4);
+        h.dead_letters.insert("g".into(), vec![2]);
+        h.writes.push(write(4, "b", 2, 2));
+        h.deliveries.push(delivery("b", 2, 3));
+        h.writes.push(write(5, "b", 2, 3));
+        h
+    }
+
+    #[test]
+    fn a_dead_letter_counts_as_handled_once() {
+        assert_eq!(with_a_dead_letter().check(), Ok(()));
+        let mut twice = with_a_dead_letter();
+        twice.dead_letters.insert("g".into(), vec![2, 2]);
+        assert_eq!(
+            violations(&twice),
+            [Violation::DeadLetteredTwice {
+                group: "g".into(),
+                offset: 2
+            }]
+        );
+        let mut neither = with_a_dead_letter();
+        neither.dead_letters.clear();
+        neither.deliveries.retain(|d| d.offset != 2);
+        assert!(violations(&neither).contains(&Violation::NotDelivered {
+            group: "g".into(),
+            offset: 2
+        }));
     }
 
     #[test]

@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flowstream_core::driver::{Record, Revision};
-use flowstream_core::{Admin, Driver, GroupState, NewMessage, Producer, partition_for_key};
+use flowstream_core::{
+    Admin, Driver, GroupState, NewMessage, Producer, dead_letter_headers, dead_letter_stream,
+    partition_for_key,
+};
 use flowstream_postgres::PgDriver;
 use sqlx::{AssertSqlSafe, Row};
 use tokio::time::Instant;
@@ -219,6 +222,8 @@ pub struct Workload {
     pub processes: Vec<Process>,
     /// Acknowledged sends.
     pub acks: Arc<Mutex<Vec<Ack>>>,
+    /// Environment variables every process started from now on gets (see `pg-consumer`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Workload {
@@ -243,6 +248,7 @@ impl Workload {
             partitions: 1,
             processes: Vec::new(),
             acks: Arc::default(),
+            env: Vec::new(),
         }
     }
 
@@ -284,6 +290,7 @@ impl Workload {
                 self.takeover_ms.to_string(),
                 process_ms.to_string(),
             ])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             // The child exits when this pipe closes: it cannot outlive the test binary.
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -325,6 +332,21 @@ impl Workload {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Collects new output, and notes the processes that exited on their own since the last
+    /// look; returns how many did.
+    pub fn reap(&mut self) -> usize {
+        let mut exited = 0;
+        for process in &mut self.processes {
+            process.pump();
+            if process.alive && process.child.try_wait().ok().flatten().is_some() {
+                // Already gone: this only collects the rest of its output.
+                process.kill();
+                exited += 1;
+            }
+        }
+        exited
     }
 
     /// Waits until some live process has reported itself active; returns it.
@@ -413,6 +435,26 @@ impl Workload {
             history.stored.insert(log, stored);
         }
         history.acks = self.acks.lock().expect("acks").clone();
+        let dead_letters = self
+            .driver
+            .read(&dead_letter_stream(STREAM, GROUP), 0, 100_000)
+            .await
+            .expect("read the dead letters");
+        for copy in dead_letters {
+            let header = |name: &str| {
+                copy.headers()
+                    .get(name)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .expect("a dead letter says where it came from")
+            };
+            let partition =
+                u32::try_from(header(dead_letter_headers::PARTITION)).expect("a partition number");
+            history
+                .dead_letters
+                .entry(group_label(&log_of(partition)))
+                .or_default()
+                .push(header(dead_letter_headers::OFFSET));
+        }
         for process in &self.processes {
             let consumer = |partition: u32| {
                 if partition == 0 {

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flowstream_core::{Consumer, Driver, Error, StorageErrorKind};
+use flowstream_core::{Consumer, Driver, Error, StorageErrorKind, dead_letter_stream};
 use flowstream_postgres::PgDriver;
 use flowstream_tests::cluster::{self, Cluster, Stop};
 use flowstream_tests::history::{Commit, Delivery, History, Outcome};
@@ -425,6 +425,118 @@ async fn wrong_password_is_a_clear_connect_error() {
         .expect("the right password works");
 }
 
+/// Crash poison: one message aborts every consumer process that handles it; a slow message
+/// takes three `takeover_after`s. Two processes run in the group, and each that dies is
+/// replaced. With `max_deliveries` 3 the poison ends in the dead-letter stream (once) after at
+/// most 4 deliveries (the first crash names no message: see `poison`), every other message is
+/// delivered and committed, the slow one is never dead-lettered nor taken from its handler,
+/// and the history checks out.
+async fn crash_poison_is_dead_lettered(schema: String) {
+    const MAX_DELIVERIES: usize = 3;
+    const MESSAGES: usize = 80;
+    let mut w = Workload::new(CONSUMER, &schema, TAKEOVER_MS, 0).await;
+    w.env = vec![
+        (
+            "FLOWSTREAM_TEST_MAX_DELIVERIES".into(),
+            MAX_DELIVERIES.to_string(),
+        ),
+        ("FLOWSTREAM_TEST_POISON".into(), "m40-".into()),
+        ("FLOWSTREAM_TEST_SLOW".into(), "m20-".into()),
+    ];
+    let first = w.spawn();
+    w.wait_until("the first process joins", BOUND, |w| {
+        w.processes[first].is_active()
+    })
+    .await;
+    w.spawn();
+    let producing = w.produce(MESSAGES, Duration::from_millis(5));
+    let deadline = Instant::now() + BOUND * 4;
+    let mut crashes = 0;
+    loop {
+        for _ in 0..w.reap() {
+            crashes += 1;
+            w.spawn();
+        }
+        if producing.is_finished() && w.delivered(w.last_ack()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group did not get past the poison: {crashes} crashes"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    producing.await.expect("producer");
+    let acks = w.acks.lock().expect("acks").clone();
+    let offset_of = |prefix: &str| {
+        acks.iter()
+            .find(|a| a.payload.starts_with(prefix))
+            .map(|a| a.offset)
+            .expect("sent")
+    };
+    let (poison, slow) = (offset_of("m40-"), offset_of("m20-"));
+    let last = w.last_ack();
+    // Every message but the poison is committed by someone.
+    w.wait_until("the last message is committed", BOUND, |w| {
+        w.processes.iter().flat_map(|p| p.parsed()).any(|e| {
+            matches!(e, Event::Commit { offset, outcome: flowstream_tests::history::Outcome::Accepted, .. } if offset == last)
+        })
+    })
+    .await;
+    let history = w.finish().await;
+    history.assert_valid();
+    let poison_deliveries = history
+        .deliveries
+        .iter()
+        .filter(|d| d.offset == poison)
+        .count();
+    let slow_deliveries = history
+        .deliveries
+        .iter()
+        .filter(|d| d.offset == slow)
+        .count();
+    eprintln!(
+        "crash poison: {crashes} processes died, poison (offset {poison}) handed out \
+         {poison_deliveries} times, slow message (offset {slow}) {slow_deliveries} time(s), \
+         {} generations",
+        history
+            .writes
+            .iter()
+            .map(|w| w.generation)
+            .max()
+            .unwrap_or(0)
+    );
+    assert_eq!(
+        history.dead_letters.get(GROUP).cloned().unwrap_or_default(),
+        [poison],
+        "the poison, and only it, was dead-lettered, once"
+    );
+    assert_eq!(
+        poison_deliveries, crashes,
+        "each delivery of the poison killed its process"
+    );
+    assert!(
+        (MAX_DELIVERIES..=MAX_DELIVERIES + 1).contains(&poison_deliveries),
+        "handed out {poison_deliveries} times"
+    );
+    assert_eq!(slow_deliveries, 1, "the slow handler kept its message");
+    let copy = read_stream(
+        w_driver(&schema).await.as_ref(),
+        &dead_letter_stream(STREAM, GROUP),
+    )
+    .await;
+    assert!(copy[0].1.starts_with("m40-"), "{copy:?}");
+}
+
+async fn w_driver(schema: &str) -> Arc<dyn Driver> {
+    Arc::new(
+        flowstream_tests::postgres::builder(schema)
+            .connect()
+            .await
+            .expect("connect"),
+    )
+}
+
 fn plain(name: &'static str, body: fn() -> std::pin::Pin<Box<dyn Future<Output = ()>>>) -> Trial {
     Trial::test(format!("faults::{name}"), move || {
         suite::block_on(body());
@@ -447,6 +559,11 @@ fn main() -> ExitCode {
             "faults",
             "partition_members_killed_and_paused",
             partition_members_killed_and_paused,
+        ),
+        schema_trial(
+            "faults",
+            "crash_poison_is_dead_lettered",
+            crash_poison_is_dead_lettered,
         ),
         plain("database_restarts_lose_nothing", || {
             Box::pin(database_restarts_lose_nothing())

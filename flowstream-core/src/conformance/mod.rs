@@ -215,8 +215,10 @@ pub fn scenarios() -> Vec<Scenario> {
         scenario!(a_fenced_consumer_cannot_nack_or_dead_letter),
         scenario!(a_new_owner_continues_a_nacked_messages_count_and_delay),
         scenario!(a_nack_holds_back_only_its_partition),
+        scenario!(a_nacked_partition_resumes_after_its_delay_without_an_append),
         scenario!(nacks_that_cannot_be_honoured_are_refused_and_change_nothing),
         scenario!(a_message_that_keeps_crashing_its_consumers_is_dead_lettered),
+        scenario!(dead_letters_are_replayed_to_their_partition_once),
     ]
 }
 

@@ -190,11 +190,21 @@ impl ConsumerBuilder {
         self
     }
 
-    /// After how many failed deliveries (nacks) a message goes to the group's
+    /// After how many failed deliveries a message goes to the group's
     /// [dead-letter stream](crate::dead_letter_stream) instead of being retried: the nack
     /// that reaches the limit moves it there and commits past it, in one transaction. At
     /// least 1. Default: no limit (a message is retried until it is handled, committed past or
     /// dead-lettered by [`Consumer::dead_letter`]).
+    ///
+    /// With a limit, consumers also count *crash poison*: a message whose consumer stops
+    /// without releasing the group while handling it (a crash, a kill, a hang past
+    /// `takeover_after`) is counted by the consumer that takes over, and once the count
+    /// reaches the limit that consumer dead-letters it without handing it out (a `tracing`
+    /// warning says so). The first such crash of a group that was running normally names no
+    /// message, so a poison message is handed out at most `deliveries + 1` times. A slow
+    /// handler is never counted (its consumer heartbeats), nor a `shutdown` or a rebalance.
+    /// Set the same limit on every member of a group; it assumes the usual loop (handle a
+    /// message, then ask for the next), since a dead letter commits what came before it.
     pub fn max_deliveries(mut self, deliveries: u32) -> Self {
         self.settings.max_deliveries = Some(deliveries);
         self

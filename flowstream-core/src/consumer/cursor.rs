@@ -39,6 +39,9 @@ pub(super) struct Cursor {
     pub(super) suspect: Option<Suspect>,
     /// The highest offset cleared for delivery by `prepare` (probed, or checked).
     pub(super) prepared: u64,
+    /// Messages handed out and then sent back by a nack (first and last offset): read again,
+    /// ahead of the buffer, before anything else is delivered.
+    refetch: Option<(u64, u64)>,
 }
 
 impl Cursor {
@@ -53,17 +56,39 @@ impl Cursor {
     pub(super) fn drop_buffered(&mut self) {
         self.buffer.clear();
         self.prefetch = None;
+        self.refetch = None;
         self.fetched = self.delivered;
     }
 
-    /// Goes back to deliver `offset` again, after `delay`: what was read past it is dropped.
-    pub(super) fn rewind_for_retry(&mut self, retry: StoredRetry, delay: Duration) {
-        self.buffer.clear();
-        self.prefetch = None;
-        self.fetched = retry.offset - 1;
+    /// Goes back to deliver the nacked message at `retry.offset` again, after `delay`. What
+    /// was read ahead stays; the messages from it to the last one handed out are read again
+    /// when the delay is over (usually just the nacked one), or, if they are more than a
+    /// batch, everything from it.
+    pub(super) fn rewind_for_retry(
+        &mut self,
+        retry: StoredRetry,
+        delay: Duration,
+        batch_size: usize,
+    ) {
+        let through = self.delivered;
+        let span = usize::try_from(through - retry.offset + 1).unwrap_or(usize::MAX);
+        if span <= batch_size {
+            self.refetch = Some((retry.offset, through));
+        } else {
+            // More than a batch to read again: start over from it, memory stays bounded.
+            self.buffer.clear();
+            self.prefetch = None;
+            self.fetched = retry.offset - 1;
+        }
         self.delivered = retry.offset - 1;
         self.retry = Some(retry);
         self.paused_until = Some(Instant::now() + delay);
+    }
+
+    /// Whether a nack holds delivery back: its delay runs (or is over and `fill` has not
+    /// noticed yet), or what it sent back is not read again yet.
+    pub(super) fn held_back(&self) -> bool {
+        self.paused_until.is_some() || self.refetch.is_some()
     }
 
     /// Whether delivery waits for a nacked message's delay; forgets a delay that is over.
@@ -148,6 +173,7 @@ impl Lane {
                 probe_through,
                 suspect,
                 prepared: resume_after,
+                refetch: None,
             };
         }
         Some(generation)
@@ -177,8 +203,25 @@ impl Lane {
         Ok(!self.cursor.buffer.is_empty())
     }
 
-    /// Reads the next batch if nothing is buffered; returns whether it read anything.
+    /// Reads again what a nack sent back, if anything, ahead of the buffer; else the next
+    /// batch if nothing is buffered. Returns whether it read anything.
     async fn read_if_empty(&mut self) -> Result<bool, Error> {
+        if let Some((first, last)) = self.cursor.refetch {
+            let limit = usize::try_from(last - first + 1).unwrap_or(usize::MAX);
+            let again = self
+                .membership
+                .driver
+                .read(&self.membership.settings.stream, first - 1, limit)
+                .await?;
+            self.cursor.refetch = None;
+            let read = !again.is_empty();
+            // Past `last` is buffered already (a range trimmed meanwhile makes the read
+            // reach further).
+            for message in again.into_iter().rev().filter(|m| m.offset() <= last) {
+                self.cursor.buffer.push_front(message);
+            }
+            return Ok(read);
+        }
         let mut read = false;
         if self.cursor.buffer.is_empty() {
             let batch = match &mut self.cursor.prefetch {
@@ -222,8 +265,10 @@ impl Lane {
         });
     }
 
+    /// Whether a message is buffered and may be handed out (not while a nacked message's
+    /// delay runs, nor before what the nack sent back is read again).
     pub(super) fn has_buffered(&self) -> bool {
-        !self.cursor.buffer.is_empty()
+        !self.cursor.buffer.is_empty() && !self.cursor.held_back()
     }
 
     /// Whether this lane holds a claim it has not read under yet.
@@ -233,6 +278,9 @@ impl Lane {
 
     /// The next buffered message, marked as delivered.
     pub(super) fn pop(&mut self) -> Option<Message> {
+        if self.cursor.held_back() {
+            return None;
+        }
         let front = self.cursor.buffer.front()?.offset();
         if self.needs_preparing(front) {
             // `fill` probes it first (or dead-letters it); a caller that pops without filling

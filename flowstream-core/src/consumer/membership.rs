@@ -225,15 +225,18 @@ impl Membership {
             .await
     }
 
-    /// Writes the group record and appends `messages` in one transaction.
+    /// Writes the group record and appends `messages` in one transaction. With no messages
+    /// it is a plain record write, unless `durable`: then it goes through a batch, which no
+    /// driver defers (redb's `RecordDurability::Deferred` defers plain record writes).
     async fn write_with(
         &self,
         state: &StoredGroup,
         expected: Expected,
         notify: bool,
         messages: &[NewMessage],
+        durable: bool,
     ) -> Result<Revision, DriverError> {
-        if messages.is_empty() {
+        if messages.is_empty() && !durable {
             return self.write(state, expected, notify).await;
         }
         let value = serde_json::to_value(state)
@@ -358,6 +361,18 @@ impl Membership {
             .map(drop)
     }
 
+    /// As [`write_as_owner`](Membership::write_as_owner), durable when it returns whatever
+    /// the driver's record durability.
+    pub(crate) async fn write_as_owner_durably(
+        &self,
+        generation: u64,
+        change: impl Fn(&mut StoredGroup) -> bool,
+    ) -> Result<(), Error> {
+        self.write_as_owner_inner(generation, false, &[], true, change)
+            .await
+            .map(drop)
+    }
+
     /// As [`write_as_owner`](Membership::write_as_owner), appending `messages` in the same
     /// transaction as the record write (and only with it). Returns whether it wrote: `false`
     /// when `change` found nothing to do, which is also how a retry learns that its earlier
@@ -367,6 +382,18 @@ impl Membership {
         generation: u64,
         notify: bool,
         messages: &[NewMessage],
+        change: impl Fn(&mut StoredGroup) -> bool,
+    ) -> Result<bool, Error> {
+        self.write_as_owner_inner(generation, notify, messages, false, change)
+            .await
+    }
+
+    async fn write_as_owner_inner(
+        &self,
+        generation: u64,
+        notify: bool,
+        messages: &[NewMessage],
+        durable: bool,
         change: impl Fn(&mut StoredGroup) -> bool,
     ) -> Result<bool, Error> {
         let _serial = self.writes.lock().await;
@@ -379,7 +406,13 @@ impl Membership {
                 return Ok(false);
             }
             match self
-                .write_with(&state, Expected::Revision(revision), notify, messages)
+                .write_with(
+                    &state,
+                    Expected::Revision(revision),
+                    notify,
+                    messages,
+                    durable,
+                )
                 .await
             {
                 Ok(new_revision) => {

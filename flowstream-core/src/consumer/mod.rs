@@ -43,6 +43,7 @@ pub use builder::{
 };
 use lane::Lane;
 use partitioned::Partitioned;
+pub(crate) use retry::millis_since_epoch;
 pub use retry::{MAX_RETRY_DELAY, Nacked, RetryBackoff, dead_letter_headers};
 pub use state::GroupState;
 pub use stream::ConsumerStream;
@@ -447,7 +448,9 @@ impl Consumer {
     /// # Cancel safety
     ///
     /// If the future is dropped, the dead letter and its commit may or may not have been
-    /// stored, together; calling it again is safe.
+    /// stored, together; calling it again is safe: it copies nothing twice, and returns
+    /// `Ok` or, if this consumer has learnt of the earlier commit meanwhile,
+    /// [`Error::AlreadyCommitted`].
     pub async fn dead_letter(
         &mut self,
         message: &Message,

@@ -171,9 +171,13 @@ impl Partitioned {
             if self.appends[i].has_changed() || self.lanes[i].claim_is_new() {
                 self.dirty[i] = true;
             }
-            if self.lanes[i].cursor.paused() {
-                // A nacked message's delay runs; `wait` marks the lane when it is over.
-                continue;
+            if self.lanes[i].cursor.held_back() {
+                // A nack holds the lane: its delay runs (`wait` wakes when it is over) or
+                // what it sent back is to be read again. The lane stays marked either way.
+                self.dirty[i] = true;
+                if self.lanes[i].cursor.paused() {
+                    continue;
+                }
             }
             if !self.dirty[i] {
                 continue;
@@ -187,7 +191,10 @@ impl Partitioned {
                 self.turn = i;
                 return Ok(true);
             }
-            self.dirty[i] = false;
+            // A claim that begins with a nacked message's delay stays marked for after it.
+            if !self.lanes[i].cursor.held_back() {
+                self.dirty[i] = false;
+            }
         }
         Ok(false)
     }
@@ -221,13 +228,15 @@ impl Partitioned {
                 self.seen_assignment = mine;
                 return Ok(Wake::Assignment);
             }
-            for lane in &mut self.lanes {
+            for (i, lane) in self.lanes.iter_mut().enumerate() {
                 if let Role::Active { generation, .. } = lane.membership.role()
                     && lane.seen_generation != Some(generation)
                     && !lane.membership.revoked()
                 {
                     lane.sync_with_role(lane.membership.role());
                     lane.seen_generation = Some(generation);
+                    // A new claim is read from where it resumes, appends or not.
+                    self.dirty[i] = true;
                     return Ok(Wake::Activated);
                 }
             }
@@ -237,6 +246,14 @@ impl Partitioned {
                 }
                 if self.lanes[i].has_buffered() {
                     return Ok(Wake::Messages);
+                }
+                if self.lanes[i].cursor.held_back() {
+                    // A nack's delay runs (its timer below wakes us), or what it sent back
+                    // waits to be read: the lane stays marked either way.
+                    self.dirty[i] = true;
+                    if self.lanes[i].cursor.paused() {
+                        continue;
+                    }
                 }
                 if !(self.dirty[i] || self.appends[i].has_changed()) {
                     continue;
@@ -249,7 +266,9 @@ impl Partitioned {
                     self.turn = i;
                     return Ok(Wake::Messages);
                 }
-                self.dirty[i] = false;
+                if !self.lanes[i].cursor.held_back() {
+                    self.dirty[i] = false;
+                }
             }
             let mut roles: Vec<_> = self
                 .lanes
@@ -260,9 +279,14 @@ impl Partitioned {
             // the wait, so the lane is marked to be read); the others only make us look again.
             let mut events: Vec<Event<'_>> = Vec::new();
             for (i, appends) in self.appends.iter_mut().enumerate() {
-                if self.lanes[i].is_active() {
+                let lane = &self.lanes[i];
+                if lane.is_active() {
                     events.push((Some(i), Box::pin(appends.changed())));
-                    if let Some(until) = self.lanes[i].cursor.paused_until {
+                    // Only a lane that may deliver: a revoked one is never read again, and its
+                    // timer, once over, would wake us at once, over and over.
+                    if !lane.membership.revoked()
+                        && let Some(until) = lane.cursor.paused_until
+                    {
                         events.push((Some(i), Box::pin(sleep_until_some(Some(until)))));
                     }
                 }

@@ -5,9 +5,13 @@
 //!   or a rebalance releases first) counts one crash of the message that owner was *probing*,
 //!   and asks the new owner to probe deliveries up to the head it saw (the window the crashed
 //!   owner may have been in): see `StoredGroup::taken_over_by`.
-//! - Probing a delivery writes its offset in the group record before the application gets
-//!   it. Only inside that window, so a healthy group never probes; a window is a batch or so
-//!   of writes after each crash.
+//! - Probing a delivery writes its offset in the group record, durably, before the
+//!   application gets it. Only inside that window, so a healthy group never probes; after a
+//!   crash it costs one write per message the crashed owner may have handed out (what was
+//!   pending when it died: more with a backlog).
+//! - Dead-lettering a suspect commits what comes before it, as every dead letter does: it is
+//!   met once the application has asked for the message after the ones before it, which in
+//!   the Next/handle/Commit loop means it handled them.
 //! - A message whose crash count reaches `max_deliveries` is dead-lettered by the owner that
 //!   meets it next, without handing it to the application.
 //!
@@ -52,7 +56,9 @@ impl Lane {
                 && suspect.offset == offset
                 && suspect.crashes >= max
             {
-                let Some(message) = self.take_front() else {
+                // Copied, not taken: if this future is dropped before the dead letter is
+                // stored, the message is still first in line.
+                let Some(message) = self.front().cloned() else {
                     return Ok(true);
                 };
                 let reason = format!(
@@ -73,23 +79,20 @@ impl Lane {
                     .await
                 {
                     Ok(()) => {
+                        self.take_front();
                         self.cursor.suspect = None;
                         self.cursor.prepared = offset;
                         continue;
                     }
                     Err(Error::Fenced { .. }) => return Ok(false),
-                    Err(error) => {
-                        // Not dead-lettered: deliver nothing past it. The next fill starts at it.
-                        self.cursor.drop_buffered();
-                        self.cursor.delivered = offset - 1;
-                        self.cursor.fetched = offset - 1;
-                        return Err(error);
-                    }
+                    Err(error) => return Err(error),
                 }
             }
+            // Durable on every store (a batch is never deferred): the crash it is there for
+            // may come right after.
             let probed = self
                 .membership
-                .write_as_owner(generation, false, |state| {
+                .write_as_owner_durably(generation, |state| {
                     if state.probe == Some(offset) {
                         return false;
                     }

@@ -46,6 +46,10 @@ pub mod dead_letter_headers {
     pub const ERROR: &str = "flowstream.error";
     /// When it was dead-lettered, in milliseconds since the Unix epoch.
     pub const DEAD_LETTERED_AT_MS: &str = "flowstream.dead-lettered-at-ms";
+    /// On a copy replayed to its stream
+    /// ([`Admin::replay_dead_letters`](crate::Admin::replay_dead_letters)): when, in
+    /// milliseconds since the Unix epoch. The other headers say where it was before.
+    pub const REPLAYED_AT_MS: &str = "flowstream.replayed-at-ms";
 }
 
 /// How long a nacked message waits before it is delivered again: exponential from `first`,
@@ -159,7 +163,7 @@ pub(crate) fn micros_since_epoch(time: SystemTime) -> u64 {
     u64::try_from(micros).unwrap_or(u64::MAX)
 }
 
-fn millis_since_epoch(time: SystemTime) -> u64 {
+pub(crate) fn millis_since_epoch(time: SystemTime) -> u64 {
     micros_since_epoch(time) / 1000
 }
 
@@ -239,6 +243,8 @@ impl Lane {
                 // What came before the message was handled: the partition waits on it alone.
                 state.advance_to(offset - 1);
                 state.retry = Some(retry);
+                // It is not being handled any more: a crash during its delay is not its doing.
+                state.probe = None;
                 true
             })
             .await?;
@@ -252,7 +258,8 @@ impl Lane {
             error = %error,
             "nacked; redelivered after the delay"
         );
-        self.cursor.rewind_for_retry(retry, delay);
+        self.cursor
+            .rewind_for_retry(retry, delay, settings.batch_size);
         Ok(Nacked::Retry {
             after: delay,
             attempt: failed.saturating_add(1),

@@ -13,6 +13,11 @@
 //! - `commit G N P accepted|fenced|failed` after committing it.
 //!
 //! Each message is "processed" for PROCESS_MS (default 0) between delivery and commit.
+//!
+//! For the crash-poison test, from the environment: `FLOWSTREAM_TEST_MAX_DELIVERIES` sets the
+//! consumer's `max_deliveries`; a message whose body starts with `FLOWSTREAM_TEST_POISON`
+//! aborts the process once delivered (and printed); one whose body starts with
+//! `FLOWSTREAM_TEST_SLOW` is processed for three `takeover_after`s.
 
 // Test code: a failed expectation is how a test fails.
 #![allow(clippy::expect_used)]
@@ -79,12 +84,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .connect()
             .await?,
     );
-    let mut consumer = Consumer::builder(driver, stream.as_str(), group.as_str())
+    let poison = std::env::var("FLOWSTREAM_TEST_POISON").ok();
+    let slow = std::env::var("FLOWSTREAM_TEST_SLOW").ok();
+    let mut builder = Consumer::builder(driver, stream.as_str(), group.as_str())
         .takeover_after(takeover)
         .heartbeat_every(takeover / 3)
-        .batch_size(10)
-        .build()
-        .await?;
+        .batch_size(10);
+    if let Ok(max) = std::env::var("FLOWSTREAM_TEST_MAX_DELIVERIES") {
+        builder = builder.max_deliveries(max.parse()?);
+    }
+    let mut consumer = builder.build().await?;
+    let starts = |prefix: &Option<String>, body: &[u8]| {
+        prefix
+            .as_ref()
+            .is_some_and(|p| body.starts_with(p.as_bytes()))
+    };
     if consumer.is_active() || consumer.member_id().is_some() {
         say_active(&consumer);
     } else {
@@ -103,6 +117,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let generation = consumer.generation().unwrap_or(0);
                 let (offset, partition) = (message.offset(), message.partition());
                 say(format!("delivered {generation} {offset} {partition}"));
+                if starts(&poison, message.body()) {
+                    std::process::abort();
+                }
+                if starts(&slow, message.body()) {
+                    tokio::time::sleep(takeover * 3).await;
+                }
                 if !processing.is_zero() {
                     tokio::time::sleep(processing).await;
                 }

@@ -502,3 +502,131 @@ pub(crate) async fn a_message_that_keeps_crashing_its_consumers_is_dead_lettered
     survivor.commit(&after).await.expect("commit");
     survivor.shutdown().await.expect("shutdown");
 }
+
+/// Replaying a group's dead letters moves them back to their stream (each to its partition),
+/// once: the copies keep where they came from, the dead-letter stream is emptied, a second
+/// replay moves nothing, and the group receives the copies as new messages.
+pub(crate) async fn dead_letters_are_replayed_to_their_partition_once(factory: &dyn DriverFactory) {
+    let driver = factory.open().await;
+    let admin = Admin::new(driver.clone());
+    admin.create_stream("p", 2).await.expect("create");
+    let producer = Producer::new(driver.clone());
+    for (body, partition) in [("a", 0), ("b", 1), ("c", 1)] {
+        producer
+            .send(
+                NewMessage::new("p", body)
+                    .to_partition(partition)
+                    .with_key(body),
+            )
+            .await
+            .expect("send");
+    }
+    let mut member = consumer(&driver, "p", "g")
+        .join_delay(Duration::ZERO)
+        .build()
+        .await
+        .expect("member");
+    let mut handled = Vec::new();
+    while handled.len() < 3 {
+        let message = next_after_wait(&mut member).await;
+        if body(&message) == "c" {
+            member.commit(&message).await.expect("commit");
+        } else {
+            member
+                .dead_letter(&message, "bad")
+                .await
+                .expect("dead letter");
+        }
+        handled.push(body(&message).to_owned());
+    }
+    let dlq = dead_letter_stream("p", "g");
+    assert_eq!(driver.head(&dlq).await.expect("head"), 2);
+
+    assert_eq!(
+        admin.replay_dead_letters("p", "g").await.expect("replay"),
+        2
+    );
+    assert_eq!(admin.replay_dead_letters("p", "g").await.expect("again"), 0);
+    assert!(
+        driver.read(&dlq, 0, 10).await.expect("read").is_empty(),
+        "moved out"
+    );
+    let a = driver.read("p", 1, 10).await.expect("read p0");
+    let b = driver.read("p/1", 2, 10).await.expect("read p1");
+    assert_eq!(
+        (a.len(), b.len()),
+        (1, 1),
+        "each back in its partition, once"
+    );
+    for (copy, body_, offset) in [(&a[0], "a", "1"), (&b[0], "b", "1")] {
+        assert_eq!(copy.body(), body_.as_bytes());
+        assert_eq!(copy.key(), Some(body_.as_bytes()));
+        let header = |name: &str| copy.headers().get(name).map(String::as_str);
+        assert_eq!(header(h::OFFSET), Some(offset));
+        assert_eq!(header(h::ERROR), Some("bad"));
+        assert!(header(h::REPLAYED_AT_MS).is_some());
+    }
+    let mut again = Vec::new();
+    while again.len() < 2 {
+        let message = next_after_wait(&mut member).await;
+        assert_eq!(message.attempt(), 1);
+        again.push(body(&message).to_owned());
+        member.commit(&message).await.expect("commit");
+    }
+    again.sort();
+    assert_eq!(again, ["a", "b"]);
+    let bad = admin.replay_dead_letters("p", "no such~group").await;
+    assert!(matches!(bad, Err(Error::InvalidName { .. })), "{bad:?}");
+    member.shutdown().await.expect("shutdown");
+}
+
+/// A member that was busy when a nack's delay ended (it asked `wait` once during the delay,
+/// then only `next`) still gets the nacked message back, with no append to wake it.
+pub(crate) async fn a_nacked_partition_resumes_after_its_delay_without_an_append(
+    factory: &dyn DriverFactory,
+) {
+    let driver = factory.open().await;
+    Admin::new(driver.clone())
+        .create_stream("p", 2)
+        .await
+        .expect("create");
+    let producer = Producer::new(driver.clone());
+    for partition in [0, 1, 1] {
+        producer
+            .send(NewMessage::new("p", format!("to {partition}")).to_partition(partition))
+            .await
+            .expect("send");
+    }
+    let delay = Duration::from_millis(300);
+    let mut member = consumer(&driver, "p", "g")
+        .retry_backoff(fixed(delay))
+        .join_delay(Duration::ZERO)
+        .build()
+        .await
+        .expect("member");
+    let failed = loop {
+        let message = next_after_wait(&mut member).await;
+        if message.partition() == 0 {
+            break message;
+        }
+        member.commit(&message).await.expect("commit");
+    };
+    let nacked_at = Instant::now();
+    member.nack(&failed, "boom").await.expect("nack");
+    member
+        .wait(Duration::from_millis(20))
+        .await
+        .expect("a wait during the delay");
+    while let Some(message) = member.next().await.expect("next") {
+        assert_eq!(message.partition(), 1);
+        member.commit(&message).await.expect("commit");
+    }
+    // The application is busy elsewhere when the delay ends.
+    tokio::time::sleep_until(nacked_at + delay + Duration::from_millis(50)).await;
+    let again = next_after_wait(&mut member).await;
+    assert_eq!(
+        (again.offset(), again.partition(), again.attempt()),
+        (1, 0, 2)
+    );
+    member.shutdown().await.expect("shutdown");
+}

@@ -37,6 +37,36 @@ async fn next_after_wait(consumer: &mut Consumer) -> Message {
     }
 }
 
+/// A fresh store whose stream `p` has two partitions and holds `sends` (body, partition).
+async fn two_partitions(
+    factory: &dyn DriverFactory,
+    sends: impl IntoIterator<Item = (String, u32)>,
+) -> Arc<dyn Driver> {
+    let driver = factory.open().await;
+    Admin::new(driver.clone())
+        .create_stream("p", 2)
+        .await
+        .expect("create");
+    let producer = Producer::new(driver.clone());
+    for (body, partition) in sends {
+        producer
+            .send(NewMessage::new("p", body).to_partition(partition))
+            .await
+            .expect("send");
+    }
+    driver
+}
+
+/// The only member of group `g` on `p`, admitted at once, retrying after `delay`.
+async fn member_of_p(driver: &Arc<dyn Driver>, delay: Duration) -> Consumer {
+    consumer(driver, "p", "g")
+        .retry_backoff(fixed(delay))
+        .join_delay(Duration::ZERO)
+        .build()
+        .await
+        .expect("member")
+}
+
 fn body(message: &Message) -> &str {
     message.body_str().expect("utf-8 body")
 }
@@ -295,27 +325,10 @@ pub(crate) async fn a_new_owner_continues_a_nacked_messages_count_and_delay(
 /// On a partitioned stream a nack holds back its own partition only: the member goes on
 /// delivering the others meanwhile.
 pub(crate) async fn a_nack_holds_back_only_its_partition(factory: &dyn DriverFactory) {
-    let driver = factory.open().await;
-    Admin::new(driver.clone())
-        .create_stream("p", 2)
-        .await
-        .expect("create");
-    let producer = Producer::new(driver.clone());
-    for i in 0..3 {
-        for partition in 0..2 {
-            producer
-                .send(NewMessage::new("p", format!("p{partition}-{i}")).to_partition(partition))
-                .await
-                .expect("send");
-        }
-    }
+    let sends = (0..3).flat_map(|i| (0..2).map(move |p| (format!("p{p}-{i}"), p)));
+    let driver = two_partitions(factory, sends).await;
     let delay = Duration::from_secs(1);
-    let mut member = consumer(&driver, "p", "g")
-        .retry_backoff(fixed(delay))
-        .join_delay(Duration::ZERO)
-        .build()
-        .await
-        .expect("member");
+    let mut member = member_of_p(&driver, delay).await;
     let mut failed = None;
     let mut delivered = Vec::new();
     while failed.is_none() {
@@ -585,25 +598,10 @@ pub(crate) async fn dead_letters_are_replayed_to_their_partition_once(factory: &
 pub(crate) async fn a_nacked_partition_resumes_after_its_delay_without_an_append(
     factory: &dyn DriverFactory,
 ) {
-    let driver = factory.open().await;
-    Admin::new(driver.clone())
-        .create_stream("p", 2)
-        .await
-        .expect("create");
-    let producer = Producer::new(driver.clone());
-    for partition in [0, 1, 1] {
-        producer
-            .send(NewMessage::new("p", format!("to {partition}")).to_partition(partition))
-            .await
-            .expect("send");
-    }
+    let sends = [0, 1, 1].map(|p| (format!("to {p}"), p));
+    let driver = two_partitions(factory, sends).await;
     let delay = Duration::from_millis(300);
-    let mut member = consumer(&driver, "p", "g")
-        .retry_backoff(fixed(delay))
-        .join_delay(Duration::ZERO)
-        .build()
-        .await
-        .expect("member");
+    let mut member = member_of_p(&driver, delay).await;
     let failed = loop {
         let message = next_after_wait(&mut member).await;
         if message.partition() == 0 {

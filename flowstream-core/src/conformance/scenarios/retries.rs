@@ -471,8 +471,20 @@ pub(crate) async fn a_message_that_keeps_crashing_its_consumers_is_dead_lettered
 
     // A slow handler keeps the group: its heartbeats show it alive.
     let slow = next(&mut first).await;
-    tokio::time::sleep(crate::conformance::TAKEOVER * 3).await;
+    // It works until its consumer has heartbeated past 1.25 × takeover_after.
+    let before = stored_group(&driver, "s", "g").await.revision;
+    let beats = u64::try_from(
+        (crate::conformance::TAKEOVER * 2).as_millis() / crate::conformance::HEARTBEAT.as_millis(),
+    )
+    .expect("a few heartbeats");
+    crate::conformance::eventually_async(
+        "the slow handler's consumer heartbeats",
+        BOUND,
+        async || stored_group(&driver, "s", "g").await.revision >= before + beats,
+    )
+    .await;
     assert!(!standby.is_active(), "a slow handler lost its group");
+    assert_eq!(stored_group(&driver, "s", "g").await.generation, 1);
     first.commit(&slow).await.expect("the slow handler commits");
 
     // A graceful shutdown in the middle of a message is not a crash.
@@ -620,7 +632,10 @@ pub(crate) async fn a_nacked_partition_resumes_after_its_delay_without_an_append
         member.commit(&message).await.expect("commit");
     }
     // The application is busy elsewhere when the delay ends.
-    tokio::time::sleep_until(nacked_at + delay + Duration::from_millis(50)).await;
+    crate::conformance::eventually("the nack's delay is over", BOUND, || {
+        nacked_at.elapsed() > delay
+    })
+    .await;
     let again = next_after_wait(&mut member).await;
     assert_eq!(
         (again.offset(), again.partition(), again.attempt()),

@@ -76,6 +76,9 @@ pub use consumer::{
 pub use driver::{Driver, StorageErrorKind};
 pub use error::{Error, NameKind};
 pub use message::{Headers, Message, NewMessage};
-pub use names::{MAX_DERIVED_NAME_LEN, MAX_NAME_LEN, MAX_PARTITIONS, dead_letter_stream};
+pub use names::{
+    MAX_DERIVED_NAME_LEN, MAX_NAME_LEN, MAX_PARTITIONS, PARK_DELAYS, dead_letter_stream,
+    retry_stream,
+};
 pub use partition::partition_for_key;
 pub use producer::{DEFAULT_MAX_BODY_SIZE, Producer};

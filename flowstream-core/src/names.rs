@@ -1,4 +1,7 @@
-//! Validation of stream and group names, done before anything touches storage.
+//! Validation of stream and group names, done before anything touches storage, and the names
+//! of the streams flowstream derives from them.
+
+use std::time::Duration;
 
 use crate::error::{Error, NameKind, printable};
 
@@ -15,7 +18,7 @@ pub(crate) fn validate_name(kind: NameKind, name: &str) -> Result<(), Error> {
     } else if name.len() > MAX_NAME_LEN {
         Some("longer than 249 bytes")
     } else if name.contains(DERIVED_SEPARATOR) {
-        Some("'~' is reserved for the streams flowstream makes (dead letters)")
+        Some("'~' is reserved for the streams flowstream makes (dead letters, parked retries)")
     } else if !name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
@@ -48,12 +51,57 @@ pub fn dead_letter_stream(stream: &str, group: &str) -> String {
     format!("{stream}{DERIVED_SEPARATOR}{group}{DERIVED_SEPARATOR}{DEAD_LETTERS}")
 }
 
+/// The delays of the retry streams of a group that parks its retries
+/// ([`ConsumerBuilder::park_retries`](crate::ConsumerBuilder::park_retries)), shortest first,
+/// with the suffix each stream's name ends with.
+const PARK_TIERS: [(Duration, &str); 5] = [
+    (Duration::from_secs(1), "retry-1s"),
+    (Duration::from_secs(10), "retry-10s"),
+    (Duration::from_secs(60), "retry-1m"),
+    (Duration::from_secs(600), "retry-10m"),
+    (Duration::from_secs(3600), "retry-1h"),
+];
+
+/// The delays a parked retry can wait, shortest first: a nack's delay is rounded up to one of
+/// them (see [`ConsumerBuilder::park_retries`](crate::ConsumerBuilder::park_retries)).
+pub const PARK_DELAYS: [Duration; 5] = [
+    PARK_TIERS[0].0,
+    PARK_TIERS[1].0,
+    PARK_TIERS[2].0,
+    PARK_TIERS[3].0,
+    PARK_TIERS[4].0,
+];
+
+/// The retry stream in which `group` parks the messages of `stream` it retries after `delay`
+/// (rounded up to one of [`PARK_DELAYS`]; longer delays take the longest):
+/// `{stream}~{group}~retry-{1s,10s,1m,10m,1h}`. An ordinary, unpartitioned stream, as a
+/// dead-letter stream is.
+pub fn retry_stream(stream: &str, group: &str, delay: Duration) -> String {
+    let suffix = PARK_TIERS[park_tier_for(delay)].1;
+    format!("{stream}{DERIVED_SEPARATOR}{group}{DERIVED_SEPARATOR}{suffix}")
+}
+
+/// The index in [`PARK_DELAYS`] of the shortest delay at least `delay` (the last for longer
+/// delays).
+pub(crate) fn park_tier_for(delay: Duration) -> usize {
+    PARK_DELAYS
+        .iter()
+        .position(|tier| *tier >= delay)
+        .unwrap_or(PARK_DELAYS.len() - 1)
+}
+
+/// The tier of a retry stream's name (`None`: not a retry stream).
+pub(crate) fn park_tier_of(log: &str) -> Option<usize> {
+    let (_, suffix) = log.rsplit_once(DERIVED_SEPARATOR)?;
+    PARK_TIERS.iter().position(|(_, s)| *s == suffix)
+}
+
 /// Longest name of a stream flowstream derives (a dead-letter stream of a dead-letter
 /// stream…), in bytes.
 pub const MAX_DERIVED_NAME_LEN: usize = 1024;
 
 /// Checks the name of a stream to read or consume: a stream name, or a name flowstream
-/// derives from one ([`dead_letter_stream`]), itself perhaps derived (a group consuming a
+/// derives from one ([`dead_letter_stream`], [`retry_stream`]), itself perhaps derived (a group consuming a
 /// dead-letter stream has dead letters too), up to [`MAX_DERIVED_NAME_LEN`] bytes.
 pub(crate) fn validate_stream_to_read(name: &str) -> Result<(), Error> {
     if !name.contains(DERIVED_SEPARATOR) {
@@ -69,13 +117,16 @@ pub(crate) fn validate_stream_to_read(name: &str) -> Result<(), Error> {
     }
     let mut parts = name.rsplitn(3, DERIVED_SEPARATOR);
     match (parts.next(), parts.next(), parts.next()) {
-        (Some(DEAD_LETTERS), Some(group), Some(stream)) => {
+        (Some(suffix), Some(group), Some(stream))
+            if suffix == DEAD_LETTERS || PARK_TIERS.iter().any(|(_, s)| *s == suffix) =>
+        {
             validate_name(NameKind::Group, group)?;
             validate_stream_to_read(stream)
         }
         _ => Err(refuse(
             "'~' is reserved for the streams flowstream makes: \
-             {stream}~{group}~dlq names a dead-letter stream",
+             {stream}~{group}~dlq names a dead-letter stream, \
+             {stream}~{group}~retry-{1s,10s,1m,10m,1h} a retry stream",
         )),
     }
 }
@@ -177,6 +228,25 @@ mod tests {
         ] {
             assert!(validate_log_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn retry_streams_round_delays_up_to_a_tier() {
+        let name = |ms| retry_stream("orders", "billing", Duration::from_millis(ms));
+        assert_eq!(name(0), "orders~billing~retry-1s");
+        assert_eq!(name(1_000), "orders~billing~retry-1s");
+        assert_eq!(name(1_001), "orders~billing~retry-10s");
+        assert_eq!(name(300_000), "orders~billing~retry-10m");
+        assert_eq!(name(86_400_000), "orders~billing~retry-1h");
+        for (tier, delay) in PARK_DELAYS.iter().enumerate() {
+            let stream = retry_stream("orders", "billing", *delay);
+            assert_eq!(park_tier_of(&stream), Some(tier));
+            assert!(validate_stream_to_read(&stream).is_ok(), "{stream}");
+            assert!(validate_name(NameKind::Stream, &stream).is_err());
+        }
+        assert_eq!(park_tier_of("orders~billing~dlq"), None);
+        assert_eq!(park_tier_of("orders"), None);
+        assert!(validate_stream_to_read("orders~billing~retry-2s").is_err());
     }
 
     #[test]

@@ -219,6 +219,10 @@ pub fn scenarios() -> Vec<Scenario> {
         scenario!(nacks_that_cannot_be_honoured_are_refused_and_change_nothing),
         scenario!(a_message_that_keeps_crashing_its_consumers_is_dead_lettered),
         scenario!(dead_letters_are_replayed_to_their_partition_once),
+        scenario!(a_parked_message_comes_back_after_its_delay_behind_later_ones),
+        scenario!(parked_retries_count_toward_max_deliveries),
+        scenario!(a_park_is_copied_with_its_commit_or_not_at_all),
+        scenario!(another_member_delivers_what_a_leaver_parked),
     ]
 }
 

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use super::Consumer;
 use super::lane::Lane;
 use super::membership::{Membership, Role};
+use super::park::Parked;
 use super::partitioned::Partitioned;
 use super::protocol::{NextCheck, Watcher};
 use super::retry::RetryBackoff;
@@ -62,6 +63,10 @@ pub(crate) struct Settings {
     pub(crate) retry_backoff: RetryBackoff,
     /// Failed deliveries after which a nacked message is dead-lettered; `None`: never.
     pub(crate) max_deliveries: Option<u32>,
+    /// Whether nacks park messages in retry streams instead of pausing the partition.
+    pub(crate) park: bool,
+    /// In a lane of a retry stream: that stream's delay.
+    pub(crate) tier: Option<Duration>,
 }
 
 impl Settings {
@@ -125,6 +130,8 @@ impl ConsumerBuilder {
                 join_delay: DEFAULT_JOIN_DELAY,
                 retry_backoff: RetryBackoff::default(),
                 max_deliveries: None,
+                park: false,
+                tier: None,
             },
         }
     }
@@ -210,6 +217,29 @@ impl ConsumerBuilder {
         self
     }
 
+    /// Parks retries instead of keeping order (Kafka's retry topics): a
+    /// [nack](Consumer::nack) copies the message to one of the group's retry streams and
+    /// commits past it, in one transaction, and the group goes on with the next message at
+    /// once. The copy is delivered again once it has waited its delay, rounded up to one of
+    /// [`PARK_DELAYS`](crate::PARK_DELAYS) (1 s, 10 s, 1 min, 10 min, 1 h; a backoff's longer
+    /// delays wait an hour, and [`Consumer::nack_after`] refuses them), counts toward
+    /// [`max_deliveries`](ConsumerBuilder::max_deliveries) as an ordered retry does, and goes
+    /// to the same dead-letter stream at the limit.
+    ///
+    /// What it gives up: a parked message is delivered after messages that came after it,
+    /// so another message with its key may be handled before it. It comes from the retry
+    /// stream [`retry_stream`](crate::retry_stream)`(stream, group, delay)` (its
+    /// [`Message::stream`](crate::Message::stream); the
+    /// [`dead_letter_headers`](crate::dead_letter_headers) say where it came from). A happy
+    /// path writes nothing more. Each consumer also joins the group on each retry stream,
+    /// whose records are claimed, fenced and taken over like a stream's (one active consumer
+    /// per retry stream, whichever members hold the partitions). Set it on every member of a
+    /// group.
+    pub fn park_retries(mut self) -> Self {
+        self.settings.park = true;
+        self
+    }
+
     /// Where the group starts if it does not exist yet. Default [`StartFrom::Earliest`].
     pub fn start_from(mut self, start: StartFrom) -> Self {
         self.settings.start_from = start;
@@ -235,7 +265,8 @@ impl ConsumerBuilder {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let partitions = load_partitions(self.driver.as_ref(), &self.settings.stream).await?;
         let instance = new_consumer_id();
-        if partitions == 1 {
+        let park = self.settings.park.then(|| self.settings.clone());
+        let consumer = if partitions == 1 {
             if self.settings.member_id.is_some() {
                 return Err(Error::InvalidConfig(format!(
                     "member_id is for groups over partitions, and stream {:?} has none: its \
@@ -243,19 +274,33 @@ impl ConsumerBuilder {
                     self.settings.stream
                 )));
             }
-            let lane = start_lane(&runtime, self.driver, self.settings, instance, None).await?;
-            return Ok(Consumer::single(lane));
-        }
-        let starting = Starting {
-            task: Some(runtime.spawn(start_member(
-                runtime.clone(),
-                self.driver,
-                self.settings,
-                partitions,
-                instance,
-            ))),
+            let driver = Arc::clone(&self.driver);
+            let lane = start_lane(&runtime, driver, self.settings, instance.clone(), None).await?;
+            Consumer::single(lane)
+        } else {
+            let starting = Starting {
+                task: Some(runtime.spawn(start_member(
+                    runtime.clone(),
+                    Arc::clone(&self.driver),
+                    self.settings,
+                    partitions,
+                    instance.clone(),
+                ))),
+            };
+            Consumer::partitioned(starting.finish().await?)
         };
-        Ok(Consumer::partitioned(starting.finish().await?))
+        let Some(settings) = park else {
+            return Ok(consumer);
+        };
+        match Parked::start(&runtime, &self.driver, &settings, &instance).await {
+            Ok(parked) => Ok(consumer.with_parked(parked)),
+            Err(error) => {
+                if let Err(cleanup) = consumer.shutdown().await {
+                    tracing::warn!(error = %Chain(&cleanup), "could not leave the group after a failed start");
+                }
+                Err(error)
+            }
+        }
     }
 }
 
@@ -368,7 +413,7 @@ impl Drop for Starting {
 
 /// Starts one lane: joins its group record (creating or claiming it if the protocol says so)
 /// and spawns its background task.
-async fn start_lane(
+pub(super) async fn start_lane(
     runtime: &tokio::runtime::Handle,
     driver: Arc<dyn Driver>,
     settings: Settings,

@@ -200,6 +200,9 @@ impl Lane {
                 break;
             }
         }
+        if self.hold_until_due() {
+            return Ok(false);
+        }
         Ok(!self.cursor.buffer.is_empty())
     }
 
@@ -289,6 +292,9 @@ impl Lane {
         }
         let mut message = self.cursor.buffer.pop_front()?;
         self.cursor.delivered = message.offset();
+        if let Some(attempt) = self.parked_attempt(&message) {
+            message.set_attempt(attempt);
+        }
         if let Some(retry) = self.cursor.retry
             && retry.offset == message.offset()
         {

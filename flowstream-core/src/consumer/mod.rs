@@ -11,10 +11,12 @@
 //!   commits, heartbeats, release, fencing);
 //! - [`protocol`]: a lane's background task that heartbeats, takes over, hands over;
 //! - [`roster`]: the members of a group over partitions and who should own which partition;
+//! - [`lanes`]: a set of lanes read in turn;
 //! - [`partitioned`]: a member of a group over partitions, one lane per partition;
 //! - [`cursor`]: the read-ahead position in a lane;
 //! - [`commit`]: the two commit paths;
 //! - [`retry`]: nacks, their delays, and dead letters;
+//! - [`park`]: retries parked in the group's retry streams, read as lanes of their own;
 //! - [`poison`]: counting the crashes a message causes, and dead-lettering it at the limit;
 //! - [`wait`]: waiting on notifications;
 //! - [`state`]: the group record's stored shape and its typed view;
@@ -24,7 +26,9 @@ mod builder;
 mod commit;
 mod cursor;
 mod lane;
+mod lanes;
 mod membership;
+mod park;
 mod partitioned;
 mod poison;
 mod protocol;
@@ -42,6 +46,7 @@ pub use builder::{
     DEFAULT_TAKEOVER_AFTER, MAX_BATCH_SIZE, MAX_TAKEOVER_AFTER, StartFrom,
 };
 use lane::Lane;
+use park::Parked;
 use partitioned::Partitioned;
 pub(crate) use retry::millis_since_epoch;
 pub use retry::{MAX_RETRY_DELAY, Nacked, RetryBackoff, dead_letter_headers};
@@ -86,6 +91,13 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub struct Consumer {
     inner: Inner,
+    /// Its lanes on the group's retry streams, when it parks retries.
+    parked: Option<Parked>,
+    /// Whether the message `fill` found (and `pop` returns) is a parked copy.
+    from_parked: bool,
+    /// Whether `fill` looks at the retry streams first: it alternates, so that neither the
+    /// stream nor the retries can starve the other.
+    parked_first: bool,
 }
 
 #[derive(Debug)]
@@ -103,6 +115,8 @@ enum Inner {
 pub struct Position {
     partition: Option<u32>,
     offset: u64,
+    /// For a parked copy: the delay tier of its retry stream.
+    tier: Option<usize>,
 }
 
 impl Position {
@@ -111,6 +125,7 @@ impl Position {
         Position {
             partition: Some(partition),
             offset,
+            tier: None,
         }
     }
 
@@ -131,14 +146,19 @@ impl From<u64> for Position {
         Position {
             partition: None,
             offset,
+            tier: None,
         }
     }
 }
 
 impl From<&Message> for Position {
-    /// The message's partition, up to and including the message.
+    /// The message's partition, up to and including the message (for a parked copy: its
+    /// retry stream).
     fn from(message: &Message) -> Self {
-        Position::new(message.partition(), message.offset())
+        Position {
+            tier: crate::names::park_tier_of(message.log()),
+            ..Position::new(message.partition(), message.offset())
+        }
     }
 }
 
@@ -153,15 +173,25 @@ impl Consumer {
     }
 
     fn single(lane: Lane) -> Self {
-        Consumer {
-            inner: Inner::Single(lane),
-        }
+        Consumer::of(Inner::Single(lane))
     }
 
     fn partitioned(partitioned: Partitioned) -> Self {
+        Consumer::of(Inner::Partitioned(partitioned))
+    }
+
+    fn of(inner: Inner) -> Self {
         Consumer {
-            inner: Inner::Partitioned(partitioned),
+            inner,
+            parked: None,
+            from_parked: false,
+            parked_first: false,
         }
+    }
+
+    fn with_parked(mut self, parked: Parked) -> Self {
+        self.parked = Some(parked);
+        self
     }
 
     /// The next message, or `None` when this consumer is standby (owns no partition) or has
@@ -187,18 +217,33 @@ impl Consumer {
 
     /// Makes sure a message is buffered if one is available; `Ok(false)`: none is.
     pub(super) async fn fill(&mut self) -> Result<bool, Error> {
-        match &mut self.inner {
-            Inner::Single(lane) => lane.fill().await,
-            Inner::Partitioned(parts) => parts.fill().await,
+        let Some(parked) = &mut self.parked else {
+            return self.inner.fill().await;
+        };
+        for from_parked in [self.parked_first, !self.parked_first] {
+            let found = if from_parked {
+                parked.set.fill().await?
+            } else {
+                self.inner.fill().await?
+            };
+            if found {
+                self.from_parked = from_parked;
+                return Ok(true);
+            }
         }
+        Ok(false)
     }
 
     /// The next buffered message, marked as delivered.
     pub(super) fn pop(&mut self) -> Option<Message> {
-        match &mut self.inner {
-            Inner::Single(lane) => lane.pop(),
-            Inner::Partitioned(parts) => parts.pop(),
+        let message = match &mut self.parked {
+            Some(parked) if self.from_parked => parked.set.pop(),
+            _ => self.inner.pop(),
+        };
+        if message.is_some() && self.parked.is_some() {
+            self.parked_first = !self.from_parked;
         }
+        message
     }
 
     /// Whether this consumer is active right now: the active one of its group, or, in a group
@@ -259,11 +304,19 @@ impl Consumer {
     /// message's partition); `None` if this consumer has never been active. A commit of those
     /// messages succeeds only while this claim holds.
     pub fn generation(&self) -> Option<u64> {
+        if let Some(parked) = self.parked.as_ref().filter(|_| self.from_parked) {
+            return parked
+                .set
+                .last
+                .and_then(|i| parked.set.lanes.get(i))
+                .and_then(|lane| lane.cursor.generation);
+        }
         match &self.inner {
             Inner::Single(lane) => lane.cursor.generation,
             Inner::Partitioned(parts) => parts
+                .set
                 .last
-                .and_then(|i| parts.lanes.get(i))
+                .and_then(|i| parts.set.lanes.get(i))
                 .and_then(|lane| lane.cursor.generation),
         }
     }
@@ -290,13 +343,23 @@ impl Consumer {
     fn lane(&self, partition: u32) -> Option<&Lane> {
         match &self.inner {
             Inner::Single(lane) => (partition == 0).then_some(lane),
-            Inner::Partitioned(parts) => parts.lanes.get(partition as usize),
+            Inner::Partitioned(parts) => parts.set.lanes.get(partition as usize),
         }
     }
 
     /// The lane a commit at `position` goes to.
     fn lane_for(&mut self, position: Position) -> Result<&mut Lane, Error> {
         let stream = self.stream().to_owned();
+        if let Some(tier) = position.tier {
+            return self
+                .parked
+                .as_mut()
+                .and_then(|parked| parked.set.lanes.get_mut(tier))
+                .ok_or_else(|| Error::WrongStream {
+                    stream,
+                    message_stream: "a retry stream (this consumer does not park retries)".into(),
+                });
+        }
         match (&mut self.inner, position.partition) {
             (Inner::Single(lane), None | Some(0)) => Ok(lane),
             (Inner::Single(_), Some(partition)) => Err(Error::NoSuchPartition {
@@ -306,8 +369,9 @@ impl Consumer {
             }),
             (Inner::Partitioned(_), None) => Err(Error::PartitionRequired { stream }),
             (Inner::Partitioned(parts), Some(partition)) => {
-                let partitions = u32::try_from(parts.lanes.len()).unwrap_or(u32::MAX);
+                let partitions = u32::try_from(parts.set.lanes.len()).unwrap_or(u32::MAX);
                 parts
+                    .set
                     .lanes
                     .get_mut(partition as usize)
                     .ok_or(Error::NoSuchPartition {
@@ -408,11 +472,14 @@ impl Consumer {
         delay: Option<Duration>,
         error: String,
     ) -> Result<Nacked, Error> {
+        let position = Position::from(message);
         let nacked = self
-            .lane_for(Position::from(message))?
+            .lane_for(position)?
             .nack(message, delay, &error)
             .await?;
-        if let Inner::Partitioned(parts) = &mut self.inner {
+        if let Inner::Partitioned(parts) = &mut self.inner
+            && position.tier.is_none()
+        {
             // Its lane reads again once the delay is over.
             parts.mark_dirty(message.partition());
         }
@@ -476,9 +543,13 @@ impl Consumer {
     /// Cancel-safe: dropping the future loses no message and no activation; a message read
     /// while waiting stays buffered for the next [`next`](Consumer::next).
     pub async fn wait(&mut self, timeout: Duration) -> Result<Wake, Error> {
-        match &mut self.inner {
-            Inner::Single(lane) => lane.wait(timeout).await,
-            Inner::Partitioned(parts) => parts.wait(timeout).await,
+        let Some(parked) = &mut self.parked else {
+            return self.inner.wait(timeout).await;
+        };
+        // Both waits are cancel-safe: the one that loses the race loses nothing.
+        tokio::select! {
+            woke = self.inner.wait(timeout) => woke,
+            woke = parked.wait(timeout) => woke,
         }
     }
 
@@ -533,10 +604,15 @@ impl Consumer {
     pub async fn shutdown(self) -> Result<(), Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let handover = runtime.spawn(async move {
-            match self.inner {
+            let closed = match self.inner {
                 Inner::Single(lane) => lane.close().await,
                 Inner::Partitioned(parts) => parts.close().await,
-            }
+            };
+            let parked = match self.parked {
+                Some(parked) => parked.set.close().await,
+                None => Ok(()),
+            };
+            closed.and(parked)
         });
         handover.await.map_err(|e| {
             Error::Storage(DriverError::failed(format!(
@@ -550,5 +626,28 @@ impl Consumer {
     /// [`ConsumerStream::commit`].
     pub fn into_stream(self) -> ConsumerStream {
         ConsumerStream::new(self)
+    }
+}
+
+impl Inner {
+    async fn fill(&mut self) -> Result<bool, Error> {
+        match self {
+            Inner::Single(lane) => lane.fill().await,
+            Inner::Partitioned(parts) => parts.fill().await,
+        }
+    }
+
+    fn pop(&mut self) -> Option<Message> {
+        match self {
+            Inner::Single(lane) => lane.pop(),
+            Inner::Partitioned(parts) => parts.pop(),
+        }
+    }
+
+    async fn wait(&mut self, timeout: Duration) -> Result<Wake, Error> {
+        match self {
+            Inner::Single(lane) => lane.wait(timeout).await,
+            Inner::Partitioned(parts) => parts.wait(timeout).await,
+        }
     }
 }

@@ -17,7 +17,7 @@ use super::membership::Role;
 use super::state::StoredRetry;
 use crate::error::Error;
 use crate::message::{Message, NewMessage};
-use crate::names::dead_letter_stream;
+use crate::names::{PARK_DELAYS, dead_letter_stream, park_tier_of};
 
 /// Longest delay a nack may ask for, and the most a new owner waits for a message nacked under
 /// another claim (whatever the clocks say).
@@ -153,6 +153,15 @@ pub enum Nacked {
     /// It reached `max_deliveries` and was moved to the group's dead-letter stream; the group
     /// goes on with the next message.
     DeadLettered,
+    /// It was parked ([`ConsumerBuilder::park_retries`](crate::ConsumerBuilder::park_retries)):
+    /// copied to the retry stream of delay `after`, from which it is delivered again once it
+    /// has waited that long, as delivery number `attempt`; its partition went on.
+    Parked {
+        /// The delay of the retry stream it went to.
+        after: Duration,
+        /// Which delivery the next one will be ([`Message::attempt`]).
+        attempt: u32,
+    },
 }
 
 pub(crate) fn micros_since_epoch(time: SystemTime) -> u64 {
@@ -200,10 +209,12 @@ impl Lane {
         if offset <= committed {
             return Err(Error::AlreadyCommitted { offset, committed });
         }
+        // A parked copy, or a crash suspect, says how many deliveries failed before.
         let failed = match self.cursor.retry {
             Some(retry) if retry.offset == offset => retry.attempts.saturating_add(1),
             _ => 1,
-        };
+        }
+        .max(message.attempt());
         Ok((generation, failed))
     }
 
@@ -215,13 +226,15 @@ impl Lane {
         delay: Option<Duration>,
         error: &str,
     ) -> Result<Nacked, Error> {
+        let max = if self.membership.settings.park {
+            PARK_DELAYS[PARK_DELAYS.len() - 1]
+        } else {
+            MAX_RETRY_DELAY
+        };
         if let Some(delay) = delay
-            && delay > MAX_RETRY_DELAY
+            && delay > max
         {
-            return Err(Error::DelayTooLong {
-                delay,
-                max: MAX_RETRY_DELAY,
-            });
+            return Err(Error::DelayTooLong { delay, max });
         }
         self.collect_background_commit().await?;
         let (generation, failed) = self.check_failed(message)?;
@@ -232,6 +245,9 @@ impl Lane {
             return Ok(Nacked::DeadLettered);
         }
         let delay = delay.unwrap_or_else(|| settings.retry_backoff.delay_for(failed));
+        if settings.park {
+            return self.park(message, generation, failed, delay, error).await;
+        }
         let offset = message.offset();
         let retry = StoredRetry {
             offset,
@@ -278,6 +294,27 @@ impl Lane {
             .await
     }
 
+    /// Appends `copy` (of the message at `offset`) and commits past the message, in one
+    /// transaction, as the owner of `generation`. Returns whether it wrote: `false` when the
+    /// commit was there already (an earlier attempt was applied and its reply lost), so the
+    /// copy is never appended twice.
+    pub(super) async fn write_moved(
+        &self,
+        generation: u64,
+        offset: u64,
+        copy: NewMessage,
+    ) -> Result<bool, Error> {
+        self.membership
+            .write_as_owner_with(generation, false, &[copy], |state| {
+                if state.committed >= offset {
+                    return false;
+                }
+                state.advance_to(offset);
+                true
+            })
+            .await
+    }
+
     /// Appends the dead-letter copy and commits past the message, in one transaction, as the
     /// owner of `generation`.
     pub(super) async fn write_dead_letter(
@@ -290,17 +327,7 @@ impl Lane {
         let settings = &self.membership.settings;
         let offset = message.offset();
         let copy = dead_letter_copy(message, &settings.group, failed, error);
-        let written = self
-            .membership
-            .write_as_owner_with(generation, false, &[copy], |state| {
-                // Already past it: an earlier attempt was applied and its reply lost.
-                if state.committed >= offset {
-                    return false;
-                }
-                state.advance_to(offset);
-                true
-            })
-            .await?;
+        let written = self.write_moved(generation, offset, copy).await?;
         tracing::warn!(
             group = %settings.group,
             stream = %settings.stream,
@@ -323,34 +350,72 @@ impl Lane {
     }
 }
 
-/// The copy of `message` appended to its group's dead-letter stream: body, key and headers
-/// as they were, plus where it came from and why it failed.
-fn dead_letter_copy(message: &Message, group: &str, failed: u32, error: &str) -> NewMessage {
+/// Where a message was first produced: itself, or, for a copy in a retry stream, what its
+/// headers say.
+pub(super) struct Origin {
+    pub(super) stream: String,
+    partition: u32,
+    offset: u64,
+    produced_at_ms: u64,
+}
+
+impl Origin {
+    pub(super) fn of(message: &Message) -> Origin {
+        use dead_letter_headers as h;
+        let parked = park_tier_of(message.log()).and_then(|_| {
+            let headers = message.headers();
+            Some(Origin {
+                stream: headers.get(h::STREAM)?.clone(),
+                partition: headers.get(h::PARTITION)?.parse().ok()?,
+                offset: headers.get(h::OFFSET)?.parse().ok()?,
+                produced_at_ms: headers.get(h::PRODUCED_AT_MS)?.parse().ok()?,
+            })
+        });
+        parked.unwrap_or_else(|| Origin {
+            stream: message.stream().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            produced_at_ms: millis_since_epoch(message.produced_at()),
+        })
+    }
+}
+
+/// A copy of `message` for `to` (a retry or dead-letter stream of `group`): body, key and
+/// headers as they were, plus where it came from and why it failed.
+pub(super) fn failed_copy(
+    message: &Message,
+    origin: &Origin,
+    to: String,
+    group: &str,
+    failed: u32,
+    error: &str,
+) -> NewMessage {
     use dead_letter_headers as h;
-    let mut copy = NewMessage::new(
-        dead_letter_stream(message.stream(), group),
-        message.body().to_vec(),
-    );
+    let mut copy = NewMessage::new(to, message.body().to_vec());
     for (name, value) in message.headers() {
         copy = copy.with_header(name.as_str(), value.as_str());
     }
     if let Some(key) = message.key() {
         copy = copy.with_key(key.to_vec());
     }
-    copy.with_header(h::STREAM, message.stream())
-        .with_header(h::PARTITION, message.partition().to_string())
-        .with_header(h::OFFSET, message.offset().to_string())
-        .with_header(
-            h::PRODUCED_AT_MS,
-            millis_since_epoch(message.produced_at()).to_string(),
-        )
+    copy.with_header(h::STREAM, origin.stream.as_str())
+        .with_header(h::PARTITION, origin.partition.to_string())
+        .with_header(h::OFFSET, origin.offset.to_string())
+        .with_header(h::PRODUCED_AT_MS, origin.produced_at_ms.to_string())
         .with_header(h::GROUP, group)
         .with_header(h::ATTEMPTS, failed.to_string())
         .with_header(h::ERROR, error_text(error))
-        .with_header(
-            h::DEAD_LETTERED_AT_MS,
-            millis_since_epoch(SystemTime::now()).to_string(),
-        )
+}
+
+/// The copy of `message` appended to its group's dead-letter stream (the dead-letter stream
+/// of the stream it was first produced to).
+fn dead_letter_copy(message: &Message, group: &str, failed: u32, error: &str) -> NewMessage {
+    let origin = Origin::of(message);
+    let to = dead_letter_stream(&origin.stream, group);
+    failed_copy(message, &origin, to, group, failed, error).with_header(
+        dead_letter_headers::DEAD_LETTERED_AT_MS,
+        millis_since_epoch(SystemTime::now()).to_string(),
+    )
 }
 
 /// The error as header text: no NUL (no store keeps one), at most [`MAX_ERROR_TEXT`] bytes.

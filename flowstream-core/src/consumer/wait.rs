@@ -89,7 +89,8 @@ impl Lane {
         if self.fill().await? {
             return Ok(true);
         }
-        if self.cursor.generation != Some(generation) {
+        // A parked copy not due yet holds the lane: what lies past it is not trimmed either.
+        if self.cursor.generation != Some(generation) || self.cursor.paused() {
             return Ok(false);
         }
         let head = self

@@ -5,6 +5,7 @@
 mod batches;
 mod delivery;
 mod leadership;
+mod parking;
 mod partition_groups;
 mod partitions;
 mod produce;
@@ -15,6 +16,7 @@ mod waiting;
 pub(crate) use batches::*;
 pub(crate) use delivery::*;
 pub(crate) use leadership::*;
+pub(crate) use parking::*;
 pub(crate) use partition_groups::*;
 pub(crate) use partitions::*;
 pub(crate) use produce::*;

@@ -130,32 +130,49 @@ impl Flowstream {
     }
 
     /// Reads `stream` (`count` messages) as a new group that nacks every `every`-th message
-    /// once, with no delay (ordered: it comes back before the next), and commits once per read
-    /// batch otherwise; returns the time it took and the number of nacks.
+    /// once, with no delay, and commits once per read batch otherwise; returns the time it took
+    /// to handle the stream's `count` messages and the number of nacks. Ordered (`park`
+    /// false): a nacked message comes back before the next. Parked: it is copied to the retry
+    /// stream and comes back after the shortest parking delay (1 s); the copies are handled
+    /// and committed after the timing, and counted, so a run checks they all came back.
     pub(crate) async fn read_nacking(
         &self,
         stream: &str,
         count: usize,
         read_batch: usize,
         every: u64,
+        park: bool,
     ) -> Result<(Duration, usize), BoxError> {
         let start = Instant::now();
-        let mut consumer = Consumer::builder(Arc::clone(&self.driver), stream, unique("nacks"))
-            .batch_size(read_batch)
-            .build()
-            .await?;
+        let mut builder = Consumer::builder(Arc::clone(&self.driver), stream, unique("nacks"))
+            .batch_size(read_batch);
+        if park {
+            builder = builder.park_retries();
+        }
+        let mut consumer = builder.build().await?;
         let (mut nacks, mut since_commit, mut last) = (0, 0, 0);
-        while last < count as u64 {
+        let (mut elapsed, mut copies) = (None, 0);
+        while last < count as u64 || copies < nacks * usize::from(park) {
+            if last >= count as u64 && elapsed.is_none() {
+                elapsed = Some(start.elapsed());
+            }
             let Some(message) = consumer.next().await? else {
-                return Err(format!("stream {stream} ended after {last} of {count}").into());
+                consumer.wait(Duration::from_secs(5)).await?;
+                continue;
             };
+            if message.stream() != stream {
+                copies += 1;
+                consumer.commit(&message).await?;
+                continue;
+            }
             if message.attempt() == 1 && message.offset() % every == 0 {
                 consumer
                     .nack_after(&message, Duration::ZERO, "bench")
                     .await?;
                 nacks += 1;
-                // The nack committed everything before the message.
+                // The nack committed everything before the message (and, parked, the message).
                 since_commit = 0;
+                last = last.max(message.offset() - u64::from(!park));
                 continue;
             }
             last = message.offset();
@@ -169,7 +186,7 @@ impl Flowstream {
             consumer.commit(last).await?;
         }
         consumer.shutdown().await?;
-        Ok((start.elapsed(), nacks))
+        Ok((elapsed.unwrap_or_else(|| start.elapsed()), nacks))
     }
 
     /// Fills a stream of `sizes.consume` messages and reads it as one group, then again as

@@ -303,15 +303,19 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
         ok &= deferred_consume_row(options, &scenario, &mut report).await;
     }
     // Retries: the same stream read by groups that nack a share of the messages once.
-    for (every, share) in [(1000, "0.1%"), (100, "1%")] {
+    let modes = [(false, "ordered"), (true, "parked")];
+    for ((every, share), (park, mode)) in [(1000, "0.1%"), (100, "1%")]
+        .into_iter()
+        .flat_map(|share| modes.map(|mode| (share, mode)))
+    {
         for (backend, stream) in &consumed {
             let Some((_, flow)) = flows.iter().find(|(b, _)| b == backend) else {
                 continue;
             };
             settle(options).await?;
-            let name = format!("{share} nacked once (ordered): {}", flow.name());
+            let name = format!("{share} nacked once ({mode}): {}", flow.name());
             match flow
-                .read_nacking(stream, sizes.consume, sizes.read_batch, every)
+                .read_nacking(stream, sizes.consume, sizes.read_batch, every, park)
                 .await
             {
                 Ok((elapsed, _)) => report.rate(

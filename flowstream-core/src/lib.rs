@@ -62,6 +62,7 @@ mod consumer;
 pub mod driver;
 mod error;
 mod message;
+pub mod metrics;
 mod names;
 mod partition;
 mod producer;

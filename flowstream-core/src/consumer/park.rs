@@ -130,6 +130,7 @@ impl Lane {
         let copy = failed_copy(message, &origin, to, &settings.group, failed, error);
         let offset = message.offset();
         let written = self.write_moved(generation, offset, copy).await?;
+        crate::metrics::retried(&origin.stream, &settings.group, true);
         tracing::debug!(
             group = %settings.group,
             stream = %settings.stream,

@@ -75,7 +75,13 @@ impl Lane {
                     "crash poison: dead-lettering a message without handing it to the application"
                 );
                 match self
-                    .write_dead_letter(&message, generation, suspect.crashes, &reason)
+                    .write_dead_letter(
+                        &message,
+                        generation,
+                        suspect.crashes,
+                        &reason,
+                        crate::metrics::DeadLetterCause::CrashPoison,
+                    )
                     .await
                 {
                     Ok(()) => {

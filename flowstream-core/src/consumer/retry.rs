@@ -17,6 +17,7 @@ use super::membership::Role;
 use super::state::StoredRetry;
 use crate::error::Error;
 use crate::message::{Message, NewMessage};
+use crate::metrics::{self, DeadLetterCause as Cause};
 use crate::names::{PARK_DELAYS, dead_letter_stream, park_tier_of};
 
 /// Longest delay a nack may ask for, and the most a new owner waits for a message nacked under
@@ -240,7 +241,7 @@ impl Lane {
         let (generation, failed) = self.check_failed(message)?;
         let settings = &self.membership.settings;
         if settings.max_deliveries.is_some_and(|max| failed >= max) {
-            self.write_dead_letter(message, generation, failed, error)
+            self.write_dead_letter(message, generation, failed, error, Cause::MaxDeliveries)
                 .await?;
             return Ok(Nacked::DeadLettered);
         }
@@ -264,6 +265,7 @@ impl Lane {
                 true
             })
             .await?;
+        metrics::retried(message.stream(), &settings.group, false);
         tracing::debug!(
             group = %settings.group,
             stream = %settings.stream,
@@ -290,7 +292,7 @@ impl Lane {
     ) -> Result<(), Error> {
         self.collect_background_commit().await?;
         let (generation, failed) = self.check_failed(message)?;
-        self.write_dead_letter(message, generation, failed, reason)
+        self.write_dead_letter(message, generation, failed, reason, Cause::OnDemand)
             .await
     }
 
@@ -323,11 +325,16 @@ impl Lane {
         generation: u64,
         failed: u32,
         error: &str,
+        cause: Cause,
     ) -> Result<(), Error> {
         let settings = &self.membership.settings;
         let offset = message.offset();
-        let copy = dead_letter_copy(message, &settings.group, failed, error);
+        let origin = Origin::of(message);
+        let copy = dead_letter_copy(message, &origin, &settings.group, failed, error);
         let written = self.write_moved(generation, offset, copy).await?;
+        // Counted when it returns, so once: a write that found the work done is the earlier
+        // attempt whose reply was lost (only this owner writes under its generation).
+        metrics::dead_lettered(&origin.stream, &settings.group, cause);
         tracing::warn!(
             group = %settings.group,
             stream = %settings.stream,
@@ -409,10 +416,15 @@ pub(super) fn failed_copy(
 
 /// The copy of `message` appended to its group's dead-letter stream (the dead-letter stream
 /// of the stream it was first produced to).
-fn dead_letter_copy(message: &Message, group: &str, failed: u32, error: &str) -> NewMessage {
-    let origin = Origin::of(message);
+fn dead_letter_copy(
+    message: &Message,
+    origin: &Origin,
+    group: &str,
+    failed: u32,
+    error: &str,
+) -> NewMessage {
     let to = dead_letter_stream(&origin.stream, group);
-    failed_copy(message, &origin, to, group, failed, error).with_header(
+    failed_copy(message, origin, to, group, failed, error).with_header(
         dead_letter_headers::DEAD_LETTERED_AT_MS,
         millis_since_epoch(SystemTime::now()).to_string(),
     )

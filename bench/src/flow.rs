@@ -133,8 +133,10 @@ impl Flowstream {
     /// once, with no delay, and commits once per read batch otherwise; returns the time it took
     /// to handle the stream's `count` messages and the number of nacks. Ordered (`park`
     /// false): a nacked message comes back before the next. Parked: it is copied to the retry
-    /// stream and comes back after the shortest parking delay (1 s); the copies are handled
-    /// and committed after the timing, and counted, so a run checks they all came back.
+    /// stream and comes back after the shortest parking delay (1 s); copies that come back
+    /// while the stream is read are handled in the timing (committed once per read batch, as
+    /// the stream's messages are), the rest after it, and the run ends only once every copy
+    /// came back.
     pub(crate) async fn read_nacking(
         &self,
         stream: &str,
@@ -161,8 +163,12 @@ impl Flowstream {
                 continue;
             };
             if message.stream() != stream {
+                // A parked copy: committed like the stream's messages, once per read batch
+                // (and the last one).
                 copies += 1;
-                consumer.commit(&message).await?;
+                if copies % read_batch == 0 || copies == nacks {
+                    consumer.commit(&message).await?;
+                }
                 continue;
             }
             if message.attempt() == 1 && message.offset() % every == 0 {

@@ -38,7 +38,9 @@
 //!    resumes right after the group's committed offset. Trimming is the exception: messages
 //!    deleted by [`Driver::trim`] before a group read them are skipped. A
 //!    [nack](Consumer::nack) keeps order: nothing after the message in its partition is
-//!    delivered before it is again.
+//!    delivered before it is again (unless the group
+//!    [parks its retries](ConsumerBuilder::park_retries): then the message is committed past
+//!    in one transaction with its copy in a retry stream, which the group reads too).
 //! 4. One active consumer per group (per partition of a partitioned stream, whose group
 //!    spreads the partitions over its members); standbys take over on graceful shutdown at
 //!    once, and after `takeover_after` of pending messages with no sign of life from the owner.

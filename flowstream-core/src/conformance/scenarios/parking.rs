@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::retries::{body, next, next_after_wait};
 use crate::conformance::{
     BOUND, DriverFactory, InstrumentedDriver, consumer, produce, stored_group,
 };
@@ -21,26 +22,6 @@ const SECOND: Duration = PARK_DELAYS[0];
 /// Storage timestamps have microseconds and come from another clock than `Instant`: a copy
 /// due exactly at its delay may look a hair early.
 const CLOCKS: Duration = Duration::from_millis(5);
-
-async fn next(consumer: &mut Consumer) -> Message {
-    consumer.next().await.expect("next").expect("a message")
-}
-
-/// Waits (bounded) for the next message, through `wait`.
-async fn next_after_wait(consumer: &mut Consumer) -> Message {
-    let deadline = Instant::now() + BOUND;
-    loop {
-        if let Some(message) = consumer.next().await.expect("next") {
-            return message;
-        }
-        assert!(Instant::now() < deadline, "no message within {BOUND:?}");
-        consumer.wait(BOUND).await.expect("wait");
-    }
-}
-
-fn body(message: &Message) -> &str {
-    message.body_str().expect("utf-8 body")
-}
 
 fn header<'m>(message: &'m Message, name: &str) -> Option<&'m str> {
     message.headers().get(name).map(String::as_str)

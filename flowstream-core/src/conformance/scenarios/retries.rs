@@ -21,12 +21,12 @@ fn fixed(delay: Duration) -> RetryBackoff {
     RetryBackoff::fixed(delay).without_jitter()
 }
 
-async fn next(consumer: &mut Consumer) -> Message {
+pub(super) async fn next(consumer: &mut Consumer) -> Message {
     consumer.next().await.expect("next").expect("a message")
 }
 
 /// Waits (bounded) for the next message, through `wait`.
-async fn next_after_wait(consumer: &mut Consumer) -> Message {
+pub(super) async fn next_after_wait(consumer: &mut Consumer) -> Message {
     let deadline = Instant::now() + BOUND;
     loop {
         if let Some(message) = consumer.next().await.expect("next") {
@@ -67,7 +67,7 @@ async fn member_of_p(driver: &Arc<dyn Driver>, delay: Duration) -> Consumer {
         .expect("member")
 }
 
-fn body(message: &Message) -> &str {
+pub(super) fn body(message: &Message) -> &str {
     message.body_str().expect("utf-8 body")
 }
 

@@ -56,6 +56,7 @@
 mod batch;
 mod builder;
 mod errors;
+mod in_tx;
 mod listener;
 mod migrate;
 mod notifier;

@@ -73,6 +73,10 @@ pub(crate) struct Queries {
     pub(crate) create_record_notify: Arc<str>,
     pub(crate) update_record: Arc<str>,
     pub(crate) update_record_notify: Arc<str>,
+    /// In the application's transaction: the record, locked until that transaction ends.
+    pub(crate) lock_record: Arc<str>,
+    /// In the application's transaction, after `lock_record`: the record's new value.
+    pub(crate) overwrite_record: Arc<str>,
 }
 
 impl Queries {
@@ -127,6 +131,14 @@ impl Queries {
             head: format!("SELECT head FROM {s}.streams WHERE name = $1").into(),
             trim: format!("DELETE FROM {s}.messages WHERE stream = $1 AND \"offset\" <= $2").into(),
             get_record: format!("SELECT revision, value FROM {s}.records WHERE key = $1").into(),
+            lock_record: format!(
+                "SELECT revision, value FROM {s}.records WHERE key = $1 FOR UPDATE"
+            )
+            .into(),
+            overwrite_record: format!(
+                "UPDATE {s}.records SET revision = revision + 1, value = $2 WHERE key = $1"
+            )
+            .into(),
             create_record_notify: notify(&create, 3).into(),
             create_record: create.into(),
             update_record_notify: notify(&update, 4).into(),

@@ -40,6 +40,7 @@
 //!
 //! [redb]: https://docs.rs/redb
 
+mod app_tx;
 mod codec;
 mod durability;
 mod errors;
@@ -58,9 +59,13 @@ use flowstream_core::driver::{
 };
 use redb::{Database, ReadableDatabase, ReadableTable};
 
+pub use crate::app_tx::AppTx;
 use crate::durability::Deferred;
 use crate::errors::{open_error, storage};
 use crate::schema::{MESSAGES, RECORDS, STREAMS};
+/// The redb this driver is built with, so an application names its tables with the same
+/// version's types ([`RedbDriver::write`]).
+pub use redb;
 
 /// The page cache [`RedbDriver::open`] gives redb: 16 MiB (redb's own default is 1 GiB, which
 /// a long-running process reading a long stream would fill).

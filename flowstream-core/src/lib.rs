@@ -74,7 +74,8 @@ pub use admin::Admin;
 pub use consumer::{
     Consumer, ConsumerBuilder, ConsumerStream, DEFAULT_BATCH_SIZE, DEFAULT_HEARTBEAT_EVERY,
     DEFAULT_JOIN_DELAY, DEFAULT_TAKEOVER_AFTER, GroupState, MAX_BATCH_SIZE, MAX_RETRY_DELAY,
-    MAX_TAKEOVER_AFTER, Nacked, Position, RetryBackoff, StartFrom, Wake, dead_letter_headers,
+    MAX_TAKEOVER_AFTER, Nacked, Position, RetryBackoff, StartFrom, TxCommit, Wake,
+    dead_letter_headers,
 };
 pub use driver::{Driver, StorageErrorKind};
 pub use error::{Error, NameKind};

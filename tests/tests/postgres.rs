@@ -25,6 +25,8 @@ use flowstream_tests::{
 use sqlx::{AssertSqlSafe, Row};
 use tokio::time::Instant;
 
+mod pg_in_tx;
+
 /// Guarantee 2 under real concurrency: 16 producers on separate connections, 2,000 single
 /// sends each, while a consumer tails the stream. It sees exactly 1..=32,000, in order, each
 /// producer's messages in that producer's order.
@@ -827,6 +829,21 @@ fn main() -> ExitCode {
             "postgres",
             "thousand_consumers_share_one_listening_connection",
             thousand_consumers_share_one_listening_connection,
+        ),
+        schema_trial(
+            "postgres",
+            "in_tx::commit_in_stores_the_commit_with_the_applications_writes",
+            pg_in_tx::commit_in_stores_the_commit_with_the_applications_writes,
+        ),
+        schema_trial(
+            "postgres",
+            "in_tx::a_fenced_consumer_cannot_commit_in_a_transaction",
+            pg_in_tx::a_fenced_consumer_cannot_commit_in_a_transaction,
+        ),
+        schema_trial(
+            "postgres",
+            "in_tx::a_serialization_failure_is_retryable_unless_fenced",
+            pg_in_tx::a_serialization_failure_is_retryable_unless_fenced,
         ),
     ]);
     if uses_containers() {

@@ -13,6 +13,8 @@ use flowstream_core::Driver;
 use flowstream_redb::{RecordDurability, RedbDriver};
 use flowstream_tests::{DriverFactory, suite};
 
+mod redb_in_tx;
+
 /// A redb file in a fresh temporary directory; each `open` opens the file again.
 struct FileBackend {
     dir: tempfile::TempDir,
@@ -67,5 +69,6 @@ fn main() -> ExitCode {
     trials.extend(suite::trials("redb_memory", || MemoryBackend {
         driver: RedbDriver::in_memory().expect("in-memory redb"),
     }));
+    trials.extend(redb_in_tx::trials());
     libtest_mimic::run(&args, trials).exit_code()
 }

@@ -15,6 +15,7 @@
 //! - [`partitioned`]: a member of a group over partitions, one lane per partition;
 //! - [`cursor`]: the read-ahead position in a lane;
 //! - [`commit`]: the two commit paths;
+//! - [`in_tx`]: commits written inside the application's own transaction;
 //! - [`retry`]: nacks, their delays, and dead letters;
 //! - [`park`]: retries parked in the group's retry streams, read as lanes of their own;
 //! - [`poison`]: counting the crashes a message causes, and dead-lettering it at the limit;
@@ -25,6 +26,7 @@
 mod builder;
 mod commit;
 mod cursor;
+mod in_tx;
 mod lane;
 mod lanes;
 mod membership;
@@ -45,6 +47,7 @@ pub use builder::{
     ConsumerBuilder, DEFAULT_BATCH_SIZE, DEFAULT_HEARTBEAT_EVERY, DEFAULT_JOIN_DELAY,
     DEFAULT_TAKEOVER_AFTER, MAX_BATCH_SIZE, MAX_TAKEOVER_AFTER, StartFrom,
 };
+pub use in_tx::TxCommit;
 use lane::Lane;
 use park::Parked;
 use partitioned::Partitioned;
@@ -432,6 +435,32 @@ impl Consumer {
         self.lane_for(position)?
             .commit_in_background(position.offset)
             .await
+    }
+
+    /// Prepares a commit of `position` to be written inside the application's own
+    /// transaction, next to the effects of handling the messages: stored with them or not at
+    /// all, and fenced, so that a consumer that lost its group (partition) cannot store its
+    /// effects either. The driver writes it: `PgDriver::commit_in` in a sqlx transaction on
+    /// PostgreSQL, `AppTx::commit` in a `RedbDriver::write` transaction on redb (their docs
+    /// show the whole loop).
+    ///
+    /// The checks of [`commit`](Consumer::commit) happen here ([`Error::Standby`],
+    /// [`Error::CommitBeyondDelivered`], [`Error::Fenced`] if this consumer knows it lost the
+    /// claim); the write checks ownership again, under a lock held until the transaction ends
+    /// (see [`TxCommit::apply`]). Once the transaction commits, this consumer goes on as the
+    /// owner; it learns of the new committed offset at its next write.
+    pub fn prepare_commit(&mut self, position: impl Into<Position>) -> Result<TxCommit, Error> {
+        let position = position.into();
+        let lane = self.lane_for(position)?;
+        let generation = lane.check_commit(position.offset)?;
+        let membership = &lane.membership;
+        Ok(TxCommit::new(
+            membership.key.clone(),
+            membership.settings.group.clone(),
+            membership.id.clone(),
+            generation,
+            position.offset,
+        ))
     }
 
     /// Reports that handling `message` failed: it is delivered again after a delay (from

@@ -1,0 +1,179 @@
+//! The application's own write transactions on the flowstream file: its tables, written in
+//! the same redb transaction as a consumer's commit ([`AppTx::commit`]), so that the effects
+//! of handling messages and the commit past them are stored together or not at all.
+
+use flowstream_core::{Error, TxCommit};
+use redb::{
+    MultimapTableDefinition, MultimapTableHandle, ReadableTable, TableDefinition, TableHandle,
+    WriteTransaction,
+};
+
+use crate::errors::storage;
+use crate::schema::{MESSAGES, META, RECORDS, STREAMS};
+use crate::{RedbDriver, decode_record};
+
+/// A write transaction of the application's on the flowstream file, handed to the closure of
+/// [`RedbDriver::write`]: it opens the application's tables, never flowstream's, and writes
+/// consumers' commits.
+pub struct AppTx<'a> {
+    txn: &'a WriteTransaction,
+}
+
+impl std::fmt::Debug for AppTx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppTx").finish_non_exhaustive()
+    }
+}
+
+/// Refuses the names of flowstream's own tables.
+fn check_table(name: &str) -> Result<(), Error> {
+    let ours = [META.name(), STREAMS.name(), MESSAGES.name(), RECORDS.name()];
+    if ours.contains(&name) {
+        return Err(Error::Refused {
+            reason: format!(
+                "table {name:?} is flowstream's own; the application's tables need other names \
+                 (flowstream uses {ours:?})"
+            ),
+        });
+    }
+    Ok(())
+}
+
+impl<'a> AppTx<'a> {
+    /// Opens (or creates) one of the application's tables. The names of flowstream's tables
+    /// (`flowstream`, `streams`, `messages`, `records`) are refused ([`Error::Refused`]).
+    pub fn open_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        definition: TableDefinition<'_, K, V>,
+    ) -> Result<redb::Table<'a, K, V>, Error> {
+        check_table(definition.name())?;
+        Ok(self.txn.open_table(definition).map_err(storage)?)
+    }
+
+    /// Opens (or creates) one of the application's multimap tables; names as
+    /// [`open_table`](AppTx::open_table).
+    pub fn open_multimap_table<K: redb::Key + 'static, V: redb::Key + 'static>(
+        &self,
+        definition: MultimapTableDefinition<'_, K, V>,
+    ) -> Result<redb::MultimapTable<'a, K, V>, Error> {
+        check_table(definition.name())?;
+        Ok(self.txn.open_multimap_table(definition).map_err(storage)?)
+    }
+
+    /// Writes a consumer's commit
+    /// ([`Consumer::prepare_commit`](flowstream_core::Consumer::prepare_commit)) in this
+    /// transaction: it counts once the transaction commits, with everything else written in
+    /// it. [`Error::Fenced`] if another consumer owns the group (partition) now: return the
+    /// error from the closure, and nothing of the transaction is stored. redb runs one write
+    /// transaction at a time, so no takeover can come between this check and the commit.
+    pub fn commit(&mut self, commit: &TxCommit) -> Result<(), Error> {
+        let key = commit.record_key();
+        let mut records = self.txn.open_table(RECORDS).map_err(storage)?;
+        let stored = records
+            .get(key)
+            .map_err(storage)?
+            .map(|entry| {
+                let (revision, json) = entry.value();
+                decode_record(key, revision, json)
+            })
+            .transpose()?;
+        let revision = stored.as_ref().map_or(0, |record| record.revision.0);
+        let Some(value) = commit.apply(stored.map(|record| record.value))? else {
+            return Ok(());
+        };
+        records
+            .insert(key, (revision + 1, value.to_string().as_str()))
+            .map_err(storage)?;
+        Ok(())
+    }
+}
+
+impl RedbDriver {
+    /// Runs `work` in one durable write transaction on the flowstream file, on a blocking
+    /// thread: the application's tables ([`AppTx::open_table`]) and consumers' commits
+    /// ([`AppTx::commit`]) are stored together when `work` returns `Ok`, and nothing is when
+    /// it returns `Err` (the error is returned as it is). Failures of the transaction itself
+    /// come back as `E::from(Error)`.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use flowstream_core::{Consumer, Driver, NewMessage, Producer};
+    /// # use flowstream_redb::RedbDriver;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// use redb::TableDefinition;
+    ///
+    /// const TOTALS: TableDefinition<&str, u64> = TableDefinition::new("totals");
+    ///
+    /// let redb = RedbDriver::in_memory()?;
+    /// let driver: Arc<dyn Driver> = Arc::new(redb.clone());
+    /// Producer::new(driver.clone()).send(NewMessage::new("payments", "5")).await?;
+    /// let mut consumer = Consumer::builder(driver, "payments", "totals").build().await?;
+    /// while let Some(msg) = consumer.next().await? {
+    ///     let amount: u64 = msg.body_str().unwrap_or("0").parse()?;
+    ///     let commit = consumer.prepare_commit(&msg)?;
+    ///     redb.write(move |tx| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    ///         let mut totals = tx.open_table(TOTALS)?;
+    ///         let total = totals.get("all")?.map_or(0, |t| t.value());
+    ///         totals.insert("all", total + amount)?;
+    ///         drop(totals);
+    ///         tx.commit(&commit)?; // Err(Fenced): the total is not stored either
+    ///         Ok(())
+    ///     })
+    ///     .await?;
+    /// }
+    /// # consumer.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// The transaction runs on a blocking thread and finishes (commits or not) even if this
+    /// future is dropped; only its result is lost.
+    pub async fn write<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<Error> + Send + 'static,
+        F: FnOnce(&mut AppTx<'_>) -> Result<T, E> + Send + 'static,
+    {
+        let outcome = self
+            .blocking(move |db| {
+                let txn = db.begin_write().map_err(storage)?;
+                let done = work(&mut AppTx { txn: &txn });
+                if done.is_ok() {
+                    txn.commit().map_err(storage)?;
+                }
+                // An error drops the transaction: redb aborts it, nothing is stored.
+                Ok(done)
+            })
+            .await;
+        match outcome {
+            Ok(done) => done,
+            Err(failed) => Err(E::from(Error::from(failed))),
+        }
+    }
+
+    /// Runs `work` in a read transaction on the flowstream file, on a blocking thread, to
+    /// read the application's tables (a snapshot: what was committed when it began).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads.
+    pub async fn read<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<Error> + Send + 'static,
+        F: FnOnce(&redb::ReadTransaction) -> Result<T, E> + Send + 'static,
+    {
+        let outcome = self
+            .blocking(move |db| {
+                let txn = redb::ReadableDatabase::begin_read(db).map_err(storage)?;
+                Ok(work(&txn))
+            })
+            .await;
+        match outcome {
+            Ok(done) => done,
+            Err(failed) => Err(E::from(Error::from(failed))),
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Commits inside the application's own redb write transaction (`RedbDriver::write`,
+//! `AppTx::commit`): stored with the application's tables or not at all, fenced for a
+//! consumer that lost its group, and flowstream's own tables out of the application's reach.
+
+use std::sync::Arc;
+
+use flowstream_core::{Consumer, Driver, Error, Message};
+use flowstream_redb::RedbDriver;
+use flowstream_redb::redb::{ReadableTable, TableDefinition};
+use flowstream_tests::{BOUND, InstrumentedDriver, consumer, produce, stored_group, suite};
+use tokio::time::Instant;
+
+const EFFECTS: TableDefinition<'_, u64, ()> = TableDefinition::new("effects");
+
+async fn effects(redb: &RedbDriver) -> Vec<u64> {
+    redb.read(|tx| -> Result<Vec<u64>, Error> {
+        let Ok(table) = tx.open_table(EFFECTS) else {
+            return Ok(Vec::new());
+        };
+        Ok(table
+            .iter()
+            .expect("iterate")
+            .map(|entry| entry.expect("entry").0.value())
+            .collect())
+    })
+    .await
+    .expect("read effects")
+}
+
+/// Handles `msg` in one write transaction: its effect row and the commit past it, stored if
+/// `keep`, dropped otherwise (the closure fails after writing both).
+async fn handle(
+    redb: &RedbDriver,
+    consumer: &mut Consumer,
+    msg: &Message,
+    keep: bool,
+) -> Result<(), Error> {
+    let commit = consumer.prepare_commit(msg)?;
+    let offset = msg.offset();
+    redb.write(move |tx| {
+        tx.open_table(EFFECTS)?
+            .insert(offset, ())
+            .map_err(|e| Error::Refused {
+                reason: e.to_string(),
+            })?;
+        tx.commit(&commit)?;
+        if keep {
+            Ok(())
+        } else {
+            Err(Error::InvalidConfig("the handler gave up".into()))
+        }
+    })
+    .await
+}
+
+async fn next(consumer: &mut Consumer) -> Message {
+    consumer.next().await.expect("next").expect("a message")
+}
+
+fn test(
+    name: &str,
+    body: fn(RedbDriver) -> std::pin::Pin<Box<dyn Future<Output = ()>>>,
+) -> libtest_mimic::Trial {
+    libtest_mimic::Trial::test(format!("redb_file::in_tx::{name}"), move || {
+        let dir = tempfile::tempdir().expect("temp dir");
+        suite::block_on(async move {
+            let redb = RedbDriver::open(dir.path().join("flowstream.redb"))
+                .await
+                .expect("open");
+            body(redb).await;
+        });
+        Ok(())
+    })
+}
+
+/// The trials of this module.
+pub(crate) fn trials() -> Vec<libtest_mimic::Trial> {
+    vec![
+        test("a_commit_is_stored_with_the_applications_tables", |redb| {
+            Box::pin(a_commit_is_stored_with_the_applications_tables(redb))
+        }),
+        test("a_fenced_consumer_cannot_commit_in_a_transaction", |redb| {
+            Box::pin(a_fenced_consumer_cannot_commit_in_a_transaction(redb))
+        }),
+        test("flowstreams_tables_are_out_of_reach", |redb| {
+            Box::pin(flowstreams_tables_are_out_of_reach(redb))
+        }),
+    ]
+}
+
+/// A commit written in the application's transaction is stored with its tables when the
+/// closure returns `Ok`, and neither is when it fails; the consumer goes on as the owner.
+async fn a_commit_is_stored_with_the_applications_tables(redb: RedbDriver) {
+    let driver: Arc<dyn Driver> = Arc::new(redb.clone());
+    produce(&driver, "s", "m", 3).await;
+    let mut c = consumer(&driver, "s", "g").build().await.expect("consumer");
+    let first = next(&mut c).await;
+    handle(&redb, &mut c, &first, true).await.expect("handled");
+    assert_eq!(stored_group(&driver, "s", "g").await.committed, 1);
+    assert_eq!(effects(&redb).await, [1]);
+
+    let second = next(&mut c).await;
+    let gave_up = handle(&redb, &mut c, &second, false).await;
+    assert!(
+        matches!(gave_up, Err(Error::InvalidConfig(_))),
+        "{gave_up:?}"
+    );
+    assert_eq!(
+        stored_group(&driver, "s", "g").await.committed,
+        1,
+        "dropped"
+    );
+    assert_eq!(effects(&redb).await, [1], "dropped with the commit");
+
+    handle(&redb, &mut c, &second, true).await.expect("handled");
+    let third = next(&mut c).await;
+    c.commit(&third)
+        .await
+        .expect("a plain commit after commits in transactions");
+    let group = stored_group(&driver, "s", "g").await;
+    assert_eq!((group.committed, group.generation), (3, 1));
+    assert!(c.is_active(), "still the owner");
+    assert_eq!(effects(&redb).await, [1, 2]);
+    c.shutdown().await.expect("shutdown");
+}
+
+/// A consumer that lost its group cannot commit in a transaction: `Fenced`, and nothing of the
+/// transaction is stored.
+async fn a_fenced_consumer_cannot_commit_in_a_transaction(redb: RedbDriver) {
+    let driver: Arc<dyn Driver> = Arc::new(redb.clone());
+    produce(&driver, "s", "m", 1).await;
+    let faulty = InstrumentedDriver::new(driver.clone());
+    let through: Arc<dyn Driver> = faulty.clone();
+    let mut zombie = consumer(&through, "s", "g").build().await.expect("zombie");
+    let mut standby = consumer(&driver, "s", "g").build().await.expect("standby");
+    let delivered = next(&mut zombie).await;
+    faulty.set_partitioned(true);
+    let deadline = Instant::now() + BOUND;
+    while !standby.is_active() {
+        assert!(Instant::now() < deadline, "no takeover within {BOUND:?}");
+        standby.wait(BOUND).await.expect("wait");
+    }
+    let fenced = handle(&redb, &mut zombie, &delivered, true).await;
+    assert!(matches!(fenced, Err(Error::Fenced { .. })), "{fenced:?}");
+    assert_eq!(effects(&redb).await, Vec::<u64>::new(), "no effect");
+    assert_eq!(stored_group(&driver, "s", "g").await.committed, 0);
+    let again = next(&mut standby).await;
+    handle(&redb, &mut standby, &again, true)
+        .await
+        .expect("the new owner commits");
+    assert_eq!(effects(&redb).await, [1]);
+    standby.shutdown().await.expect("shutdown");
+}
+
+/// The application cannot open flowstream's tables through its transaction.
+async fn flowstreams_tables_are_out_of_reach(redb: RedbDriver) {
+    const RECORDS: TableDefinition<'_, &str, u64> = TableDefinition::new("records");
+    let refused = redb.write(|tx| tx.open_table(RECORDS).map(drop)).await;
+    assert!(matches!(refused, Err(Error::Refused { .. })), "{refused:?}");
+    let driver: Arc<dyn Driver> = Arc::new(redb.clone());
+    produce(&driver, "s", "m", 1).await;
+    assert_eq!(
+        driver.head("s").await.expect("head"),
+        1,
+        "the store still works"
+    );
+}

@@ -101,7 +101,7 @@ impl RedbDriver {
     /// # use flowstream_redb::RedbDriver;
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    /// use redb::TableDefinition;
+    /// use flowstream_redb::redb::{ReadableTable, TableDefinition};
     ///
     /// const TOTALS: TableDefinition<&str, u64> = TableDefinition::new("totals");
     ///

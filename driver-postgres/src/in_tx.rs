@@ -46,6 +46,11 @@ impl PgDriver {
     /// this consumer, active, in the generation the messages were delivered in; the lock holds
     /// until `tx` ends, so a takeover cannot come between the check and the commit, and
     /// waits for `tx` (as do this consumer's heartbeats): call it last, just before committing.
+    /// So that a client that stops while holding the lock (a frozen process, a hung task)
+    /// cannot keep the group from being taken over, it also sets
+    /// `idle_in_transaction_session_timeout` to the consumer's `takeover_after` for the rest
+    /// of `tx` (`SET LOCAL`): the server ends a session that sits that long in `tx` without a
+    /// statement, which rolls `tx` back.
     ///
     /// Errors:
     /// - [`Error::Fenced`]: another consumer owns the group (partition) now; roll `tx` back.
@@ -67,8 +72,10 @@ impl PgDriver {
         commit: &TxCommit,
     ) -> Result<(), Error> {
         let key = commit.record_key();
+        let idle_limit = format!("{}ms", commit.takeover_after().as_millis().max(1));
         let locked = Self::query(&self.inner.sql.lock_record)
             .bind(key)
+            .bind(idle_limit)
             .fetch_optional(&mut **tx)
             .await;
         let row = match locked {

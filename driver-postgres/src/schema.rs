@@ -73,7 +73,8 @@ pub(crate) struct Queries {
     pub(crate) create_record_notify: Arc<str>,
     pub(crate) update_record: Arc<str>,
     pub(crate) update_record_notify: Arc<str>,
-    /// In the application's transaction: the record, locked until that transaction ends.
+    /// In the application's transaction: the record, locked until that transaction ends, and
+    /// how long the transaction may then sit idle.
     pub(crate) lock_record: Arc<str>,
     /// In the application's transaction, after `lock_record`: the record's new value.
     pub(crate) overwrite_record: Arc<str>,
@@ -131,8 +132,11 @@ impl Queries {
             head: format!("SELECT head FROM {s}.streams WHERE name = $1").into(),
             trim: format!("DELETE FROM {s}.messages WHERE stream = $1 AND \"offset\" <= $2").into(),
             get_record: format!("SELECT revision, value FROM {s}.records WHERE key = $1").into(),
+            // The timeout ends the transaction of a client that stops (frozen, hung) while it
+            // holds the lock, so that takeovers do not wait for it forever.
             lock_record: format!(
-                "SELECT revision, value FROM {s}.records WHERE key = $1 FOR UPDATE"
+                "SELECT set_config('idle_in_transaction_session_timeout', $2, true) AS timeout, \
+                 revision, value FROM {s}.records WHERE key = $1 FOR UPDATE"
             )
             .into(),
             overwrite_record: format!(

@@ -845,6 +845,11 @@ fn main() -> ExitCode {
             "in_tx::a_serialization_failure_is_retryable_unless_fenced",
             pg_in_tx::a_serialization_failure_is_retryable_unless_fenced,
         ),
+        schema_trial(
+            "postgres",
+            "in_tx::a_frozen_transaction_does_not_block_takeovers",
+            pg_in_tx::a_frozen_transaction_does_not_block_takeovers,
+        ),
     ]);
     if uses_containers() {
         trials.push(libtest_mimic::Trial::test(

@@ -12,6 +12,8 @@
 //! transaction ends, so no takeover can slip in between the check and the commit: one that
 //! comes later waits for the lock and then finds the new revision.
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 use super::state::StoredGroup;
@@ -29,6 +31,7 @@ pub struct TxCommit {
     consumer: String,
     generation: u64,
     offset: u64,
+    takeover_after: Duration,
 }
 
 impl TxCommit {
@@ -36,8 +39,8 @@ impl TxCommit {
         key: String,
         group: String,
         consumer: String,
-        generation: u64,
-        offset: u64,
+        (generation, offset): (u64, u64),
+        takeover_after: Duration,
     ) -> Self {
         TxCommit {
             key,
@@ -45,6 +48,7 @@ impl TxCommit {
             consumer,
             generation,
             offset,
+            takeover_after,
         }
     }
 
@@ -62,6 +66,13 @@ impl TxCommit {
     /// The generation of the claim it commits under.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// The consumer's `takeover_after`: the longest a driver should let a transaction that
+    /// holds the group record sit idle (a frozen process would otherwise keep every takeover
+    /// waiting).
+    pub fn takeover_after(&self) -> Duration {
+        self.takeover_after
     }
 
     /// The group record to write, given the record as the transaction holds it (locked
@@ -120,7 +131,13 @@ mod tests {
     }
 
     fn commit(offset: u64) -> TxCommit {
-        TxCommit::new("group/s/g".into(), "g".into(), "me".into(), 3, offset)
+        TxCommit::new(
+            "group/s/g".into(),
+            "g".into(),
+            "me".into(),
+            (3, offset),
+            Duration::from_secs(1),
+        )
     }
 
     #[test]

@@ -458,8 +458,8 @@ impl Consumer {
             membership.key.clone(),
             membership.settings.group.clone(),
             membership.id.clone(),
-            generation,
-            position.offset,
+            (generation, position.offset),
+            membership.settings.takeover_after,
         ))
     }
 

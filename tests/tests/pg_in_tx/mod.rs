@@ -170,3 +170,43 @@ pub(crate) async fn a_serialization_failure_is_retryable_unless_fenced(schema: S
     assert_eq!(stored_group(&driver, "s", "g").await.committed, 2);
     c.shutdown().await.expect("shutdown");
 }
+
+/// A client that stops while its transaction holds the group record (after `commit_in`,
+/// before it commits) does not keep the group from being taken over: the server ends the idle
+/// transaction after `takeover_after`, and with it the commit and the effect.
+pub(crate) async fn a_frozen_transaction_does_not_block_takeovers(schema: String) {
+    let pg = connect(&schema).await;
+    let driver: Arc<dyn Driver> = Arc::new(pg.clone());
+    produce(&driver, "s", "m", 1).await;
+    let mut frozen = consumer(&driver, "s", "g").build().await.expect("first");
+    let mut standby = consumer(&driver, "s", "g").build().await.expect("standby");
+    let delivered = next(&mut frozen).await;
+    let mut tx = pg.pool().begin().await.expect("begin");
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {schema}.effects (id) VALUES (1)"
+    )))
+    .execute(&mut *tx)
+    .await
+    .expect("effect");
+    let commit = frozen.prepare_commit(&delivered).expect("prepare");
+    pg.commit_in(&mut tx, &commit).await.expect("commit_in");
+    // The process stops here: no heartbeat, no further statement in `tx`.
+    drop(frozen);
+    let deadline = Instant::now() + BOUND;
+    while !standby.is_active() {
+        assert!(
+            Instant::now() < deadline,
+            "the takeover waited on the frozen transaction"
+        );
+        standby.wait(BOUND).await.expect("wait");
+    }
+    let late = tx.commit().await;
+    assert!(
+        late.is_err(),
+        "the frozen transaction was ended by the server"
+    );
+    assert_eq!(effects(&pg).await, Vec::<i64>::new(), "rolled back");
+    let group = stored_group(&driver, "s", "g").await;
+    assert_eq!((group.committed, group.generation), (0, 2));
+    standby.shutdown().await.expect("shutdown");
+}

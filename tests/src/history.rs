@@ -98,6 +98,10 @@ pub struct History {
     /// Per group: the offsets of the messages it dead-lettered, in the order of its
     /// dead-letter stream (read back from the store).
     pub dead_letters: BTreeMap<String, Vec<u64>>,
+    /// For a run whose handlers commit in their own transaction (`commit_in`): per stream
+    /// (log), the offset of every effect row that transaction stored, as often as it is
+    /// stored. `None` for other runs.
+    pub effects: Option<BTreeMap<String, Vec<u64>>>,
 }
 
 /// One broken guarantee, with what shows it.
@@ -173,6 +177,17 @@ pub enum Violation {
         /// Offset.
         offset: u64,
     },
+    /// Exactly once: a handler that commits in its own transaction stored the effect of an
+    /// acknowledged message other than once (0: lost; 2 or more: applied again after its
+    /// commit, or by a fenced consumer).
+    NotExactlyOnce {
+        /// Stream (log).
+        stream: String,
+        /// Offset.
+        offset: u64,
+        /// How many effects of it are stored.
+        applied: usize,
+    },
     /// Guarantees 1, 2 and 10: a stream has a hole, or an acknowledged message is missing or
     /// different.
     NotDense {
@@ -201,6 +216,7 @@ impl History {
         self.check_commits_after_fencing(&mut violations);
         self.check_commits_match(&mut violations);
         self.check_dead_letters(&mut violations);
+        self.check_exactly_once(&mut violations);
         if violations.is_empty() {
             Ok(())
         } else {
@@ -244,6 +260,39 @@ impl History {
     /// dead-lettered without being handed out; a nacked one was handed out first).
     fn follows(&self, group: &str, previous: u64, next: u64) -> bool {
         next == previous + 1 || next == self.next_handed_out(group, previous)
+    }
+
+    /// In a run with effects: every acknowledged message's effect is stored exactly once, and
+    /// no message's effect twice.
+    fn check_exactly_once(&self, violations: &mut Vec<Violation>) {
+        let Some(effects) = &self.effects else {
+            return;
+        };
+        let mut counts: BTreeMap<(&str, u64), usize> = BTreeMap::new();
+        for (stream, offsets) in effects {
+            for &offset in offsets {
+                *counts.entry((stream.as_str(), offset)).or_default() += 1;
+            }
+        }
+        let mut wrong: BTreeMap<(&str, u64), usize> = counts
+            .iter()
+            .filter(|(_, applied)| **applied > 1)
+            .map(|(key, applied)| (*key, *applied))
+            .collect();
+        for ack in &self.acks {
+            let key = (ack.stream.as_str(), ack.offset);
+            let applied = counts.get(&key).copied().unwrap_or(0);
+            if applied != 1 {
+                wrong.insert(key, applied);
+            }
+        }
+        for ((stream, offset), applied) in wrong {
+            violations.push(Violation::NotExactlyOnce {
+                stream: stream.to_owned(),
+                offset,
+                applied,
+            });
+        }
     }
 
     /// Each message is dead-lettered at most once by a group.
@@ -600,6 +649,26 @@ mod tests {
             group: "g".into(),
             offset: 2
         }));
+    }
+
+    #[test]
+    fn effects_applied_other_than_once_are_caught() {
+        let mut h = valid();
+        h.effects = Some(BTreeMap::from([("s".to_owned(), vec![1, 2, 3])]));
+        assert_eq!(h.check(), Ok(()));
+        h.effects = Some(BTreeMap::from([("s".to_owned(), vec![1, 2, 2, 4, 4])]));
+        let found = violations(&h);
+        for (offset, applied) in [(2, 2), (3, 0), (4, 2)] {
+            assert!(
+                found.contains(&Violation::NotExactlyOnce {
+                    stream: "s".into(),
+                    offset,
+                    applied
+                }),
+                "{offset}: {found:?}"
+            );
+        }
+        assert_eq!(found.len(), 3, "{found:?}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 // Test code: a failed expectation is how a test fails.
 #![allow(clippy::expect_used)]
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,8 +17,11 @@ use flowstream_tests::postgres::{DATABASE, schema_trial};
 use flowstream_tests::workload::{
     Event, GROUP, STREAM, Workload, install_audit, produce_acked, read_audit, read_stream, rounds,
 };
-use flowstream_tests::{BOUND, assert_causes_printed_once, error_chain, eventually, suite};
+use flowstream_tests::{
+    BOUND, assert_causes_printed_once, error_chain, eventually, eventually_async, suite,
+};
 use libtest_mimic::Trial;
+use sqlx::{AssertSqlSafe, Row};
 use tokio::time::Instant;
 
 const CONSUMER: &str = env!("CARGO_BIN_EXE_pg-consumer");
@@ -537,6 +541,119 @@ async fn w_driver(schema: &str) -> Arc<dyn Driver> {
     )
 }
 
+/// Exactly once with `commit_in`: consumer processes handle each message in one transaction
+/// (an effect row, 5 ms of work, the commit) while the active one is killed with SIGKILL round
+/// after round (landing before, inside and after those transactions), and once frozen with
+/// SIGSTOP past `takeover_after` and thawed after the standby took over. The effects table
+/// holds every acknowledged message exactly once, the thawed zombie's commit is not accepted,
+/// and the history checks out.
+async fn exactly_once_under_kills_and_pauses(schema: String) {
+    let rounds = rounds(3, 25);
+    let mut w = Workload::new(CONSUMER, &schema, TAKEOVER_MS, 5).await;
+    let pg = flowstream_tests::postgres::builder(&schema)
+        .connect()
+        .await
+        .expect("connect");
+    sqlx::query(AssertSqlSafe(format!(
+        "CREATE TABLE {schema}.effects (partition int8 NOT NULL, \"offset\" int8 NOT NULL)"
+    )))
+    .execute(pg.pool())
+    .await
+    .expect("create the effects table");
+    w.env = vec![("FLOWSTREAM_TEST_EFFECTS".into(), "1".into())];
+    let first = w.spawn();
+    w.wait_until("the first process joins", BOUND, |w| {
+        w.processes[first].is_active()
+    })
+    .await;
+    w.spawn();
+    w.spawn();
+    let producing = w.produce(150 * (rounds + 2), Duration::from_millis(4));
+    for round in 0..rounds {
+        let active = w.active().await;
+        w.wait_until("the active process makes progress", BOUND, |w| {
+            w.processes[active].deliveries_since_active() >= 20
+        })
+        .await;
+        w.processes[active].kill();
+        eprintln!("round {round}: killed {}", w.processes[active].label);
+        w.spawn();
+    }
+    let frozen = w.active().await;
+    w.wait_until("the active process makes progress", BOUND, |w| {
+        w.processes[frozen].deliveries_since_active() >= 20
+    })
+    .await;
+    w.processes[frozen].signal("STOP");
+    w.wait_until("another process takes over", BOUND, |w| {
+        w.processes
+            .iter()
+            .enumerate()
+            .any(|(i, p)| i != frozen && p.alive && p.is_active())
+    })
+    .await;
+    let before_thaw = w.processes[frozen].events.len();
+    w.processes[frozen].signal("CONT");
+    w.wait_until("the thawed process ends its transaction", BOUND, |w| {
+        w.processes[frozen].events[before_thaw..]
+            .iter()
+            .any(|l| matches!(Event::parse(l), Some(Event::Commit { .. })))
+    })
+    .await;
+    let thawed =
+        w.processes[frozen].events[before_thaw..]
+            .iter()
+            .find_map(|l| match Event::parse(l) {
+                Some(Event::Commit { outcome, .. }) => Some(outcome),
+                _ => None,
+            });
+    assert_ne!(
+        thawed,
+        Some(Outcome::Accepted),
+        "the zombie's transaction committed"
+    );
+    producing.await.expect("producer");
+    let last = w.last_ack();
+    let driver = w.driver.clone();
+    eventually_async(
+        "every acknowledged message is committed",
+        BOUND * 2,
+        async || {
+            flowstream_core::GroupState::load(driver.as_ref(), STREAM, GROUP)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|g| g.committed >= last)
+        },
+    )
+    .await;
+    let mut history = w.finish().await;
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT partition, \"offset\" FROM {schema}.effects"
+    )))
+    .fetch_all(pg.pool())
+    .await
+    .expect("read the effects");
+    let mut effects: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for row in rows {
+        let partition: i64 = row.get("partition");
+        let offset: i64 = row.get("offset");
+        assert_eq!(partition, 0, "an unpartitioned stream");
+        effects
+            .entry(STREAM.to_owned())
+            .or_default()
+            .push(u64::try_from(offset).expect("offsets are positive"));
+    }
+    history.effects = Some(effects);
+    history.assert_valid();
+    let redelivered = history.deliveries.len() - history.acks.len();
+    eprintln!(
+        "exactly once: {rounds} kills and a pause, {} messages, {redelivered} deliveries again, \
+         every effect stored once",
+        history.acks.len()
+    );
+}
+
 fn plain(name: &'static str, body: fn() -> std::pin::Pin<Box<dyn Future<Output = ()>>>) -> Trial {
     Trial::test(format!("faults::{name}"), move || {
         suite::block_on(body());
@@ -564,6 +681,11 @@ fn main() -> ExitCode {
             "faults",
             "crash_poison_is_dead_lettered",
             crash_poison_is_dead_lettered,
+        ),
+        schema_trial(
+            "faults",
+            "exactly_once_under_kills_and_pauses",
+            exactly_once_under_kills_and_pauses,
         ),
         plain("database_restarts_lose_nothing", || {
             Box::pin(database_restarts_lose_nothing())

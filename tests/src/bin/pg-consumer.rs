@@ -18,6 +18,11 @@
 //! consumer's `max_deliveries`; a message whose body starts with `FLOWSTREAM_TEST_POISON`
 //! aborts the process once delivered (and printed); one whose body starts with
 //! `FLOWSTREAM_TEST_SLOW` is processed for three `takeover_after`s.
+//!
+//! For the exactly-once test, `FLOWSTREAM_TEST_EFFECTS` set: each message is handled in one
+//! transaction that inserts `(partition, offset)` into the schema's `effects` table, is
+//! processed for PROCESS_MS inside it, and commits the message with `commit_in`; the commit
+//! line says `accepted` only once that transaction committed.
 
 // Test code: a failed expectation is how a test fails.
 #![allow(clippy::expect_used)]
@@ -26,8 +31,9 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowstream_core::{Consumer, Driver, Error, Wake};
+use flowstream_core::{Consumer, Driver, Error, Message, Wake};
 use flowstream_postgres::PgDriver;
+use sqlx::AssertSqlSafe;
 
 fn say(line: String) {
     let mut out = std::io::stdout().lock();
@@ -75,15 +81,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let takeover = Duration::from_millis(takeover_ms.parse()?);
     let processing = Duration::from_millis(process_ms.parse()?);
-    let driver: Arc<dyn Driver> = Arc::new(
-        PgDriver::builder(url.as_str())
-            .schema(schema.as_str())
-            .max_connections(4)
-            .connect_timeout(Duration::from_secs(5))
-            .operation_timeout(Duration::from_secs(5))
-            .connect()
-            .await?,
-    );
+    let pg = PgDriver::builder(url.as_str())
+        .schema(schema.as_str())
+        .max_connections(4)
+        .connect_timeout(Duration::from_secs(5))
+        .operation_timeout(Duration::from_secs(5))
+        .connect()
+        .await?;
+    let driver: Arc<dyn Driver> = Arc::new(pg.clone());
+    let effects = std::env::var_os("FLOWSTREAM_TEST_EFFECTS").is_some();
     let poison = std::env::var("FLOWSTREAM_TEST_POISON").ok();
     let slow = std::env::var("FLOWSTREAM_TEST_SLOW").ok();
     let mut builder = Consumer::builder(driver, stream.as_str(), group.as_str())
@@ -123,10 +129,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 if starts(&slow, message.body()) {
                     tokio::time::sleep(takeover * 3).await;
                 }
-                if !processing.is_zero() {
-                    tokio::time::sleep(processing).await;
-                }
-                let outcome = match consumer.commit(&message).await {
+                let committed = if effects {
+                    handle_in_tx(&pg, &mut consumer, &message, processing).await
+                } else {
+                    if !processing.is_zero() {
+                        tokio::time::sleep(processing).await;
+                    }
+                    consumer.commit(&message).await
+                };
+                let outcome = match committed {
                     Ok(()) => "accepted",
                     Err(Error::Fenced { .. }) => "fenced",
                     Err(_) => "failed",
@@ -146,4 +157,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
+}
+
+/// Handles `message` exactly once: its effect row and its commit in one transaction, with the
+/// processing time inside it (so a kill lands in the transaction as often as not).
+async fn handle_in_tx(
+    pg: &PgDriver,
+    consumer: &mut Consumer,
+    message: &Message,
+    processing: Duration,
+) -> Result<(), Error> {
+    let failed = |e: sqlx::Error| {
+        Error::Storage(flowstream_core::driver::DriverError::failed(e.to_string()))
+    };
+    let mut tx = pg.pool().begin().await.map_err(failed)?;
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {}.effects (partition, \"offset\") VALUES ($1, $2)",
+        pg.schema()
+    )))
+    .bind(i64::from(message.partition()))
+    .bind(i64::try_from(message.offset()).unwrap_or(i64::MAX))
+    .execute(&mut *tx)
+    .await
+    .map_err(failed)?;
+    if !processing.is_zero() {
+        tokio::time::sleep(processing).await;
+    }
+    let commit = consumer.prepare_commit(message)?;
+    pg.commit_in(&mut tx, &commit).await?;
+    tx.commit().await.map_err(failed)
 }

@@ -13,6 +13,7 @@ use sqlx::{Connection, PgConnection};
 
 use crate::errors::cause;
 use crate::notifier::Notifier;
+use crate::outbox::Relay;
 use crate::schema::{self, Queries, validate_schema};
 use crate::{Inner, PgDriver, listener, migrate};
 
@@ -201,7 +202,7 @@ impl PgDriverBuilder {
             notifier.own_pid(),
         );
         tracing::debug!(%target, schema = %self.schema, "connected");
-        Ok(PgDriver {
+        let driver = PgDriver {
             inner: Arc::new(Inner {
                 sql: Queries::new(&self.schema),
                 pool,
@@ -210,9 +211,15 @@ impl PgDriverBuilder {
                 channel,
                 operation_timeout: self.operation_timeout,
                 notifier,
+                relay: Relay::new(),
                 _listener: listener,
             }),
-        })
+        };
+        driver
+            .inner
+            .relay
+            .start(Arc::downgrade(&driver.inner), self.fallback_poll);
+        Ok(driver)
     }
 
     /// The settings checks made before anything is sent to the server.

@@ -61,6 +61,7 @@ mod listener;
 mod migrate;
 mod notifier;
 mod offsets;
+mod outbox;
 mod schema;
 
 use std::sync::Arc;
@@ -108,6 +109,7 @@ struct Inner {
     sql: Queries,
     operation_timeout: Duration,
     notifier: notifier::Notifier,
+    relay: outbox::Relay,
     _listener: ListenerTask,
 }
 

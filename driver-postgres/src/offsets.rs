@@ -116,6 +116,19 @@ impl PreparedAppend {
             .bind(&self.keys)
     }
 
+    /// The statement staging these messages in the outbox (see `outbox`), with their logs,
+    /// bodies, headers and keys as arrays, in order.
+    pub(crate) fn stage<'q>(
+        &'q self,
+        statement: &Arc<str>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        sqlx::query(AssertSqlSafe(Arc::clone(statement)))
+            .bind(&self.streams)
+            .bind(&self.bodies)
+            .bind(&self.headers)
+            .bind(&self.keys)
+    }
+
     /// Each message's offset, in input order, from the heads the statement returned.
     pub(crate) fn offsets(&self, rows: Vec<(String, i64)>) -> Result<Vec<u64>, DriverError> {
         let heads: BTreeMap<String, i64> = rows.into_iter().collect();

@@ -25,6 +25,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "message keys",
         include_str!("migrations/0003_message_keys.sql"),
     ),
+    (4, "outbox", include_str!("migrations/0004_outbox.sql")),
 ];
 
 /// Checks a schema name: lower-case ASCII letters, digits and `_`, not starting with a digit
@@ -78,6 +79,16 @@ pub(crate) struct Queries {
     pub(crate) lock_record: Arc<str>,
     /// In the application's transaction, after `lock_record`: the record's new value.
     pub(crate) overwrite_record: Arc<str>,
+    /// In the application's transaction: one call's messages, staged; returns the
+    /// transaction's id.
+    pub(crate) stage: Arc<str>,
+    /// Which of the given transaction ids are over, and how they ended.
+    pub(crate) xact_status: Arc<str>,
+    /// The relay's lock: one relay round at a time per schema, so staged messages reach their
+    /// logs in staging order.
+    pub(crate) relay_lock: Arc<str>,
+    /// The oldest staged calls whose transactions committed, taken out of the outbox.
+    pub(crate) take_staged: Arc<str>,
 }
 
 impl Queries {
@@ -137,6 +148,22 @@ impl Queries {
             lock_record: format!(
                 "SELECT set_config('idle_in_transaction_session_timeout', $2, true) AS timeout, \
                  revision, value FROM {s}.records WHERE key = $1 FOR UPDATE"
+            )
+            .into(),
+            stage: format!(
+                "INSERT INTO {s}.outbox (streams, bodies, headers, keys) \
+                 VALUES ($1, $2, $3, $4) RETURNING pg_current_xact_id()::text"
+            )
+            .into(),
+            xact_status: "SELECT x, pg_xact_status(x::xid8) FROM unnest($1::text[]) AS x".into(),
+            relay_lock: format!(
+                "SELECT pg_advisory_xact_lock(hashtext('flowstream.outbox'), hashtext('{s}'))"
+            )
+            .into(),
+            take_staged: format!(
+                "DELETE FROM {s}.outbox WHERE id IN \
+                 (SELECT id FROM {s}.outbox ORDER BY id LIMIT $1) \
+                 RETURNING id, streams, bodies, headers, keys"
             )
             .into(),
             overwrite_record: format!(

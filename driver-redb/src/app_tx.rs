@@ -1,8 +1,10 @@
 //! The application's own write transactions on the flowstream file: its tables, written in
-//! the same redb transaction as a consumer's commit ([`AppTx::commit`]), so that the effects
-//! of handling messages and the commit past them are stored together or not at all.
+//! the same redb transaction as appends ([`AppTx::send`]) and a consumer's commit
+//! ([`AppTx::commit`]), so that the effects of handling messages, the messages they produce
+//! and the commit past them are stored together or not at all.
 
-use flowstream_core::{Error, TxCommit};
+use flowstream_core::driver::Topic;
+use flowstream_core::{Error, PreparedSend, TxCommit};
 use redb::{
     MultimapTableDefinition, MultimapTableHandle, ReadableTable, TableDefinition, TableHandle,
     WriteTransaction,
@@ -10,13 +12,15 @@ use redb::{
 
 use crate::errors::storage;
 use crate::schema::{MESSAGES, META, RECORDS, STREAMS};
-use crate::{RedbDriver, decode_record};
+use crate::{RedbDriver, append_in, decode_record, refuse_unportable};
 
 /// A write transaction of the application's on the flowstream file, handed to the closure of
 /// [`RedbDriver::write`]: it opens the application's tables, never flowstream's, and writes
 /// consumers' commits.
 pub struct AppTx<'a> {
     txn: &'a WriteTransaction,
+    /// The streams appended to, notified once the transaction commits.
+    touched: Vec<String>,
 }
 
 impl std::fmt::Debug for AppTx<'_> {
@@ -60,6 +64,18 @@ impl<'a> AppTx<'a> {
         Ok(self.txn.open_multimap_table(definition).map_err(storage)?)
     }
 
+    /// Appends messages ([`Producer::prepare`](flowstream_core::Producer::prepare)) in this
+    /// transaction: they are stored, with their offsets, if and only if it commits, and waiting
+    /// consumers are woken then. Returns their offsets (final: redb runs one write transaction
+    /// at a time, so no other append can come between).
+    pub fn send(&mut self, messages: PreparedSend) -> Result<Vec<u64>, Error> {
+        let messages = messages.into_messages();
+        refuse_unportable(&messages)?;
+        let (offsets, touched) = append_in(self.txn, messages)?;
+        self.touched.extend(touched);
+        Ok(offsets)
+    }
+
     /// Writes a consumer's commit
     /// ([`Consumer::prepare_commit`](flowstream_core::Consumer::prepare_commit)) in this
     /// transaction: it counts once the transaction commits, with everything else written in
@@ -90,9 +106,11 @@ impl<'a> AppTx<'a> {
 
 impl RedbDriver {
     /// Runs `work` in one durable write transaction on the flowstream file, on a blocking
-    /// thread: the application's tables ([`AppTx::open_table`]) and consumers' commits
-    /// ([`AppTx::commit`]) are stored together when `work` returns `Ok`, and nothing is when
-    /// it returns `Err` (the error is returned as it is). Failures of the transaction itself
+    /// thread: the application's tables ([`AppTx::open_table`]), appends ([`AppTx::send`]) and
+    /// consumers' commits ([`AppTx::commit`]) are stored together when `work` returns `Ok`,
+    /// and nothing is when it returns `Err` (the error is returned as it is). Reading one
+    /// stream, writing derived messages to another and committing the first in one `write` is
+    /// exactly once. Failures of the transaction itself
     /// come back as `E::from(Error)`.
     ///
     /// ```
@@ -136,12 +154,21 @@ impl RedbDriver {
         E: From<Error> + Send + 'static,
         F: FnOnce(&mut AppTx<'_>) -> Result<T, E> + Send + 'static,
     {
+        let hub = self.hub.clone();
         let outcome = self
             .blocking(move |db| {
                 let txn = db.begin_write().map_err(storage)?;
-                let done = work(&mut AppTx { txn: &txn });
+                let mut tx = AppTx {
+                    txn: &txn,
+                    touched: Vec::new(),
+                };
+                let done = work(&mut tx);
+                let touched = tx.touched;
                 if done.is_ok() {
                     txn.commit().map_err(storage)?;
+                    for stream in touched {
+                        hub.notify(&Topic::Stream(stream));
+                    }
                 }
                 // An error drops the transaction: redb aborts it, nothing is stored.
                 Ok(done)

@@ -85,4 +85,4 @@ pub use names::{
     retry_stream,
 };
 pub use partition::partition_for_key;
-pub use producer::{DEFAULT_MAX_BODY_SIZE, Producer};
+pub use producer::{DEFAULT_MAX_BODY_SIZE, PreparedSend, Producer};

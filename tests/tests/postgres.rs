@@ -850,6 +850,26 @@ fn main() -> ExitCode {
             "in_tx::a_frozen_transaction_does_not_block_takeovers",
             pg_in_tx::a_frozen_transaction_does_not_block_takeovers,
         ),
+        schema_trial(
+            "postgres",
+            "in_tx::send_in_is_delivered_after_commit_and_never_after_rollback",
+            pg_in_tx::send_in_is_delivered_after_commit_and_never_after_rollback,
+        ),
+        schema_trial(
+            "postgres",
+            "in_tx::concurrent_send_in_callers_stay_gapless_and_ordered",
+            pg_in_tx::concurrent_send_in_callers_stay_gapless_and_ordered,
+        ),
+        schema_trial(
+            "postgres",
+            "in_tx::a_long_transaction_holds_back_nobody",
+            pg_in_tx::a_long_transaction_holds_back_nobody,
+        ),
+        schema_trial(
+            "postgres",
+            "in_tx::messages_staged_by_a_dead_process_are_moved",
+            pg_in_tx::messages_staged_by_a_dead_process_are_moved,
+        ),
     ]);
     if uses_containers() {
         trials.push(libtest_mimic::Trial::test(

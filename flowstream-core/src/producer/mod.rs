@@ -127,6 +127,29 @@ impl Producer {
         Ok(offsets)
     }
 
+    /// Checks `messages` and routes each to its log (the partition of a partitioned stream) as
+    /// [`send_batch`](Producer::send_batch) does, without appending them: what a driver's
+    /// send inside the application's own transaction takes (`PgDriver::send_in` on
+    /// PostgreSQL, `AppTx::send` on redb), so that they are appended if and only if that
+    /// transaction commits.
+    ///
+    /// Errors are those of `send_batch` that come before storage is written.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it writes nothing (it may read a stream's partition count).
+    pub async fn prepare(
+        &self,
+        messages: impl IntoIterator<Item = NewMessage>,
+    ) -> Result<PreparedSend, Error> {
+        let mut messages: Vec<NewMessage> = messages.into_iter().collect();
+        self.validate(&messages)?;
+        self.router
+            .route(self.driver.as_ref(), &mut messages)
+            .await?;
+        Ok(PreparedSend { messages })
+    }
+
     fn validate(&self, messages: &[NewMessage]) -> Result<(), Error> {
         if messages.is_empty() {
             return Err(Error::EmptyBatch);
@@ -157,5 +180,31 @@ impl Producer {
             }
         }
         Ok(())
+    }
+}
+
+/// Messages checked and routed by [`Producer::prepare`], for a driver to store inside the
+/// application's own transaction. Each message names the log it goes to (a stream, or a
+/// partition's log).
+#[derive(Debug, Clone)]
+#[must_use = "hand it to a driver's transactional send"]
+pub struct PreparedSend {
+    messages: Vec<NewMessage>,
+}
+
+impl PreparedSend {
+    /// How many messages it holds.
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// Whether it holds none (never, when made by [`Producer::prepare`]).
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// The routed messages, for a driver to store (see [`Driver::append`] on log names).
+    pub fn into_messages(self) -> Vec<NewMessage> {
+        self.messages
     }
 }

@@ -1,10 +1,11 @@
-//! Commits inside the application's own PostgreSQL transaction (`PgDriver::commit_in`): stored
-//! with the application's writes or not at all, fenced for a consumer that lost its group,
-//! and a serialization failure told apart from a fencing.
+//! Sends and commits inside the application's own PostgreSQL transaction (`PgDriver::send_in`,
+//! `PgDriver::commit_in`): stored with the application's writes or not at all, fenced for a
+//! consumer that lost its group, a serialization failure told apart from a fencing, and sends
+//! relayed in order without holding anybody back.
 
 use std::sync::Arc;
 
-use flowstream_core::{Consumer, Driver, Error, Message};
+use flowstream_core::{Consumer, Driver, Error, Message, NewMessage, Producer};
 use flowstream_postgres::PgDriver;
 use flowstream_tests::postgres::builder;
 use flowstream_tests::{BOUND, InstrumentedDriver, consumer, produce, stored_group};
@@ -209,4 +210,206 @@ pub(crate) async fn a_frozen_transaction_does_not_block_takeovers(schema: String
     let group = stored_group(&driver, "s", "g").await;
     assert_eq!((group.committed, group.generation), (0, 2));
     standby.shutdown().await.expect("shutdown");
+}
+
+/// A consumer of `stream` in a group of its own, on `driver`.
+async fn tail(driver: &Arc<dyn Driver>, stream: &str) -> Consumer {
+    consumer(driver, stream, "tail")
+        .build()
+        .await
+        .expect("tail")
+}
+
+/// Messages sent in the application's transaction are delivered once it commits, with dense
+/// offsets, and never when it rolls back; read, transform, send and commit in one transaction
+/// is exactly once.
+pub(crate) async fn send_in_is_delivered_after_commit_and_never_after_rollback(schema: String) {
+    let pg = connect(&schema).await;
+    let driver: Arc<dyn Driver> = Arc::new(pg.clone());
+    let producer = Producer::new(driver.clone());
+    let mut out = tail(&driver, "out").await;
+
+    let mut rolled_back = pg.pool().begin().await.expect("begin");
+    let staged = producer
+        .prepare([NewMessage::new("out", "never")])
+        .await
+        .expect("prepare");
+    pg.send_in(&mut rolled_back, staged).await.expect("send_in");
+    rolled_back.rollback().await.expect("rollback");
+
+    produce(&driver, "in", "m", 2).await;
+    let mut c = consumer(&driver, "in", "transform")
+        .build()
+        .await
+        .expect("consumer");
+    for _ in 0..2 {
+        let msg = next(&mut c).await;
+        let mut tx = pg.pool().begin().await.expect("begin");
+        let derived = producer
+            .prepare([
+                NewMessage::new("out", format!("{}-a", msg.body_str().expect("utf-8"))),
+                NewMessage::new("out", format!("{}-b", msg.body_str().expect("utf-8"))),
+            ])
+            .await
+            .expect("prepare");
+        pg.send_in(&mut tx, derived).await.expect("send_in");
+        let commit = c.prepare_commit(&msg).expect("prepare commit");
+        pg.commit_in(&mut tx, &commit).await.expect("commit_in");
+        tx.commit().await.expect("commit");
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let msg = tokio::time::timeout(BOUND, out.recv())
+            .await
+            .expect("delivered within the bound")
+            .expect("recv");
+        seen.push((msg.offset(), msg.body_str().expect("utf-8").to_owned()));
+    }
+    let expected: Vec<(u64, String)> = ["m0-a", "m0-b", "m1-a", "m1-b"]
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (i as u64 + 1, (*b).to_owned()))
+        .collect();
+    assert_eq!(
+        seen, expected,
+        "in order, dense, the rolled-back one nowhere"
+    );
+    assert_eq!(stored_group(&driver, "in", "transform").await.committed, 2);
+    assert_eq!(driver.head("out").await.expect("head"), 4);
+    c.shutdown().await.expect("shutdown");
+    out.shutdown().await.expect("shutdown");
+}
+
+/// Many callers on several drivers (several relays) sending in their own transactions at
+/// once: every message is delivered once, offsets dense, each caller's in its order.
+pub(crate) async fn concurrent_send_in_callers_stay_gapless_and_ordered(schema: String) {
+    const CALLERS: usize = 8;
+    const EACH: usize = 40;
+    let first = connect(&schema).await;
+    let mut drivers = vec![first];
+    for _ in 1..3 {
+        drivers.push(builder(&schema).connect().await.expect("connect"));
+    }
+    let reader: Arc<dyn Driver> = Arc::new(drivers[0].clone());
+    let mut out = tail(&reader, "out").await;
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|caller| {
+            let pg = drivers[caller % drivers.len()].clone();
+            tokio::spawn(async move {
+                let producer = Producer::new(Arc::new(pg.clone()));
+                for i in 0..EACH {
+                    let mut tx = pg.pool().begin().await.expect("begin");
+                    let staged = producer
+                        .prepare([NewMessage::new("out", format!("{caller}-{i}"))])
+                        .await
+                        .expect("prepare");
+                    pg.send_in(&mut tx, staged).await.expect("send_in");
+                    tx.commit().await.expect("commit");
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.expect("caller");
+    }
+    let total = CALLERS * EACH;
+    let mut next_of = [0usize; CALLERS];
+    let deadline = Instant::now() + BOUND * 2;
+    for offset in 1..=total as u64 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let msg = tokio::time::timeout(left, out.recv())
+            .await
+            .unwrap_or_else(|_| panic!("offset {offset} not delivered in time"))
+            .expect("recv");
+        assert_eq!(msg.offset(), offset, "dense");
+        let body = msg.body_str().expect("utf-8");
+        let (caller, i) = body.split_once('-').expect("caller-i");
+        let caller: usize = caller.parse().expect("caller");
+        assert_eq!(
+            i.parse::<usize>().expect("i"),
+            next_of[caller],
+            "{body} in order"
+        );
+        next_of[caller] += 1;
+    }
+    assert_eq!(
+        reader.head("out").await.expect("head"),
+        total as u64,
+        "nothing twice"
+    );
+    out.shutdown().await.expect("shutdown");
+}
+
+/// A caller that holds its transaction open (idle) for seconds holds nobody back: plain sends
+/// and other callers' transactions are delivered meanwhile, and its message arrives once it
+/// commits, after them.
+pub(crate) async fn a_long_transaction_holds_back_nobody(schema: String) {
+    let pg = connect(&schema).await;
+    let driver: Arc<dyn Driver> = Arc::new(pg.clone());
+    let producer = Producer::new(driver.clone());
+    let mut out = tail(&driver, "out").await;
+    let mut long = pg.pool().begin().await.expect("begin");
+    let staged = producer
+        .prepare([NewMessage::new("out", "late")])
+        .await
+        .expect("prepare");
+    pg.send_in(&mut long, staged).await.expect("send_in");
+    let opened = Instant::now();
+
+    produce(&driver, "out", "plain", 100).await;
+    let mut other = pg.pool().begin().await.expect("begin");
+    let staged = producer
+        .prepare([NewMessage::new("out", "other")])
+        .await
+        .expect("prepare");
+    pg.send_in(&mut other, staged).await.expect("send_in");
+    other.commit().await.expect("commit");
+    for offset in 1..=101 {
+        let msg = tokio::time::timeout(BOUND, out.recv())
+            .await
+            .expect("delivered while the long transaction is open")
+            .expect("recv");
+        assert_eq!(msg.offset(), offset);
+        assert_ne!(
+            msg.body(),
+            b"late",
+            "delivered before its transaction committed"
+        );
+    }
+    // Idle in its transaction for a while longer, as a slow caller would be.
+    let quiet = tokio::time::timeout(std::time::Duration::from_secs(2), out.recv()).await;
+    assert!(
+        quiet.is_err(),
+        "nothing more while the long transaction is open"
+    );
+    assert!(opened.elapsed() >= std::time::Duration::from_secs(2));
+    long.commit().await.expect("commit");
+    let late = tokio::time::timeout(BOUND, out.recv())
+        .await
+        .expect("delivered after its commit")
+        .expect("recv");
+    assert_eq!((late.offset(), late.body()), (102, &b"late"[..]));
+    out.shutdown().await.expect("shutdown");
+}
+
+/// Staged messages whose transaction committed but which no relay moved (their process died
+/// first) are moved by the next driver that starts on the schema.
+pub(crate) async fn messages_staged_by_a_dead_process_are_moved(schema: String) {
+    let pg = connect(&schema).await;
+    // Staged as `send_in` stages them, by a connection whose driver never relays them.
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {schema}.outbox (streams, bodies, headers, keys) \
+         VALUES (ARRAY['out'], ARRAY['orphan'::bytea], ARRAY[NULL::jsonb], ARRAY[NULL::bytea])"
+    )))
+    .execute(pg.pool())
+    .await
+    .expect("stage");
+    let fresh: Arc<dyn Driver> = Arc::new(builder(&schema).connect().await.expect("connect"));
+    let mut out = tail(&fresh, "out").await;
+    let msg = tokio::time::timeout(BOUND, out.recv())
+        .await
+        .expect("moved by the new driver's relay")
+        .expect("recv");
+    assert_eq!((msg.offset(), msg.body()), (1, &b"orphan"[..]));
+    out.shutdown().await.expect("shutdown");
 }

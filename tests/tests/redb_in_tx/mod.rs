@@ -1,10 +1,11 @@
-//! Commits inside the application's own redb write transaction (`RedbDriver::write`,
-//! `AppTx::commit`): stored with the application's tables or not at all, fenced for a
-//! consumer that lost its group, and flowstream's own tables out of the application's reach.
+//! Sends and commits inside the application's own redb write transaction (`RedbDriver::write`,
+//! `AppTx::send`, `AppTx::commit`): stored with the application's tables or not at all,
+//! fenced for a consumer that lost its group, and flowstream's own tables out of the
+//! application's reach.
 
 use std::sync::Arc;
 
-use flowstream_core::{Consumer, Driver, Error, Message};
+use flowstream_core::{Consumer, Driver, Error, Message, NewMessage, Producer};
 use flowstream_redb::RedbDriver;
 use flowstream_redb::redb::{ReadableTable, TableDefinition};
 use flowstream_tests::{BOUND, InstrumentedDriver, consumer, produce, stored_group, suite};
@@ -85,6 +86,10 @@ pub(crate) fn trials() -> Vec<libtest_mimic::Trial> {
         test("flowstreams_tables_are_out_of_reach", |redb| {
             Box::pin(flowstreams_tables_are_out_of_reach(redb))
         }),
+        test(
+            "read_transform_send_and_commit_in_one_transaction",
+            |redb| Box::pin(read_transform_send_and_commit_in_one_transaction(redb)),
+        ),
     ]
 }
 
@@ -164,4 +169,66 @@ async fn flowstreams_tables_are_out_of_reach(redb: RedbDriver) {
         1,
         "the store still works"
     );
+}
+
+/// Read one stream, send derived messages to another and commit the first, all in one write
+/// transaction: once stored, the derived messages and the commit are there together (and a
+/// waiting consumer of the output is woken); a transaction that fails stores neither.
+async fn read_transform_send_and_commit_in_one_transaction(redb: RedbDriver) {
+    let driver: Arc<dyn Driver> = Arc::new(redb.clone());
+    let producer = Producer::new(driver.clone());
+    produce(&driver, "in", "m", 2).await;
+    let mut c = consumer(&driver, "in", "transform")
+        .build()
+        .await
+        .expect("consumer");
+    let mut out = consumer(&driver, "out", "tail")
+        .build()
+        .await
+        .expect("tail");
+
+    let first = next(&mut c).await;
+    let derived = producer
+        .prepare([NewMessage::new("out", "never")])
+        .await
+        .expect("prepare");
+    let commit = c.prepare_commit(&first).expect("prepare commit");
+    let failed = redb
+        .write(move |tx| {
+            tx.send(derived)?;
+            tx.commit(&commit)?;
+            Err::<(), _>(Error::InvalidConfig("the handler gave up".into()))
+        })
+        .await;
+    assert!(failed.is_err());
+    assert_eq!(driver.head("out").await.expect("head"), 0, "nothing sent");
+    assert_eq!(stored_group(&driver, "in", "transform").await.committed, 0);
+
+    for msg in [first, next(&mut c).await] {
+        let body = msg.body_str().expect("utf-8").to_owned();
+        let derived = producer
+            .prepare([NewMessage::new("out", format!("{body}!"))])
+            .await
+            .expect("prepare");
+        let commit = c.prepare_commit(&msg).expect("prepare commit");
+        let offsets = redb
+            .write(move |tx| {
+                let offsets = tx.send(derived)?;
+                tx.commit(&commit)?;
+                Ok::<_, Error>(offsets)
+            })
+            .await
+            .expect("one transaction");
+        assert_eq!(offsets, [msg.offset()], "offsets known at once");
+    }
+    assert_eq!(stored_group(&driver, "in", "transform").await.committed, 2);
+    for expected in ["m0!", "m1!"] {
+        let msg = tokio::time::timeout(BOUND, out.recv())
+            .await
+            .expect("woken by the commit")
+            .expect("recv");
+        assert_eq!(msg.body_str(), Some(expected));
+    }
+    c.shutdown().await.expect("shutdown");
+    out.shutdown().await.expect("shutdown");
 }

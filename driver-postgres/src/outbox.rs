@@ -1,0 +1,346 @@
+//! Appends inside the application's own transaction ([`PgDriver::send_in`]): the transactional
+//! outbox, with the relay built in.
+//!
+//! `send_in` stages the messages in the `outbox` table in the caller's transaction (one row
+//! per call), so they exist if and only if it commits, and it holds no lock any other
+//! producer or reader waits for. A relay appends staged rows to their logs in short
+//! transactions of its own, oldest first: take the relay lock (one relay at a time per
+//! schema), delete the oldest committed rows, append their messages with the ordinary append
+//! statement, commit, notify. Rows of transactions still running are invisible to it, so it
+//! never waits on them nor skips them: they are moved by a later round.
+//!
+//! Every driver runs a relay. It knows which transactions called `send_in` through it, asks
+//! the server how each ended (`pg_xact_status`), polling from 1 ms up to 50 ms while one is
+//! still running, and runs rounds as soon as one committed. It also runs a round when it
+//! starts and once every `fallback_poll`, for rows left by a process that died between its
+//! caller's commit and its relay's round.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use flowstream_core::driver::{DriverError, NewMessage};
+use flowstream_core::{Error, PreparedSend};
+use sqlx::{Postgres, Row, Transaction};
+use tokio::sync::Notify;
+
+use crate::errors::storage_error;
+use crate::offsets::{PreparedAppend, WakeWhenDone};
+use crate::{Inner, PgDriver};
+
+/// Staged calls a relay round moves at most.
+const ROUND: i64 = 500;
+
+/// Longest pause between two looks at a staging transaction that is still running.
+const MAX_POLL: Duration = Duration::from_millis(50);
+
+/// The transactions that staged messages through this driver and have not ended yet, and the
+/// relay's wake-up.
+#[derive(Debug, Default)]
+pub(crate) struct Staged {
+    xids: Mutex<Vec<String>>,
+    wake: Notify,
+}
+
+impl Staged {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.xids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn add(&self, xid: String) {
+        let mut xids = self.lock();
+        if !xids.contains(&xid) {
+            xids.push(xid);
+        }
+        drop(xids);
+        self.wake.notify_one();
+    }
+}
+
+/// The relay task of a driver; it ends with the driver.
+#[derive(Debug)]
+pub(crate) struct Relay {
+    pub(crate) staged: Arc<Staged>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Relay {
+    pub(crate) fn new() -> Self {
+        Relay {
+            staged: Arc::default(),
+            task: Mutex::default(),
+        }
+    }
+
+    /// Starts the task, which holds the driver only while it works.
+    pub(crate) fn start(&self, inner: Weak<Inner>, fallback: Duration) {
+        let staged = Arc::clone(&self.staged);
+        let task = tokio::spawn(run(inner, staged, fallback));
+        *self
+            .task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let task = self
+            .task
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            task.abort();
+        }
+    }
+}
+
+fn driver(inner: &Weak<Inner>) -> Option<PgDriver> {
+    inner.upgrade().map(|inner| PgDriver { inner })
+}
+
+async fn run(inner: Weak<Inner>, staged: Arc<Staged>, fallback: Duration) {
+    // At start: rows a process left behind.
+    let mut sweep = true;
+    loop {
+        if !sweep {
+            sweep = tokio::select! {
+                () = staged.wake.notified() => false,
+                () = tokio::time::sleep(fallback) => true,
+            };
+        }
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let Some(driver) = driver(&inner) else {
+                return;
+            };
+            let xids = staged.lock().clone();
+            let mut committed = std::mem::take(&mut sweep);
+            if !xids.is_empty() {
+                match driver.ended(&xids).await {
+                    Ok(ended) => {
+                        staged.lock().retain(|x| !ended.contains_key(x));
+                        committed |= ended.values().any(|&c| c);
+                    }
+                    Err(error) => tracing::warn!(
+                        schema = %driver.schema(),
+                        error = %error,
+                        "could not look at the transactions that staged messages"
+                    ),
+                }
+            }
+            if committed && let Err(error) = driver.relay().await {
+                tracing::warn!(
+                    schema = %driver.schema(),
+                    error = %error,
+                    "could not relay staged messages; retrying"
+                );
+                sweep = true;
+            }
+            if staged.lock().is_empty() && !sweep {
+                break;
+            }
+            drop(driver);
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_POLL);
+        }
+    }
+}
+
+impl PgDriver {
+    /// Appends messages ([`Producer::prepare`](flowstream_core::Producer::prepare)) as part of
+    /// the application's transaction `tx`: they are delivered if and only if `tx` commits,
+    /// in the order of the calls (and, within a call, of the messages), a call's messages to
+    /// one log with consecutive offsets. The transaction must be on this driver's database.
+    ///
+    /// ```no_run
+    /// # async fn demo(pg: flowstream_postgres::PgDriver, producer: flowstream_core::Producer)
+    /// # -> Result<(), Box<dyn std::error::Error>> {
+    /// use flowstream_core::NewMessage;
+    /// use flowstream_postgres::sqlx;
+    ///
+    /// let mut tx = pg.pool().begin().await?;
+    /// sqlx::query("UPDATE accounts SET balance = balance - 10 WHERE id = 42")
+    ///     .execute(&mut *tx)
+    ///     .await?;
+    /// let event = producer
+    ///     .prepare([NewMessage::new("ledger", "debited 10").with_key("42")])
+    ///     .await?;
+    /// pg.send_in(&mut tx, event).await?;
+    /// tx.commit().await?; // the update and the message, or neither
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// It stages the messages in flowstream's outbox table inside `tx` (one insert, no lock
+    /// anyone else waits for, so a long or idle `tx` holds back no other producer or reader);
+    /// once `tx` commits, a relay appends them to their streams in a short transaction of its
+    /// own: this driver's relay, which watches `tx` end (within 50 ms, usually 1–2 ms), or any
+    /// other driver's on the same schema. Offsets are given then, so this returns none. After
+    /// a crash between the commit and the relay, the next driver to start, or any driver
+    /// within its `fallback_poll`, moves them.
+    ///
+    /// Errors: those of the checks [`Producer::prepare`](flowstream_core::Producer::prepare)
+    /// does not make ([`Error::Refused`] for a header PostgreSQL cannot store), and storage
+    /// errors (`tx` is then in an unknown state: roll it back). No timeout is applied: `tx`
+    /// is the application's.
+    ///
+    /// # Cancel safety
+    ///
+    /// If the future is dropped, `tx` may or may not hold the messages; rolling it back is
+    /// always safe.
+    pub async fn send_in(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        messages: PreparedSend,
+    ) -> Result<(), Error> {
+        let staged = PreparedAppend::new(messages.into_messages())?;
+        let row = staged
+            .stage(&self.inner.sql.stage)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(|e| {
+                storage_error(
+                    &format!(
+                        "staging messages to {} in the application's transaction",
+                        staged.names.join(", ")
+                    ),
+                    e,
+                )
+            })?;
+        let xid: String = row
+            .try_get(0)
+            .map_err(|e| storage_error("reading the staging transaction's id", e))?;
+        self.inner.relay.staged.add(xid);
+        Ok(())
+    }
+
+    /// Which of `xids` have ended: `true` if committed (or too old for the server to say,
+    /// which only a long-committed transaction is), `false` if aborted.
+    async fn ended(&self, xids: &[String]) -> Result<BTreeMap<String, bool>, DriverError> {
+        let query = Self::query(&self.inner.sql.xact_status).bind(xids);
+        let rows = self
+            .run(
+                || "looking at the transactions that staged messages".to_owned(),
+                query.fetch_all(&self.inner.pool),
+            )
+            .await?;
+        let mut ended = BTreeMap::new();
+        for row in rows {
+            let xid: String = row
+                .try_get(0)
+                .map_err(|e| storage_error("decoding a transaction id", e))?;
+            let status: Option<String> = row
+                .try_get(1)
+                .map_err(|e| storage_error("decoding a transaction status", e))?;
+            match status.as_deref() {
+                Some("in progress") => {}
+                Some("aborted") => {
+                    ended.insert(xid, false);
+                }
+                _ => {
+                    ended.insert(xid, true);
+                }
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Moves every committed staged call to its logs, in rounds; returns how many calls.
+    pub(crate) async fn relay(&self) -> Result<usize, DriverError> {
+        let mut moved = 0;
+        loop {
+            let round = self.relay_round().await?;
+            moved += round;
+            if i64::try_from(round).unwrap_or(i64::MAX) < ROUND {
+                return Ok(moved);
+            }
+        }
+    }
+
+    /// One relay round: the oldest committed staged calls, appended in one transaction.
+    async fn relay_round(&self) -> Result<usize, DriverError> {
+        let mut streams: Vec<String> = Vec::new();
+        let work = async {
+            let mut tx = self.pool().begin().await?;
+            Self::query(&self.inner.sql.relay_lock)
+                .execute(&mut *tx)
+                .await?;
+            let mut rows = Self::query(&self.inner.sql.take_staged)
+                .bind(ROUND)
+                .fetch_all(&mut *tx)
+                .await?;
+            if rows.is_empty() {
+                tx.commit().await?;
+                return Ok(Ok(0));
+            }
+            rows.sort_by_key(|row| row.try_get::<i64, _>("id").unwrap_or(i64::MAX));
+            let calls = rows.len();
+            let messages = match staged_messages(&rows) {
+                Ok(messages) => messages,
+                Err(error) => return Ok(Err(error)),
+            };
+            let append = match PreparedAppend::new(messages) {
+                Ok(append) => append,
+                Err(error) => return Ok(Err(error)),
+            };
+            append
+                .query(&self.inner.sql.append)
+                .fetch_all(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            streams.clone_from(&append.names);
+            Ok(Ok(calls))
+        };
+        let moved = self
+            .run(|| "relaying staged messages".to_owned(), work)
+            .await;
+        // Wakes the streams' waiters here and in other processes, as a plain append does.
+        let _wake = WakeWhenDone {
+            driver: self,
+            streams: &streams,
+        };
+        moved?
+    }
+}
+
+/// The messages of staged calls, in order.
+fn staged_messages(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<NewMessage>, DriverError> {
+    let column = |e: sqlx::Error| storage_error("decoding a staged call", e);
+    let mut messages = Vec::new();
+    for row in rows {
+        let streams: Vec<String> = row.try_get("streams").map_err(column)?;
+        let bodies: Vec<Vec<u8>> = row.try_get("bodies").map_err(column)?;
+        let headers: Vec<Option<serde_json::Value>> = row.try_get("headers").map_err(column)?;
+        let keys: Vec<Option<Vec<u8>>> = row.try_get("keys").map_err(column)?;
+        if bodies.len() != streams.len()
+            || headers.len() != streams.len()
+            || keys.len() != streams.len()
+        {
+            return Err(DriverError::failed(
+                "a staged call's arrays differ in length",
+            ));
+        }
+        for (((stream, body), headers), key) in
+            streams.into_iter().zip(bodies).zip(headers).zip(keys)
+        {
+            let mut message = NewMessage::new(stream, body);
+            if let Some(serde_json::Value::Object(map)) = headers {
+                for (name, value) in map {
+                    let value = match value {
+                        serde_json::Value::String(text) => text,
+                        other => other.to_string(),
+                    };
+                    message = message.with_header(name, value);
+                }
+            }
+            if let Some(key) = key {
+                message = message.with_key(key);
+            }
+            messages.push(message);
+        }
+    }
+    Ok(messages)
+}

@@ -870,6 +870,16 @@ fn main() -> ExitCode {
             "in_tx::messages_staged_by_a_dead_process_are_moved",
             pg_in_tx::messages_staged_by_a_dead_process_are_moved,
         ),
+        schema_trial(
+            "postgres",
+            "in_tx::what_cannot_be_honoured_is_refused",
+            pg_in_tx::what_cannot_be_honoured_is_refused,
+        ),
+        schema_trial(
+            "postgres",
+            "in_tx::a_relay_killed_mid_round_loses_and_duplicates_nothing",
+            pg_in_tx::a_relay_killed_mid_round_loses_and_duplicates_nothing,
+        ),
     ]);
     if uses_containers() {
         trials.push(libtest_mimic::Trial::test(

@@ -449,7 +449,26 @@ impl Consumer {
     /// claim); the write checks ownership again, under a lock held until the transaction ends
     /// (see [`TxCommit::apply`]). Once the transaction commits, this consumer goes on as the
     /// owner; it learns of the new committed offset at its next write.
-    pub fn prepare_commit(&mut self, position: impl Into<Position>) -> Result<TxCommit, Error> {
+    ///
+    /// [`Error::WrongStream`] for a message this consumer did not read (another stream, or
+    /// another group's retry stream); [`prepare_commit_at`](Consumer::prepare_commit_at)
+    /// takes a [`Position`] instead.
+    pub fn prepare_commit(&mut self, message: &Message) -> Result<TxCommit, Error> {
+        let stream = self.stream().to_owned();
+        let position = Position::from(message);
+        let lane = self.lane_for(position)?;
+        if message.log() != lane.membership.settings.stream {
+            return Err(Error::WrongStream {
+                stream,
+                message_stream: message.stream().to_owned(),
+            });
+        }
+        self.prepare_commit_at(position)
+    }
+
+    /// As [`prepare_commit`](Consumer::prepare_commit), for a position (an offset of an
+    /// unpartitioned stream, or a partition and offset).
+    pub fn prepare_commit_at(&mut self, position: impl Into<Position>) -> Result<TxCommit, Error> {
         let position = position.into();
         let lane = self.lane_for(position)?;
         let generation = lane.check_commit(position.offset)?;

@@ -413,3 +413,124 @@ pub(crate) async fn messages_staged_by_a_dead_process_are_moved(schema: String) 
     assert_eq!((msg.offset(), msg.body()), (1, &b"orphan"[..]));
     out.shutdown().await.expect("shutdown");
 }
+
+/// What `commit_in` and `send_in` cannot honour is refused with a typed error and commits
+/// nothing: a message of another stream, a standby's commit, a transaction that already
+/// failed, a transaction on a database without flowstream's tables.
+pub(crate) async fn what_cannot_be_honoured_is_refused(schema: String) {
+    let pg = connect(&schema).await;
+    let driver: Arc<dyn Driver> = Arc::new(pg.clone());
+    produce(&driver, "s", "m", 1).await;
+    produce(&driver, "other", "o", 1).await;
+    let mut c = consumer(&driver, "s", "g").build().await.expect("consumer");
+    let mut standby = consumer(&driver, "s", "g").build().await.expect("standby");
+    let mut elsewhere = consumer(&driver, "other", "g")
+        .build()
+        .await
+        .expect("other");
+    let mine = next(&mut c).await;
+    let foreign = next(&mut elsewhere).await;
+    let wrong = c.prepare_commit(&foreign);
+    assert!(matches!(wrong, Err(Error::WrongStream { .. })), "{wrong:?}");
+    let standing_by = standby.prepare_commit(&mine);
+    assert!(
+        matches!(standing_by, Err(Error::Standby { .. })),
+        "{standing_by:?}"
+    );
+
+    let mut failed = pg.pool().begin().await.expect("begin");
+    let broken = sqlx::query("SELECT 1 / 0").execute(&mut *failed).await;
+    assert!(broken.is_err());
+    let commit = c.prepare_commit(&mine).expect("prepare");
+    let refused = pg.commit_in(&mut failed, &commit).await;
+    assert!(
+        refused.as_ref().is_err_and(|e| !e.is_retryable()),
+        "{refused:?}"
+    );
+    drop(failed);
+    assert_eq!(stored_group(&driver, "s", "g").await.committed, 0);
+
+    let url = flowstream_tests::postgres::DATABASE.url();
+    let options: sqlx::postgres::PgConnectOptions = url.parse().expect("url");
+    let other_db = sqlx::PgPool::connect_with(options.database("template1"))
+        .await
+        .expect("connect to another database");
+    let mut tx = other_db.begin().await.expect("begin");
+    let missing = pg.commit_in(&mut tx, &commit).await;
+    assert!(
+        matches!(&missing, Err(Error::Storage(e)) if e.to_string().contains("missing")),
+        "{missing:?}"
+    );
+    drop(tx);
+    let mut tx = other_db.begin().await.expect("begin");
+    let staged = Producer::new(driver.clone())
+        .prepare([NewMessage::new("s", "x")])
+        .await
+        .expect("prepare");
+    let missing = pg.send_in(&mut tx, staged).await;
+    assert!(
+        matches!(&missing, Err(Error::Storage(e)) if e.to_string().contains("missing")),
+        "{missing:?}"
+    );
+    drop(tx);
+    assert_eq!(driver.head("s").await.expect("head"), 1, "nothing sent");
+    assert_eq!(stored_group(&driver, "s", "g").await.committed, 0);
+    for consumer in [c, standby, elsewhere] {
+        consumer.shutdown().await.expect("shutdown");
+    }
+}
+
+/// A relay that dies in the middle of a round (its connection ends after it took the staged
+/// rows, before it committed) moves nothing and loses nothing: the rows come back, and the
+/// next round delivers them once.
+pub(crate) async fn a_relay_killed_mid_round_loses_and_duplicates_nothing(schema: String) {
+    let pg = connect(&schema).await;
+    let driver: Arc<dyn Driver> = Arc::new(pg.clone());
+    let mut out = tail(&driver, "out").await;
+    // A round as the relay runs it, by hand, up to the append: the relay lock taken, the
+    // staged row deleted.
+    let mut dying = pg.pool().acquire().await.expect("connection");
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *dying)
+        .await
+        .expect("pid");
+    let mut round = sqlx::Connection::begin(&mut *dying).await.expect("begin");
+    sqlx::query(AssertSqlSafe(format!(
+        "SELECT pg_advisory_xact_lock(hashtext('flowstream.outbox'), hashtext('{schema}'))"
+    )))
+    .execute(&mut *round)
+    .await
+    .expect("relay lock");
+    let producer = Producer::new(driver.clone());
+    let mut tx = pg.pool().begin().await.expect("begin");
+    let staged = producer
+        .prepare([NewMessage::new("out", "once")])
+        .await
+        .expect("prepare");
+    pg.send_in(&mut tx, staged).await.expect("send_in");
+    tx.commit().await.expect("commit");
+    let taken = sqlx::query(AssertSqlSafe(format!(
+        "DELETE FROM {schema}.outbox RETURNING id"
+    )))
+    .fetch_all(&mut *round)
+    .await
+    .expect("take the staged row");
+    assert_eq!(taken.len(), 1);
+    // The relay dies: its server session is ended, its round rolled back.
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .execute(pg.pool())
+        .await
+        .expect("terminate");
+    drop(round);
+    drop(dying);
+    let msg = tokio::time::timeout(BOUND, out.recv())
+        .await
+        .expect("moved by a later round")
+        .expect("recv");
+    assert_eq!((msg.offset(), msg.body()), (1, &b"once"[..]));
+    let more = tokio::time::timeout(std::time::Duration::from_millis(500), out.recv()).await;
+    assert!(more.is_err(), "moved once");
+    assert_eq!(driver.head("out").await.expect("head"), 1);
+    out.shutdown().await.expect("shutdown");
+}

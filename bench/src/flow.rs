@@ -26,6 +26,8 @@ pub(crate) struct Flowstream {
     producer: Producer,
     /// On PostgreSQL, a pool on the same database, to count the transactions the server ran.
     server: Option<PgPool>,
+    /// The driver itself, for sends and commits inside transactions.
+    tx: Option<crate::in_tx_rows::TxDriver>,
 }
 
 /// What `idle_cpu` measured.
@@ -48,7 +50,19 @@ impl Flowstream {
             driver,
             producer,
             server,
+            tx: None,
         }
+    }
+
+    /// The same flow, with its driver for transactional calls.
+    pub(crate) fn with_tx(mut self, tx: crate::in_tx_rows::TxDriver) -> Self {
+        self.tx = Some(tx);
+        self
+    }
+
+    /// Its driver for transactional calls, if it has one.
+    pub(crate) fn tx(&self) -> Option<&crate::in_tx_rows::TxDriver> {
+        self.tx.as_ref()
     }
 
     pub(crate) fn driver(&self) -> &Arc<dyn Driver> {

@@ -15,6 +15,7 @@
 mod fleet;
 mod fleet_rows;
 mod flow;
+mod in_tx_rows;
 mod long;
 mod machine;
 mod median;
@@ -330,6 +331,19 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
             }
         }
     }
+    // Sends and commits inside transactions, beside the plain rows above.
+    println!("sends and commits inside the application's transaction");
+    for (backend, flow) in &flows {
+        let Some(tx) = flow.tx() else {
+            continue;
+        };
+        settle(options).await?;
+        let stream = consumed
+            .iter()
+            .find(|(b, _)| b == backend)
+            .map(|(_, s)| s.as_str());
+        ok &= in_tx_rows::rows(flow, tx, &sizes, stream, &mut report).await;
+    }
     for system in &others {
         settle(options).await?;
         match system.consume(&sizes).await {
@@ -478,18 +492,21 @@ async fn open_flowstream(backend: Backend, options: &Options) -> Result<Flowstre
                 .connect()
                 .await?;
             let server = driver.pool().clone();
-            Flowstream::new("flowstream (postgres)", Arc::new(driver), Some(server))
+            Flowstream::new(
+                "flowstream (postgres)",
+                Arc::new(driver.clone()),
+                Some(server),
+            )
+            .with_tx(in_tx_rows::TxDriver::Postgres(driver))
         }
-        Backend::Redb => Flowstream::new(
-            "flowstream (redb)",
-            Arc::new(
-                RedbDriver::builder(options.dir.join(FLOW_FILE))
-                    .cache_size(options.redb_cache)
-                    .open()
-                    .await?,
-            ),
-            None,
-        ),
+        Backend::Redb => {
+            let driver = RedbDriver::builder(options.dir.join(FLOW_FILE))
+                .cache_size(options.redb_cache)
+                .open()
+                .await?;
+            Flowstream::new("flowstream (redb)", Arc::new(driver.clone()), None)
+                .with_tx(in_tx_rows::TxDriver::Redb(driver))
+        }
     })
 }
 

@@ -10,8 +10,8 @@
 //! never waits on them nor skips them: they are moved by a later round.
 //!
 //! Every driver runs a relay. It knows which transactions called `send_in` through it, asks
-//! the server how each ended (`pg_xact_status`), polling from 1 ms up to 50 ms while one is
-//! still running, and runs rounds as soon as one committed. It also runs a round when it
+//! the server how each ended (`pg_xact_status`), 1 ms after a call or a round and then every
+//! 2, 4, … up to 50 ms while they run on, and runs rounds as soon as one committed. It also runs a round when it
 //! starts and once every `fallback_poll`, for rows left by a process that died between its
 //! caller's commit and its relay's round.
 
@@ -112,7 +112,7 @@ async fn run(inner: Weak<Inner>, staged: Arc<Staged>, fallback: Duration) {
                 () = tokio::time::sleep(fallback) => true,
             };
         }
-        let mut pause = Duration::from_millis(1);
+        let mut pause = Duration::ZERO;
         loop {
             let Some(driver) = driver(&inner) else {
                 return;
@@ -144,8 +144,17 @@ async fn run(inner: Weak<Inner>, staged: Arc<Staged>, fallback: Duration) {
                 break;
             }
             drop(driver);
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(MAX_POLL);
+            // Back off while the callers' transactions run on; look again at once after
+            // progress, and 1 ms after a new call (its caller is about to commit).
+            pause = if committed {
+                Duration::from_millis(1)
+            } else {
+                (pause * 2).clamp(Duration::from_millis(1), MAX_POLL)
+            };
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = staged.wake.notified() => pause = Duration::from_millis(1),
+            }
         }
     }
 }

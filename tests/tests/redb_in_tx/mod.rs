@@ -90,6 +90,14 @@ pub(crate) fn trials() -> Vec<libtest_mimic::Trial> {
             "read_transform_send_and_commit_in_one_transaction",
             |redb| Box::pin(read_transform_send_and_commit_in_one_transaction(redb)),
         ),
+        test(
+            "a_commit_in_a_transaction_commits_the_messages_partition",
+            |redb| {
+                Box::pin(a_commit_in_a_transaction_commits_the_messages_partition(
+                    redb,
+                ))
+            },
+        ),
     ]
 }
 
@@ -231,4 +239,62 @@ async fn read_transform_send_and_commit_in_one_transaction(redb: RedbDriver) {
     }
     c.shutdown().await.expect("shutdown");
     out.shutdown().await.expect("shutdown");
+}
+
+/// On a partitioned stream, a commit in a transaction commits the message's partition, up to
+/// the message, and no other.
+async fn a_commit_in_a_transaction_commits_the_messages_partition(redb: RedbDriver) {
+    let driver: Arc<dyn Driver> = Arc::new(redb.clone());
+    flowstream_core::Admin::new(driver.clone())
+        .create_stream("p", 2)
+        .await
+        .expect("create");
+    let producer = Producer::new(driver.clone());
+    for partition in [0, 1, 1] {
+        producer
+            .send(NewMessage::new("p", format!("to {partition}")).to_partition(partition))
+            .await
+            .expect("send");
+    }
+    let mut member = consumer(&driver, "p", "g")
+        .join_delay(std::time::Duration::ZERO)
+        .build()
+        .await
+        .expect("member");
+    let mut last_of_1 = None;
+    for _ in 0..3 {
+        let msg = next_after_wait(&mut member).await;
+        if msg.partition() == 1 {
+            last_of_1 = Some(msg);
+        }
+    }
+    let msg = last_of_1.expect("partition 1 delivered");
+    assert_eq!(msg.offset(), 2);
+    let commit = member.prepare_commit(&msg).expect("prepare");
+    redb.write(move |tx| tx.commit(&commit))
+        .await
+        .expect("commit in a transaction");
+    let committed = |partition| {
+        let driver = driver.clone();
+        async move {
+            flowstream_core::GroupState::load_partition(driver.as_ref(), "p", "g", partition)
+                .await
+                .expect("load")
+                .map_or(0, |g| g.committed)
+        }
+    };
+    assert_eq!((committed(0).await, committed(1).await), (0, 2));
+    member.shutdown().await.expect("shutdown");
+}
+
+/// Waits (bounded) for the next message, through `wait`.
+async fn next_after_wait(consumer: &mut Consumer) -> Message {
+    let deadline = Instant::now() + BOUND;
+    loop {
+        if let Some(message) = consumer.next().await.expect("next") {
+            return message;
+        }
+        assert!(Instant::now() < deadline, "no message within {BOUND:?}");
+        consumer.wait(BOUND).await.expect("wait");
+    }
 }

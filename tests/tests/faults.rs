@@ -27,12 +27,8 @@ use tokio::time::Instant;
 const CONSUMER: &str = env!("CARGO_BIN_EXE_pg-consumer");
 const TAKEOVER_MS: u64 = 500;
 
-/// Consumer crashes: three consumer processes in one group under a steady produce rate;
-/// round after round the active one is killed with SIGKILL and replaced by a fresh process.
-/// Every acknowledged message is delivered, and the whole history checks out.
-async fn consumer_crashes(schema: String) {
-    let rounds = rounds(3, 25);
-    let mut w = Workload::new(CONSUMER, &schema, TAKEOVER_MS, 0).await;
+/// Starts three consumer processes, the first active before the others join.
+async fn start_three(w: &mut Workload) {
     let first = w.spawn();
     w.wait_until("the first process joins", BOUND, |w| {
         w.processes[first].is_active()
@@ -40,18 +36,32 @@ async fn consumer_crashes(schema: String) {
     .await;
     w.spawn();
     w.spawn();
-    let producing = w.produce(400 * (rounds + 1), Duration::from_millis(4));
+}
 
+/// `rounds` times: once the active process has delivered `progress` messages, SIGKILL it and
+/// start a fresh one.
+async fn kill_rounds(w: &mut Workload, rounds: usize, progress: usize) {
     for round in 0..rounds {
         let active = w.active().await;
         w.wait_until("the active process makes progress", BOUND, |w| {
-            w.processes[active].deliveries_since_active() >= 30
+            w.processes[active].deliveries_since_active() >= progress
         })
         .await;
         w.processes[active].kill();
         eprintln!("round {round}: killed {}", w.processes[active].label);
         w.spawn();
     }
+}
+
+/// Consumer crashes: three consumer processes in one group under a steady produce rate;
+/// round after round the active one is killed with SIGKILL and replaced by a fresh process.
+/// Every acknowledged message is delivered, and the whole history checks out.
+async fn consumer_crashes(schema: String) {
+    let rounds = rounds(3, 25);
+    let mut w = Workload::new(CONSUMER, &schema, TAKEOVER_MS, 0).await;
+    start_three(&mut w).await;
+    let producing = w.produce(400 * (rounds + 1), Duration::from_millis(4));
+    kill_rounds(&mut w, rounds, 30).await;
     producing.await.expect("producer");
     let last = w.last_ack();
     w.wait_until("every acknowledged message is delivered", BOUND * 2, |w| {
@@ -561,24 +571,9 @@ async fn exactly_once_under_kills_and_pauses(schema: String) {
     .await
     .expect("create the effects table");
     w.env = vec![("FLOWSTREAM_TEST_EFFECTS".into(), "1".into())];
-    let first = w.spawn();
-    w.wait_until("the first process joins", BOUND, |w| {
-        w.processes[first].is_active()
-    })
-    .await;
-    w.spawn();
-    w.spawn();
+    start_three(&mut w).await;
     let producing = w.produce(150 * (rounds + 2), Duration::from_millis(4));
-    for round in 0..rounds {
-        let active = w.active().await;
-        w.wait_until("the active process makes progress", BOUND, |w| {
-            w.processes[active].deliveries_since_active() >= 20
-        })
-        .await;
-        w.processes[active].kill();
-        eprintln!("round {round}: killed {}", w.processes[active].label);
-        w.spawn();
-    }
+    kill_rounds(&mut w, rounds, 20).await;
     let frozen = w.active().await;
     w.wait_until("the active process makes progress", BOUND, |w| {
         w.processes[frozen].deliveries_since_active() >= 20

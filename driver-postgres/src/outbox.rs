@@ -34,6 +34,9 @@ const ROUND: i64 = 500;
 /// Longest pause between two looks at a staging transaction that is still running.
 const MAX_POLL: Duration = Duration::from_millis(50);
 
+/// Longest pause between two attempts after the server failed the relay.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
+
 /// The transactions that staged messages through this driver and have not ended yet, and the
 /// relay's wake-up.
 #[derive(Debug, Default)]
@@ -119,24 +122,29 @@ async fn run(inner: Weak<Inner>, staged: Arc<Staged>, fallback: Duration) {
             };
             let xids = staged.lock().clone();
             let mut committed = std::mem::take(&mut sweep);
+            let mut failed = false;
             if !xids.is_empty() {
                 match driver.ended(&xids).await {
                     Ok(ended) => {
                         staged.lock().retain(|x| !ended.contains_key(x));
                         committed |= ended.values().any(|&c| c);
                     }
-                    Err(error) => tracing::warn!(
-                        schema = %driver.schema(),
-                        error = %error,
-                        "could not look at the transactions that staged messages"
-                    ),
+                    Err(error) => {
+                        failed = true;
+                        tracing::warn!(
+                            schema = %driver.schema(),
+                            error = %error,
+                            "could not look at the transactions that staged messages"
+                        );
+                    }
                 }
             }
             if committed && let Err(error) = driver.relay().await {
+                failed = true;
                 tracing::warn!(
                     schema = %driver.schema(),
                     error = %error,
-                    "could not relay staged messages; retrying"
+                    "could not relay staged messages"
                 );
                 sweep = true;
             }
@@ -146,7 +154,10 @@ async fn run(inner: Weak<Inner>, staged: Arc<Staged>, fallback: Duration) {
             drop(driver);
             // Back off while the callers' transactions run on; look again at once after
             // progress, and 1 ms after a new call (its caller is about to commit).
-            pause = if committed {
+            // After a failure, back off further: the server may be down for a while.
+            pause = if failed {
+                (pause * 2).clamp(MAX_POLL, MAX_RETRY_PAUSE)
+            } else if committed {
                 Duration::from_millis(1)
             } else {
                 (pause * 2).clamp(Duration::from_millis(1), MAX_POLL)

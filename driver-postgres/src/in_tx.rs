@@ -53,7 +53,10 @@ impl PgDriver {
     /// statement, which rolls `tx` back.
     ///
     /// Errors:
-    /// - [`Error::Fenced`]: another consumer owns the group (partition) now; roll `tx` back.
+    /// - [`Error::Fenced`]: another consumer owns the group (partition) now, or the message
+    ///   was delivered under a claim that has ended; roll `tx` back.
+    /// - [`Error::AlreadyCommitted`]: the group has committed past the message already (its
+    ///   effects were stored by an earlier transaction); roll `tx` back.
     /// - A retryable storage error when the server could not serialize `tx` (SQLSTATE 40001
     ///   or 40P01 under `REPEATABLE READ` or `SERIALIZABLE`, when the record changed after
     ///   `tx` began, by a heartbeat say) and this consumer still owns the claim: retry the
@@ -86,9 +89,7 @@ impl PgDriver {
             .map(|row| decode_record(key, &row))
             .transpose()?
             .map(|record| record.value);
-        let Some(value) = commit.apply(current)? else {
-            return Ok(());
-        };
+        let value = commit.apply(current)?;
         let written = Self::query(&self.inner.sql.overwrite_record)
             .bind(key)
             .bind(value)
@@ -120,7 +121,7 @@ impl PgDriver {
                 Error::Storage(failed)
             }
             Ok(current) => match commit.apply(current.map(|record| record.value)) {
-                Err(fenced @ Error::Fenced { .. }) => fenced,
+                Err(fenced @ (Error::Fenced { .. } | Error::AlreadyCommitted { .. })) => fenced,
                 _ => Error::Storage(failed),
             },
             // Ownership unknown: the transaction failed anyway, and may be retried.

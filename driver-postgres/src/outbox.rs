@@ -31,6 +31,10 @@ use crate::{Inner, PgDriver};
 /// Staged calls a relay round moves at most.
 const ROUND: i64 = 500;
 
+/// Bytes of staged calls a relay round takes at most (it always takes the oldest call, whatever
+/// its size): a round's append stays far below PostgreSQL's limits on one statement.
+const ROUND_BYTES: i64 = 64 * 1024 * 1024;
+
 /// Longest pause between two looks at a staging transaction that is still running.
 const MAX_POLL: Duration = Duration::from_millis(50);
 
@@ -105,67 +109,96 @@ fn driver(inner: &Weak<Inner>) -> Option<PgDriver> {
     inner.upgrade().map(|inner| PgDriver { inner })
 }
 
+/// Failed status queries in a row after which the relay forgets the transactions it watches
+/// (an id the server cannot place, after a failover say, fails the query every time) and
+/// leaves their rows to its sweeps.
+const MAX_STATUS_FAILURES: u32 = 3;
+
 async fn run(inner: Weak<Inner>, staged: Arc<Staged>, fallback: Duration) {
     // At start: rows a process left behind.
     let mut sweep = true;
+    let mut last_sweep = tokio::time::Instant::now();
+    let mut pause = Duration::ZERO;
+    let mut failures = 0u32;
     loop {
-        if !sweep {
-            sweep = tokio::select! {
-                () = staged.wake.notified() => false,
-                () = tokio::time::sleep(fallback) => true,
-            };
+        let idle = staged.lock().is_empty() && !sweep;
+        if idle {
+            let next_sweep = last_sweep + fallback;
+            tokio::select! {
+                () = staged.wake.notified() => pause = Duration::ZERO,
+                () = tokio::time::sleep_until(next_sweep) => sweep = true,
+            }
         }
-        let mut pause = Duration::ZERO;
-        loop {
-            let Some(driver) = driver(&inner) else {
-                return;
-            };
-            let xids = staged.lock().clone();
-            let mut committed = std::mem::take(&mut sweep);
-            let mut failed = false;
-            if !xids.is_empty() {
-                match driver.ended(&xids).await {
-                    Ok(ended) => {
-                        staged.lock().retain(|x| !ended.contains_key(x));
-                        committed |= ended.values().any(|&c| c);
-                    }
-                    Err(error) => {
-                        failed = true;
+        // Sweeps happen every `fallback` even while some transaction stays open for hours.
+        if last_sweep.elapsed() >= fallback {
+            sweep = true;
+        }
+        let Some(driver) = driver(&inner) else {
+            return;
+        };
+        let xids = staged.lock().clone();
+        let mut committed = std::mem::take(&mut sweep);
+        if committed {
+            last_sweep = tokio::time::Instant::now();
+        }
+        let mut failed = false;
+        if !xids.is_empty() {
+            match driver.ended(&xids).await {
+                Ok(ended) => {
+                    staged.lock().retain(|x| !ended.contains_key(x));
+                    committed |= ended.values().any(|&c| c);
+                    failures = 0;
+                }
+                Err(error) => {
+                    failed = true;
+                    failures += 1;
+                    // Some may have committed: a round moves whatever did.
+                    committed = true;
+                    tracing::warn!(
+                        schema = %driver.schema(),
+                        error = %error,
+                        "could not look at the transactions that staged messages"
+                    );
+                    if failures >= MAX_STATUS_FAILURES {
+                        staged.lock().clear();
                         tracing::warn!(
                             schema = %driver.schema(),
-                            error = %error,
-                            "could not look at the transactions that staged messages"
+                            "no longer watching the staging transactions; their messages \
+                             move with the next sweeps"
                         );
                     }
                 }
             }
-            if committed && let Err(error) = driver.relay().await {
-                failed = true;
-                tracing::warn!(
-                    schema = %driver.schema(),
-                    error = %error,
-                    "could not relay staged messages"
-                );
-                sweep = true;
-            }
-            if staged.lock().is_empty() && !sweep {
-                break;
-            }
-            drop(driver);
-            // Back off while the callers' transactions run on; look again at once after
-            // progress, and 1 ms after a new call (its caller is about to commit).
-            // After a failure, back off further: the server may be down for a while.
-            pause = if failed {
-                (pause * 2).clamp(MAX_POLL, MAX_RETRY_PAUSE)
-            } else if committed {
-                Duration::from_millis(1)
-            } else {
-                (pause * 2).clamp(Duration::from_millis(1), MAX_POLL)
-            };
-            tokio::select! {
-                () = tokio::time::sleep(pause) => {}
-                () = staged.wake.notified() => pause = Duration::from_millis(1),
-            }
+        }
+        if committed && let Err(error) = driver.relay().await {
+            failed = true;
+            sweep = true;
+            tracing::warn!(
+                schema = %driver.schema(),
+                error = %error,
+                "could not relay staged messages"
+            );
+        }
+        drop(driver);
+        if failed {
+            // The server may be down for a while: back off, whatever new calls come in.
+            pause = (pause * 2).clamp(MAX_POLL, MAX_RETRY_PAUSE);
+            tokio::time::sleep(pause).await;
+            continue;
+        }
+        if staged.lock().is_empty() && !sweep {
+            continue;
+        }
+        // Back off while the callers' transactions run on; look again soon after progress,
+        // and 1 ms after a new call (its caller is about to commit).
+        pause = if committed {
+            Duration::from_millis(1)
+        } else {
+            (pause * 2).clamp(Duration::from_millis(1), MAX_POLL)
+        };
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = staged.wake.notified() => pause = Duration::ZERO,
         }
     }
 }
@@ -272,29 +305,36 @@ impl PgDriver {
     pub(crate) async fn relay(&self) -> Result<usize, DriverError> {
         let mut moved = 0;
         loop {
-            let round = self.relay_round().await?;
-            moved += round;
-            if i64::try_from(round).unwrap_or(i64::MAX) < ROUND {
+            let (calls, full) = self.relay_round().await?;
+            moved += calls;
+            if !full {
                 return Ok(moved);
             }
         }
     }
 
     /// One relay round: the oldest committed staged calls, appended in one transaction.
-    async fn relay_round(&self) -> Result<usize, DriverError> {
+    /// Returns how many calls it moved, and whether it stopped at a limit (more may wait).
+    async fn relay_round(&self) -> Result<(usize, bool), DriverError> {
         let mut streams: Vec<String> = Vec::new();
         let work = async {
             let mut tx = self.pool().begin().await?;
+            // Whatever the server's default: each statement must see what committed before
+            // it, the take after the lock above all.
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                .execute(&mut *tx)
+                .await?;
             Self::query(&self.inner.sql.relay_lock)
                 .execute(&mut *tx)
                 .await?;
             let mut rows = Self::query(&self.inner.sql.take_staged)
                 .bind(ROUND)
+                .bind(ROUND_BYTES)
                 .fetch_all(&mut *tx)
                 .await?;
             if rows.is_empty() {
                 tx.commit().await?;
-                return Ok(Ok(0));
+                return Ok(Ok((0, false)));
             }
             rows.sort_by_key(|row| row.try_get::<i64, _>("id").unwrap_or(i64::MAX));
             let calls = rows.len();
@@ -302,6 +342,12 @@ impl PgDriver {
                 Ok(messages) => messages,
                 Err(error) => return Ok(Err(error)),
             };
+            let bytes: usize = messages
+                .iter()
+                .map(|m| m.body().len() + m.key().map_or(0, <[u8]>::len))
+                .sum();
+            let full = i64::try_from(calls).unwrap_or(i64::MAX) >= ROUND
+                || i64::try_from(bytes).unwrap_or(i64::MAX) >= ROUND_BYTES / 2;
             let append = match PreparedAppend::new(messages) {
                 Ok(append) => append,
                 Err(error) => return Ok(Err(error)),
@@ -312,7 +358,7 @@ impl PgDriver {
                 .await?;
             tx.commit().await?;
             streams.clone_from(&append.names);
-            Ok(Ok(calls))
+            Ok(Ok((calls, full)))
         };
         let moved = self
             .run(|| "relaying staged messages".to_owned(), work)

@@ -87,7 +87,8 @@ pub(crate) struct Queries {
     /// The relay's lock: one relay round at a time per schema, so staged messages reach their
     /// logs in staging order.
     pub(crate) relay_lock: Arc<str>,
-    /// The oldest staged calls whose transactions committed, taken out of the outbox.
+    /// The oldest staged calls whose transactions committed, taken out of the outbox (a
+    /// bounded number, and bytes).
     pub(crate) take_staged: Arc<str>,
 }
 
@@ -160,9 +161,15 @@ impl Queries {
                 "SELECT pg_advisory_xact_lock(hashtext('flowstream.outbox'), hashtext('{s}'))"
             )
             .into(),
+            // The oldest calls, up to $1 of them and $2 bytes (the first one whatever its size).
             take_staged: format!(
-                "DELETE FROM {s}.outbox WHERE id IN \
-                 (SELECT id FROM {s}.outbox ORDER BY id LIMIT $1) \
+                "DELETE FROM {s}.outbox WHERE id IN ( \
+                   SELECT id FROM ( \
+                     SELECT id, sum(size) OVER (ORDER BY id) - size AS before FROM ( \
+                       SELECT id, pg_column_size(bodies) + pg_column_size(headers) \
+                              + pg_column_size(keys) AS size \
+                       FROM {s}.outbox ORDER BY id LIMIT $1) AS oldest) AS sized \
+                   WHERE before < $2) \
                  RETURNING id, streams, bodies, headers, keys"
             )
             .into(),

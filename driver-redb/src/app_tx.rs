@@ -79,8 +79,10 @@ impl<'a> AppTx<'a> {
     /// Writes a consumer's commit
     /// ([`Consumer::prepare_commit`](flowstream_core::Consumer::prepare_commit)) in this
     /// transaction: it counts once the transaction commits, with everything else written in
-    /// it. [`Error::Fenced`] if another consumer owns the group (partition) now: return the
-    /// error from the closure, and nothing of the transaction is stored. redb runs one write
+    /// it. [`Error::Fenced`] if another consumer owns the group (partition) now, or the
+    /// message was delivered under a claim that has ended; [`Error::AlreadyCommitted`] if
+    /// the group committed past it already: return the error from the closure, and nothing
+    /// of the transaction is stored. redb runs one write
     /// transaction at a time, so no takeover can come between this check and the commit.
     pub fn commit(&mut self, commit: &TxCommit) -> Result<(), Error> {
         let key = commit.record_key();
@@ -94,9 +96,7 @@ impl<'a> AppTx<'a> {
             })
             .transpose()?;
         let revision = stored.as_ref().map_or(0, |record| record.revision.0);
-        let Some(value) = commit.apply(stored.map(|record| record.value))? else {
-            return Ok(());
-        };
+        let value = commit.apply(stored.map(|record| record.value))?;
         records
             .insert(key, (revision + 1, value.to_string().as_str()))
             .map_err(storage)?;
@@ -112,6 +112,11 @@ impl RedbDriver {
     /// stream, writing derived messages to another and committing the first in one `write` is
     /// exactly once. Failures of the transaction itself
     /// come back as `E::from(Error)`.
+    ///
+    /// redb runs one write transaction at a time: while `work` runs, every other writer of the
+    /// file waits (appends, commits, heartbeats, other `write`s). Keep it short, and do no
+    /// slow I/O in it; unlike PostgreSQL's `send_in`, a long transaction here holds everyone
+    /// back.
     ///
     /// ```
     /// # use std::sync::Arc;
@@ -186,7 +191,7 @@ impl RedbDriver {
     /// # Cancel safety
     ///
     /// Cancel-safe: it only reads.
-    pub async fn read<T, E, F>(&self, work: F) -> Result<T, E>
+    pub async fn read_tables<T, E, F>(&self, work: F) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<Error> + Send + 'static,

@@ -114,6 +114,10 @@ pub struct Message {
     key: Option<Vec<u8>>,
     produced_at: SystemTime,
     attempt: u32,
+    /// The generation of the claim it was delivered under (`None`: not delivered by a
+    /// consumer), so that a commit inside a transaction is fenced by that claim, not by a
+    /// later one of the same consumer.
+    delivered_in: Option<u64>,
 }
 
 impl Message {
@@ -135,6 +139,7 @@ impl Message {
             key: None,
             produced_at,
             attempt: 1,
+            delivered_in: None,
         }
     }
 
@@ -202,6 +207,14 @@ impl Message {
 
     pub(crate) fn set_attempt(&mut self, attempt: u32) {
         self.attempt = attempt;
+    }
+
+    pub(crate) fn delivered_in(&self) -> Option<u64> {
+        self.delivered_in
+    }
+
+    pub(crate) fn set_delivered_in(&mut self, generation: Option<u64>) {
+        self.delivered_in = generation;
     }
 
     /// Takes the body out of the message without copying it.

@@ -178,3 +178,81 @@ async fn deferred_record_writes_move_back_at_most_to_the_last_sync() {
     let expected: Vec<(u64, String)> = (1..=10).map(|i| (i, format!("m{i}"))).collect();
     assert_eq!(stored, expected);
 }
+
+/// Exactly once on redb under crashes: a process handling a stream with `RedbDriver::write`
+/// (an effect and the commit in one write transaction) is killed with SIGKILL at random
+/// points, again and again, and restarted on the same file; in the end every message's
+/// effect is applied exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_handler_applies_every_effect_exactly_once() {
+    const MESSAGES: u64 = 300;
+    const EFFECTS: flowstream_redb::redb::TableDefinition<'_, u64, u64> =
+        flowstream_redb::redb::TableDefinition::new("effects");
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() ^ u64::from(d.subsec_nanos()))
+        .unwrap_or(1)
+        .max(1);
+    eprintln!("seed {seed}");
+    let mut rng = Rng::new(seed);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("effects.redb");
+    {
+        let driver = std::sync::Arc::new(RedbDriver::open(&path).await.expect("create"));
+        flowstream_core::Producer::new(driver)
+            .send_batch(
+                (1..=MESSAGES).map(|i| flowstream_core::NewMessage::new("in", format!("m{i}"))),
+            )
+            .await
+            .expect("fill");
+    }
+    let (mut kills, mut done) = (0, false);
+    while !done {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_redb-effects"))
+            .arg(path.display().to_string())
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start the handler");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let first = lines
+            .next()
+            .expect("the handler says something")
+            .expect("a line");
+        done = first == "done";
+        if !done && kills < rounds(6, 60) {
+            // A random moment while it handles messages.
+            std::thread::sleep(Duration::from_micros(rng.below(20_000)));
+            child.kill().expect("SIGKILL the handler");
+            kills += 1;
+        } else {
+            done = done || lines.map_while(Result::ok).any(|line| line == "done");
+            child.kill().expect("stop the handler");
+        }
+        child.wait().expect("reap it");
+    }
+    let driver = RedbDriver::open(&path).await.expect("reopen");
+    let applied: Vec<(u64, u64)> = driver
+        .read_tables(|tx| -> Result<Vec<(u64, u64)>, flowstream_core::Error> {
+            let table = tx.open_table(EFFECTS).expect("effects table");
+            Ok(flowstream_redb::redb::ReadableTable::iter(&table)
+                .expect("iterate")
+                .map(|entry| {
+                    let (offset, count) = entry.expect("entry");
+                    (offset.value(), count.value())
+                })
+                .collect())
+        })
+        .await
+        .expect("read effects");
+    let counts: BTreeMap<u64, u64> = applied.into_iter().collect();
+    let wrong: Vec<(u64, u64)> = (1..=MESSAGES)
+        .map(|offset| (offset, counts.get(&offset).copied().unwrap_or(0)))
+        .filter(|(_, applied)| *applied != 1)
+        .collect();
+    assert!(
+        wrong.is_empty() && counts.len() as u64 == MESSAGES,
+        "effects not applied exactly once after {kills} kills (offset, times): {wrong:?}"
+    );
+    eprintln!("exactly once on redb: {kills} kills, {MESSAGES} messages, every effect once");
+}

@@ -22,8 +22,9 @@ use crate::error::Error;
 
 /// A commit to write inside the application's own transaction, as the owner of the claim the
 /// messages were delivered in. Made by [`Consumer::prepare_commit`](crate::Consumer::prepare_commit);
-/// written by a driver's transactional call (see the driver's docs). Writing it twice, or
-/// after a later commit, changes nothing (commits are monotonic).
+/// written by a driver's transactional call (see the driver's docs). Writing it a second
+/// time, or after a later commit, fails with [`Error::AlreadyCommitted`]: the transaction
+/// carrying it must not store its effects again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxCommit {
     key: String,
@@ -76,11 +77,12 @@ impl TxCommit {
     }
 
     /// The group record to write, given the record as the transaction holds it (locked
-    /// against other writers until the transaction ends): `Ok(None)` when the group has
-    /// committed this far already (nothing to write), [`Error::Fenced`] when the record no
-    /// longer names this consumer, active, in the commit's generation (the caller must roll
-    /// its transaction back).
-    pub fn apply(&self, current: Option<Value>) -> Result<Option<Value>, Error> {
+    /// against other writers until the transaction ends). The caller must roll its
+    /// transaction back on an error: [`Error::Fenced`] when the record no longer names this
+    /// consumer, active, in the commit's generation; [`Error::AlreadyCommitted`] when the
+    /// group has committed this far already (the messages were handled, and their effects
+    /// stored, by an earlier transaction).
+    pub fn apply(&self, current: Option<Value>) -> Result<Value, Error> {
         let fenced = || Error::Fenced {
             group: self.group.clone(),
             generation: self.generation,
@@ -99,12 +101,18 @@ impl TxCommit {
             return Err(fenced());
         }
         if self.offset <= state.committed {
-            return Ok(None);
+            // Handled and committed already (by another claim, or by this transaction's
+            // earlier attempt whose commit went through): the caller's effects must not be
+            // stored a second time.
+            return Err(Error::AlreadyCommitted {
+                offset: self.offset,
+                committed: state.committed,
+            });
         }
         state.advance_to(self.offset);
         let value = serde_json::to_value(&state)
             .map_err(|e| DriverError::failed("encoding a group record".to_owned()).caused_by(e))?;
-        Ok(Some(value))
+        Ok(value)
     }
 
     /// Whether the record (read after the transaction failed) still names this consumer as the
@@ -144,18 +152,20 @@ mod tests {
     fn writes_only_as_the_owner_of_its_generation() {
         let written = commit(7)
             .apply(Some(record("me", 3, true, 4)))
-            .expect("owner")
-            .expect("a write");
+            .expect("owner");
         assert_eq!(written["committed"], 7);
         assert_eq!(written["generation"], 3);
         assert!(
             written.get("probe").is_none(),
             "the probe it passed is over"
         );
-        assert_eq!(
-            commit(4).apply(Some(record("me", 3, true, 4))).ok(),
-            Some(None)
-        );
+        assert!(matches!(
+            commit(4).apply(Some(record("me", 3, true, 4))),
+            Err(Error::AlreadyCommitted {
+                offset: 4,
+                committed: 4
+            })
+        ));
         for fenced in [
             record("other", 4, true, 4),
             record("me", 4, true, 4),

@@ -451,8 +451,10 @@ impl Consumer {
     /// owner; it learns of the new committed offset at its next write.
     ///
     /// [`Error::WrongStream`] for a message this consumer did not read (another stream, or
-    /// another group's retry stream); [`prepare_commit_at`](Consumer::prepare_commit_at)
-    /// takes a [`Position`] instead.
+    /// another group's retry stream); [`Error::Fenced`] for one it delivered under a claim
+    /// that has ended since (even if it holds a new claim now: another owner may have handled
+    /// the message meanwhile). [`prepare_commit_at`](Consumer::prepare_commit_at) takes a
+    /// [`Position`] instead, fenced by the current claim.
     pub fn prepare_commit(&mut self, message: &Message) -> Result<TxCommit, Error> {
         let stream = self.stream().to_owned();
         let position = Position::from(message);
@@ -462,6 +464,14 @@ impl Consumer {
                 stream,
                 message_stream: message.stream().to_owned(),
             });
+        }
+        // A message delivered under an earlier claim of this consumer: that claim ended, and
+        // what it delivered may have been handled and committed by another owner since.
+        if let (Some(delivered_in), Some(current)) =
+            (message.delivered_in(), lane.cursor.generation)
+            && current != delivered_in
+        {
+            return Err(lane.membership.fenced(delivered_in));
         }
         self.prepare_commit_at(position)
     }

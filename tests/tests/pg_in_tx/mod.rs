@@ -91,8 +91,18 @@ pub(crate) async fn commit_in_stores_the_commit_with_the_applications_writes(sch
     );
     assert_eq!(effects(&pg).await, [1], "rolled back with the commit");
 
-    // Committed again in a transaction of its own: writing the same commit twice is harmless.
+    // Handled again after the rollback, in a transaction of its own: stored now.
     handle(&pg, &mut c, &second, true).await.expect("handled");
+    // A second transaction committing it (a retry after an ambiguous failure, say) is
+    // refused, so it cannot store the effects twice.
+    let mut again = pg.pool().begin().await.expect("begin");
+    let commit = c.prepare_commit(&second).expect("prepare");
+    let twice = pg.commit_in(&mut again, &commit).await;
+    assert!(
+        matches!(twice, Err(Error::AlreadyCommitted { offset: 2, .. })),
+        "{twice:?}"
+    );
+    drop(again);
     let third = next(&mut c).await;
     c.commit(&third)
         .await

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 const EFFECTS: TableDefinition<'_, u64, ()> = TableDefinition::new("effects");
 
 async fn effects(redb: &RedbDriver) -> Vec<u64> {
-    redb.read(|tx| -> Result<Vec<u64>, Error> {
+    redb.read_tables(|tx| -> Result<Vec<u64>, Error> {
         let Ok(table) = tx.open_table(EFFECTS) else {
             return Ok(Vec::new());
         };
@@ -89,6 +89,10 @@ pub(crate) fn trials() -> Vec<libtest_mimic::Trial> {
         test(
             "read_transform_send_and_commit_in_one_transaction",
             |redb| Box::pin(read_transform_send_and_commit_in_one_transaction(redb)),
+        ),
+        test(
+            "a_message_of_an_ended_claim_cannot_be_committed_in_a_transaction",
+            |redb| Box::pin(a_message_of_an_ended_claim_cannot_be_committed_in_a_transaction(redb)),
         ),
         test(
             "a_commit_in_a_transaction_commits_the_messages_partition",
@@ -297,4 +301,40 @@ async fn next_after_wait(consumer: &mut Consumer) -> Message {
         assert!(Instant::now() < deadline, "no message within {BOUND:?}");
         consumer.wait(BOUND).await.expect("wait");
     }
+}
+
+/// A consumer that lost its claim and then won the group back cannot commit, in a
+/// transaction, a message it delivered under the old claim: another owner may have handled it
+/// meanwhile.
+async fn a_message_of_an_ended_claim_cannot_be_committed_in_a_transaction(redb: RedbDriver) {
+    let driver: Arc<dyn Driver> = Arc::new(redb.clone());
+    produce(&driver, "s", "m", 1).await;
+    let faulty = InstrumentedDriver::new(driver.clone());
+    let through: Arc<dyn Driver> = faulty.clone();
+    let mut first = consumer(&through, "s", "g").build().await.expect("first");
+    let mut second = consumer(&driver, "s", "g").build().await.expect("second");
+    let old = next(&mut first).await;
+    faulty.set_partitioned(true);
+    let deadline = Instant::now() + BOUND;
+    while !second.is_active() {
+        assert!(Instant::now() < deadline, "no takeover within {BOUND:?}");
+        second.wait(BOUND).await.expect("wait");
+    }
+    faulty.set_partitioned(false);
+    second.shutdown().await.expect("hand the group back");
+    let deadline = Instant::now() + BOUND;
+    while first.generation_in(0) != Some(3) {
+        assert!(
+            Instant::now() < deadline,
+            "the first consumer did not win the group back"
+        );
+        first.wait(BOUND).await.expect("wait");
+        drop(first.next().await.expect("next"));
+    }
+    let stale = first.prepare_commit(&old);
+    assert!(
+        matches!(stale, Err(Error::Fenced { generation: 1, .. })),
+        "{stale:?}"
+    );
+    first.shutdown().await.expect("shutdown");
 }

@@ -133,6 +133,17 @@ pub enum Error {
         message_stream: String,
     },
 
+    /// A message was handed to a consumer that did not deliver it (a consumer of another
+    /// group, or another consumer of the same group) to be committed inside a transaction,
+    /// which is fenced by the claim that delivered it.
+    #[error("the message was delivered by another consumer than {consumer:?} (group {group:?})")]
+    NotDeliveredHere {
+        /// This consumer's id.
+        consumer: String,
+        /// This consumer's group.
+        group: String,
+    },
+
     /// A nack asked for a delay longer than
     /// [`MAX_RETRY_DELAY`](crate::MAX_RETRY_DELAY). Nothing was written.
     #[error("a nack delay of {delay:?} is over the limit of {max:?}")]

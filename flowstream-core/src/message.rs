@@ -114,10 +114,10 @@ pub struct Message {
     key: Option<Vec<u8>>,
     produced_at: SystemTime,
     attempt: u32,
-    /// The generation of the claim it was delivered under (`None`: not delivered by a
-    /// consumer), so that a commit inside a transaction is fenced by that claim, not by a
-    /// later one of the same consumer.
-    delivered_in: Option<u64>,
+    /// The consumer that delivered it and the generation of the claim it was delivered under
+    /// (`None`: not delivered by a consumer), so that a commit inside a transaction is fenced
+    /// by that claim, not by a later one, nor by another consumer's.
+    delivered_in: Option<(Arc<str>, u64)>,
 }
 
 impl Message {
@@ -209,12 +209,14 @@ impl Message {
         self.attempt = attempt;
     }
 
-    pub(crate) fn delivered_in(&self) -> Option<u64> {
+    pub(crate) fn delivered_in(&self) -> Option<(&str, u64)> {
         self.delivered_in
+            .as_ref()
+            .map(|(consumer, generation)| (&**consumer, *generation))
     }
 
-    pub(crate) fn set_delivered_in(&mut self, generation: Option<u64>) {
-        self.delivered_in = generation;
+    pub(crate) fn set_delivered_in(&mut self, delivered: Option<(Arc<str>, u64)>) {
+        self.delivered_in = delivered;
     }
 
     /// Takes the body out of the message without copying it.

@@ -292,7 +292,11 @@ impl Lane {
         }
         let mut message = self.cursor.buffer.pop_front()?;
         self.cursor.delivered = message.offset();
-        message.set_delivered_in(self.cursor.generation);
+        message.set_delivered_in(
+            self.cursor
+                .generation
+                .map(|generation| (Arc::clone(&self.consumer), generation)),
+        );
         if let Some(attempt) = self.parked_attempt(&message) {
             message.set_attempt(attempt);
         }

@@ -22,6 +22,8 @@ struct Background {
 #[derive(Debug)]
 pub(super) struct Lane {
     pub(super) membership: Arc<Membership>,
+    /// The consumer's id, shared by the messages this lane delivers.
+    pub(super) consumer: Arc<str>,
     background: Option<Background>,
     pub(super) cursor: Cursor,
     /// The generation the caller has been told about (by `build`, `next` or `wait`), so
@@ -44,7 +46,9 @@ impl Lane {
             Role::Active { generation, .. } => Some(generation),
             Role::Standby => None,
         };
+        let consumer = Arc::from(membership.id.as_str());
         let mut lane = Lane {
+            consumer,
             membership,
             background: Some(Background { stop, task }),
             cursor: Cursor::default(),

@@ -451,7 +451,8 @@ impl Consumer {
     /// owner; it learns of the new committed offset at its next write.
     ///
     /// [`Error::WrongStream`] for a message this consumer did not read (another stream, or
-    /// another group's retry stream); [`Error::Fenced`] for one it delivered under a claim
+    /// another group's retry stream); [`Error::NotDeliveredHere`] for one another consumer
+    /// delivered (of another group, say); [`Error::Fenced`] for one it delivered under a claim
     /// that has ended since (even if it holds a new claim now: another owner may have handled
     /// the message meanwhile). [`prepare_commit_at`](Consumer::prepare_commit_at) takes a
     /// [`Position`] instead, fenced by the current claim.
@@ -467,11 +468,20 @@ impl Consumer {
         }
         // A message delivered under an earlier claim of this consumer: that claim ended, and
         // what it delivered may have been handled and committed by another owner since.
-        if let (Some(delivered_in), Some(current)) =
-            (message.delivered_in(), lane.cursor.generation)
-            && current != delivered_in
-        {
-            return Err(lane.membership.fenced(delivered_in));
+        if let Some((consumer, delivered_in)) = message.delivered_in() {
+            if consumer != lane.membership.id {
+                return Err(Error::NotDeliveredHere {
+                    consumer: lane.membership.id.clone(),
+                    group: lane.membership.settings.group.clone(),
+                });
+            }
+            if lane
+                .cursor
+                .generation
+                .is_some_and(|current| current != delivered_in)
+            {
+                return Err(lane.membership.fenced(delivered_in));
+            }
         }
         self.prepare_commit_at(position)
     }

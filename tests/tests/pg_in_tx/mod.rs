@@ -425,8 +425,8 @@ pub(crate) async fn messages_staged_by_a_dead_process_are_moved(schema: String) 
 }
 
 /// What `commit_in` and `send_in` cannot honour is refused with a typed error and commits
-/// nothing: a message of another stream, a standby's commit, a transaction that already
-/// failed, a transaction on a database without flowstream's tables.
+/// nothing: a message of another stream or another group's, a standby's commit, a
+/// transaction that already failed, a transaction on a database without flowstream's tables.
 pub(crate) async fn what_cannot_be_honoured_is_refused(schema: String) {
     let pg = connect(&schema).await;
     let driver: Arc<dyn Driver> = Arc::new(pg.clone());
@@ -442,11 +442,27 @@ pub(crate) async fn what_cannot_be_honoured_is_refused(schema: String) {
     let foreign = next(&mut elsewhere).await;
     let wrong = c.prepare_commit(&foreign);
     assert!(matches!(wrong, Err(Error::WrongStream { .. })), "{wrong:?}");
-    let standing_by = standby.prepare_commit(&mine);
+    let not_mine = standby.prepare_commit(&mine);
+    assert!(
+        matches!(not_mine, Err(Error::NotDeliveredHere { .. })),
+        "{not_mine:?}"
+    );
+    let standing_by = standby.prepare_commit_at(mine.offset());
     assert!(
         matches!(standing_by, Err(Error::Standby { .. })),
         "{standing_by:?}"
     );
+    let mut other_group = consumer(&driver, "s", "h")
+        .build()
+        .await
+        .expect("other group");
+    let theirs = next(&mut other_group).await;
+    let foreign_group = c.prepare_commit(&theirs);
+    assert!(
+        matches!(foreign_group, Err(Error::NotDeliveredHere { .. })),
+        "{foreign_group:?}"
+    );
+    other_group.shutdown().await.expect("shutdown");
 
     let mut failed = pg.pool().begin().await.expect("begin");
     let broken = sqlx::query("SELECT 1 / 0").execute(&mut *failed).await;

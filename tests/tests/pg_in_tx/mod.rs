@@ -8,7 +8,10 @@ use std::sync::Arc;
 use flowstream_core::{Consumer, Driver, Error, Message, NewMessage, Producer};
 use flowstream_postgres::PgDriver;
 use flowstream_tests::postgres::builder;
-use flowstream_tests::{BOUND, InstrumentedDriver, consumer, produce, stored_group};
+use flowstream_tests::{
+    BOUND, consumer, next_message as next, produce, stored_group, taken_over_while_handling,
+    until_active,
+};
 use sqlx::{AssertSqlSafe, Row};
 use tokio::time::Instant;
 
@@ -63,10 +66,6 @@ async fn handle(
     Ok(())
 }
 
-async fn next(consumer: &mut Consumer) -> Message {
-    consumer.next().await.expect("next").expect("a message")
-}
-
 /// A commit made in the application's transaction is stored with its writes when it commits,
 /// and neither is when it rolls back; the consumer goes on as the owner afterwards, its own
 /// commits and heartbeats unhindered.
@@ -119,20 +118,7 @@ pub(crate) async fn commit_in_stores_the_commit_with_the_applications_writes(sch
 pub(crate) async fn a_fenced_consumer_cannot_commit_in_a_transaction(schema: String) {
     let pg = connect(&schema).await;
     let driver: Arc<dyn Driver> = Arc::new(pg.clone());
-    produce(&driver, "s", "m", 1).await;
-    let faulty = InstrumentedDriver::new(driver.clone());
-    let through: Arc<dyn Driver> = faulty.clone();
-    let mut zombie = consumer(&through, "s", "g").build().await.expect("zombie");
-    let mut standby = consumer(&driver, "s", "g").build().await.expect("standby");
-    let delivered = next(&mut zombie).await;
-    // Cut off, the zombie cannot heartbeat: the standby takes over once the message waits
-    // `takeover_after`.
-    faulty.set_partitioned(true);
-    let deadline = Instant::now() + BOUND;
-    while !standby.is_active() {
-        assert!(Instant::now() < deadline, "no takeover within {BOUND:?}");
-        standby.wait(BOUND).await.expect("wait");
-    }
+    let (_faulty, mut zombie, mut standby, delivered) = taken_over_while_handling(&driver).await;
     let fenced = handle(&pg, &mut zombie, &delivered, true).await;
     assert!(matches!(fenced, Err(Error::Fenced { .. })), "{fenced:?}");
     assert_eq!(effects(&pg).await, Vec::<i64>::new(), "no effect");
@@ -203,14 +189,8 @@ pub(crate) async fn a_frozen_transaction_does_not_block_takeovers(schema: String
     pg.commit_in(&mut tx, &commit).await.expect("commit_in");
     // The process stops here: no heartbeat, no further statement in `tx`.
     drop(frozen);
-    let deadline = Instant::now() + BOUND;
-    while !standby.is_active() {
-        assert!(
-            Instant::now() < deadline,
-            "the takeover waited on the frozen transaction"
-        );
-        standby.wait(BOUND).await.expect("wait");
-    }
+    // Without the server ending the frozen transaction, the takeover would wait on its lock.
+    until_active(&mut standby).await;
     let late = tx.commit().await;
     assert!(
         late.is_err(),

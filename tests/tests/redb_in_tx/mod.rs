@@ -8,7 +8,10 @@ use std::sync::Arc;
 use flowstream_core::{Consumer, Driver, Error, Message, NewMessage, Producer};
 use flowstream_redb::RedbDriver;
 use flowstream_redb::redb::{ReadableTable, TableDefinition};
-use flowstream_tests::{BOUND, InstrumentedDriver, consumer, produce, stored_group, suite};
+use flowstream_tests::{
+    BOUND, consumer, next_after_wait, next_message as next, produce, stored_group, suite,
+    taken_over_while_handling,
+};
 use tokio::time::Instant;
 
 const EFFECTS: TableDefinition<'_, u64, ()> = TableDefinition::new("effects");
@@ -52,10 +55,6 @@ async fn handle(
         }
     })
     .await
-}
-
-async fn next(consumer: &mut Consumer) -> Message {
-    consumer.next().await.expect("next").expect("a message")
 }
 
 fn test(
@@ -145,18 +144,7 @@ async fn a_commit_is_stored_with_the_applications_tables(redb: RedbDriver) {
 /// transaction is stored.
 async fn a_fenced_consumer_cannot_commit_in_a_transaction(redb: RedbDriver) {
     let driver: Arc<dyn Driver> = Arc::new(redb.clone());
-    produce(&driver, "s", "m", 1).await;
-    let faulty = InstrumentedDriver::new(driver.clone());
-    let through: Arc<dyn Driver> = faulty.clone();
-    let mut zombie = consumer(&through, "s", "g").build().await.expect("zombie");
-    let mut standby = consumer(&driver, "s", "g").build().await.expect("standby");
-    let delivered = next(&mut zombie).await;
-    faulty.set_partitioned(true);
-    let deadline = Instant::now() + BOUND;
-    while !standby.is_active() {
-        assert!(Instant::now() < deadline, "no takeover within {BOUND:?}");
-        standby.wait(BOUND).await.expect("wait");
-    }
+    let (_faulty, mut zombie, mut standby, delivered) = taken_over_while_handling(&driver).await;
     let fenced = handle(&redb, &mut zombie, &delivered, true).await;
     assert!(matches!(fenced, Err(Error::Fenced { .. })), "{fenced:?}");
     assert_eq!(effects(&redb).await, Vec::<u64>::new(), "no effect");
@@ -291,35 +279,12 @@ async fn a_commit_in_a_transaction_commits_the_messages_partition(redb: RedbDriv
     member.shutdown().await.expect("shutdown");
 }
 
-/// Waits (bounded) for the next message, through `wait`.
-async fn next_after_wait(consumer: &mut Consumer) -> Message {
-    let deadline = Instant::now() + BOUND;
-    loop {
-        if let Some(message) = consumer.next().await.expect("next") {
-            return message;
-        }
-        assert!(Instant::now() < deadline, "no message within {BOUND:?}");
-        consumer.wait(BOUND).await.expect("wait");
-    }
-}
-
 /// A consumer that lost its claim and then won the group back cannot commit, in a
 /// transaction, a message it delivered under the old claim: another owner may have handled it
 /// meanwhile.
 async fn a_message_of_an_ended_claim_cannot_be_committed_in_a_transaction(redb: RedbDriver) {
     let driver: Arc<dyn Driver> = Arc::new(redb.clone());
-    produce(&driver, "s", "m", 1).await;
-    let faulty = InstrumentedDriver::new(driver.clone());
-    let through: Arc<dyn Driver> = faulty.clone();
-    let mut first = consumer(&through, "s", "g").build().await.expect("first");
-    let mut second = consumer(&driver, "s", "g").build().await.expect("second");
-    let old = next(&mut first).await;
-    faulty.set_partitioned(true);
-    let deadline = Instant::now() + BOUND;
-    while !second.is_active() {
-        assert!(Instant::now() < deadline, "no takeover within {BOUND:?}");
-        second.wait(BOUND).await.expect("wait");
-    }
+    let (faulty, mut first, second, old) = taken_over_while_handling(&driver).await;
     faulty.set_partitioned(false);
     second.shutdown().await.expect("hand the group back");
     let deadline = Instant::now() + BOUND;

@@ -55,6 +55,7 @@
 
 mod batch;
 mod builder;
+mod catalog;
 mod errors;
 mod in_tx;
 mod listener;
@@ -339,6 +340,27 @@ impl Driver for PgDriver {
 
     async fn apply(&self, batch: Batch) -> Result<Applied, DriverError> {
         self.apply_batch(batch).await
+    }
+
+    async fn delete_log(&self, log: &str) -> Result<bool, DriverError> {
+        self.delete_whole_log(log).await
+    }
+
+    async fn logs(&self) -> Result<Vec<(String, u64)>, DriverError> {
+        self.list_logs().await
+    }
+
+    async fn delete_record(
+        &self,
+        key: &str,
+        expected: Revision,
+        notify: bool,
+    ) -> Result<(), DriverError> {
+        self.delete_record_if(key, expected, notify).await
+    }
+
+    async fn records(&self, prefix: &str) -> Result<Vec<(String, Record)>, DriverError> {
+        self.list_records(prefix).await
     }
 
     fn changes(&self) -> &ChangeHub {

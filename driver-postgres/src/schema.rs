@@ -26,6 +26,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/0003_message_keys.sql"),
     ),
     (4, "outbox", include_str!("migrations/0004_outbox.sql")),
+    (
+        5,
+        "record deletes",
+        include_str!("migrations/0005_record_deletes.sql"),
+    ),
 ];
 
 /// Checks a schema name: lower-case ASCII letters, digits and `_`, not starting with a digit
@@ -90,18 +95,37 @@ pub(crate) struct Queries {
     /// The oldest staged calls whose transactions committed, taken out of the outbox (a
     /// bounded number, and bytes).
     pub(crate) take_staged: Arc<str>,
+    /// Every log and its head.
+    pub(crate) list_logs: Arc<str>,
+    /// Every live record whose key starts with `$1`.
+    pub(crate) list_records: Arc<str>,
+    /// A record turned into a tombstone if it is at revision `$2`; returns the tombstone's
+    /// revision. `_notify` also notifies `$3` with `$4`.
+    pub(crate) delete_record: Arc<str>,
+    pub(crate) delete_record_notify: Arc<str>,
+    /// A log's head row, deleted (and so locked until the transaction ends).
+    pub(crate) delete_head: Arc<str>,
+    /// A log's messages, deleted.
+    pub(crate) delete_messages: Arc<str>,
 }
 
 impl Queries {
     pub(crate) fn new(schema: &str) -> Self {
         let s = schema;
+        // A tombstone (value NULL, left by a delete) counts as absent, and a record created
+        // over it continues its revisions.
         let create = format!(
-            "INSERT INTO {s}.records (key, revision, value) VALUES ($1, 1, $2) \
-             ON CONFLICT (key) DO NOTHING RETURNING revision"
+            "INSERT INTO {s}.records AS r (key, revision, value) VALUES ($1, 1, $2) \
+             ON CONFLICT (key) DO UPDATE SET revision = r.revision + 1, value = EXCLUDED.value \
+             WHERE r.value IS NULL RETURNING revision"
         );
         let update = format!(
             "UPDATE {s}.records SET revision = revision + 1, value = $2 \
-             WHERE key = $1 AND revision = $3 RETURNING revision"
+             WHERE key = $1 AND revision = $3 AND value IS NOT NULL RETURNING revision"
+        );
+        let delete = format!(
+            "UPDATE {s}.records SET revision = revision + 1, value = NULL \
+             WHERE key = $1 AND revision = $2 AND value IS NOT NULL RETURNING revision"
         );
         // pg_notify runs once per written row: never when the compare-and-swap fails.
         let notify = |write: &str, channel_param: u8| {
@@ -143,12 +167,16 @@ impl Queries {
             .into(),
             head: format!("SELECT head FROM {s}.streams WHERE name = $1").into(),
             trim: format!("DELETE FROM {s}.messages WHERE stream = $1 AND \"offset\" <= $2").into(),
-            get_record: format!("SELECT revision, value FROM {s}.records WHERE key = $1").into(),
+            get_record: format!(
+                "SELECT revision, value FROM {s}.records WHERE key = $1 AND value IS NOT NULL"
+            )
+            .into(),
             // The timeout ends the transaction of a client that stops (frozen, hung) while it
             // holds the lock, so that takeovers do not wait for it forever.
             lock_record: format!(
                 "SELECT set_config('idle_in_transaction_session_timeout', $2, true) AS timeout, \
-                 revision, value FROM {s}.records WHERE key = $1 FOR UPDATE"
+                 revision, value FROM {s}.records WHERE key = $1 AND value IS NOT NULL \
+                 FOR UPDATE"
             )
             .into(),
             stage: format!(
@@ -177,6 +205,16 @@ impl Queries {
                 "UPDATE {s}.records SET revision = revision + 1, value = $2 WHERE key = $1"
             )
             .into(),
+            list_logs: format!("SELECT name, head FROM {s}.streams").into(),
+            list_records: format!(
+                "SELECT key, revision, value FROM {s}.records \
+                 WHERE starts_with(key, $1) AND value IS NOT NULL"
+            )
+            .into(),
+            delete_record_notify: notify(&delete, 3).into(),
+            delete_record: delete.into(),
+            delete_head: format!("DELETE FROM {s}.streams WHERE name = $1 RETURNING head").into(),
+            delete_messages: format!("DELETE FROM {s}.messages WHERE stream = $1").into(),
             create_record_notify: notify(&create, 3).into(),
             create_record: create.into(),
             update_record_notify: notify(&update, 4).into(),

@@ -12,7 +12,7 @@ use redb::{
 
 use crate::errors::storage;
 use crate::schema::{MESSAGES, META, RECORDS, STREAMS};
-use crate::{RedbDriver, append_in, decode_record, refuse_unportable};
+use crate::{RedbDriver, append_in, live_record, refuse_unportable};
 
 /// A write transaction of the application's on the flowstream file, handed to the closure of
 /// [`RedbDriver::write`]: it opens the application's tables, never flowstream's, and writes
@@ -87,15 +87,13 @@ impl<'a> AppTx<'a> {
     pub fn commit(&mut self, commit: &TxCommit) -> Result<(), Error> {
         let key = commit.record_key();
         let mut records = self.txn.open_table(RECORDS).map_err(storage)?;
-        let stored = records
-            .get(key)
-            .map_err(storage)?
-            .map(|entry| {
+        let (revision, stored) = match records.get(key).map_err(storage)? {
+            Some(entry) => {
                 let (revision, json) = entry.value();
-                decode_record(key, revision, json)
-            })
-            .transpose()?;
-        let revision = stored.as_ref().map_or(0, |record| record.revision.0);
+                (revision, live_record(key, revision, json)?)
+            }
+            None => (0, None),
+        };
         let value = commit.apply(stored.map(|record| record.value))?;
         records
             .insert(key, (revision + 1, value.to_string().as_str()))

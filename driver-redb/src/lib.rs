@@ -391,7 +391,7 @@ impl Driver for RedbDriver {
                 return Ok(None);
             };
             let (revision, json) = entry.value();
-            decode_record(&key, revision, json).map(Some)
+            live_record(&key, revision, json)
         })
         .await
     }
@@ -461,6 +461,113 @@ impl Driver for RedbDriver {
                 }
             }
             Ok(Applied { offsets, revisions })
+        })
+        .await
+    }
+
+    async fn delete_log(&self, log: &str) -> Result<bool, DriverError> {
+        check_stream_name(log)?;
+        let log = log.to_owned();
+        let hub = self.hub.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(storage)?;
+            let existed = {
+                let mut streams = txn.open_table(STREAMS).map_err(storage)?;
+                let removed = streams.remove(log.as_str()).map_err(storage)?;
+                match removed.map(|v| v.value()) {
+                    Some((id, _)) => {
+                        let mut table = txn.open_table(MESSAGES).map_err(storage)?;
+                        table
+                            .retain_in((id, 0)..=(id, u64::MAX), |_, _| false)
+                            .map_err(storage)?;
+                        true
+                    }
+                    None => false,
+                }
+            };
+            txn.commit().map_err(storage)?;
+            // A new log under the name gets a new id: nothing of the old one can show through.
+            hub.notify(&Topic::Stream(log));
+            Ok(existed)
+        })
+        .await
+    }
+
+    async fn logs(&self) -> Result<Vec<(String, u64)>, DriverError> {
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let streams = txn.open_table(STREAMS).map_err(storage)?;
+            let mut logs = Vec::new();
+            for entry in streams.iter().map_err(storage)? {
+                let (name, value) = entry.map_err(storage)?;
+                logs.push((name.value().to_owned(), value.value().1));
+            }
+            Ok(logs)
+        })
+        .await
+    }
+
+    async fn delete_record(
+        &self,
+        key: &str,
+        expected: Revision,
+        notify: bool,
+    ) -> Result<(), DriverError> {
+        let key = key.to_owned();
+        let hub = self.hub.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(storage)?;
+            {
+                let mut records = txn.open_table(RECORDS).map_err(storage)?;
+                let stored = records
+                    .get(key.as_str())
+                    .map_err(storage)?
+                    .map(|entry| (entry.value().0, entry.value().1 == TOMBSTONE));
+                match stored {
+                    Some((revision, false)) if revision == expected.0 => {
+                        records
+                            .insert(key.as_str(), (revision + 1, TOMBSTONE))
+                            .map_err(storage)?;
+                    }
+                    _ => {
+                        let current = match records.get(key.as_str()).map_err(storage)? {
+                            Some(entry) => {
+                                let (revision, json) = entry.value();
+                                live_record(&key, revision, json)?
+                            }
+                            None => None,
+                        };
+                        return Err(DriverError::Conflict { key, current });
+                    }
+                }
+            }
+            txn.commit().map_err(storage)?;
+            if notify {
+                hub.notify(&Topic::Record(key));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn records(&self, prefix: &str) -> Result<Vec<(String, Record)>, DriverError> {
+        let prefix = prefix.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let records = txn.open_table(RECORDS).map_err(storage)?;
+            let mut found = Vec::new();
+            for entry in records.range(prefix.as_str()..).map_err(storage)? {
+                let (key, value) = entry.map_err(storage)?;
+                let key = key.value();
+                if !key.starts_with(prefix.as_str()) {
+                    break;
+                }
+                let (revision, json) = value.value();
+                if let Some(record) = live_record(key, revision, json)? {
+                    found.push((key.to_owned(), record));
+                }
+            }
+            Ok(found)
         })
         .await
     }
@@ -541,11 +648,18 @@ fn put_record_in(
     let stored = current.as_ref().map(|entry| entry.value());
     let next = match (expected, stored) {
         (Expected::Absent, None) => 1,
-        (Expected::Revision(Revision(want)), Some((have, _))) if want == have => have + 1,
+        // Created again over a tombstone: its revisions go on.
+        (Expected::Absent, Some((have, TOMBSTONE))) => have + 1,
+        (Expected::Revision(Revision(want)), Some((have, json)))
+            if want == have && json != TOMBSTONE =>
+        {
+            have + 1
+        }
         (_, stored) => {
-            let current = stored
-                .map(|(revision, json)| decode_record(key, revision, json))
-                .transpose()?;
+            let current = match stored {
+                Some((revision, json)) => live_record(key, revision, json)?,
+                None => None,
+            };
             return Err(DriverError::Conflict {
                 key: key.to_owned(),
                 current,
@@ -555,6 +669,22 @@ fn put_record_in(
     drop(current);
     records.insert(key, (next, json)).map_err(storage)?;
     Ok(next)
+}
+
+/// What a deleted record leaves in place of its JSON: its revision stays, so that a record
+/// created again under the key goes on from it. No JSON text is empty.
+pub(crate) const TOMBSTONE: &str = "";
+
+/// The record stored as `(revision, json)`, `None` for a tombstone.
+pub(crate) fn live_record(
+    key: &str,
+    revision: u64,
+    json: &str,
+) -> Result<Option<Record>, DriverError> {
+    if json == TOMBSTONE {
+        return Ok(None);
+    }
+    decode_record(key, revision, json).map(Some)
 }
 
 fn decode_record(key: &str, revision: u64, json: &str) -> Result<Record, DriverError> {

@@ -194,6 +194,102 @@ pub enum Error {
         partitions: u32,
     },
 
+    /// A reset named an offset past the head of a partition (by more than one: the head + 1
+    /// is the next message appended). Nothing was written.
+    #[error(
+        "offset {offset} is past the head of stream {stream:?} (partition {partition}), which \
+         is {head}: reset to at most {}",
+        head.saturating_add(1)
+    )]
+    OffsetOutOfRange {
+        /// The stream.
+        stream: String,
+        /// The partition.
+        partition: u32,
+        /// The offset asked for.
+        offset: u64,
+        /// The partition's head.
+        head: u64,
+    },
+
+    /// Messages after the group's position were trimmed before it read them, and the
+    /// consumer was built with [`fail_if_trimmed`](crate::ConsumerBuilder::fail_if_trimmed).
+    /// Nothing past the gap is delivered until the group is moved
+    /// ([`Admin::reset_group`](crate::Admin::reset_group)).
+    #[error(
+        "messages after offset {position} of stream {stream:?} (partition {partition}) were \
+         trimmed before this group read them; {}; reset the group to go on",
+        match resumes_at {
+            Some(first) => format!("the first one still stored is {first}"),
+            None => "none is left up to the head".to_owned(),
+        }
+    )]
+    Trimmed {
+        /// The stream.
+        stream: String,
+        /// The partition.
+        partition: u32,
+        /// The consumer's position: the last offset it read.
+        position: u64,
+        /// The first offset still stored after it, if any.
+        resumes_at: Option<u64>,
+    },
+
+    /// The stream does not exist: no message was ever appended to it (or all were deleted
+    /// with it), and it was not created partitioned.
+    #[error("stream {stream:?} does not exist")]
+    NoSuchStream {
+        /// The stream.
+        stream: String,
+    },
+
+    /// The group was deleted while this consumer ran: its stream was deleted
+    /// ([`Admin::delete_stream`](crate::Admin::delete_stream)). Nothing more is delivered or
+    /// committed; to read a stream created again under the name, build a new consumer (it
+    /// joins a new group, which starts where [`StartFrom`](crate::StartFrom) says).
+    #[error(
+        "group {group:?} of stream {stream:?} was deleted while this consumer ran; build a new \
+         consumer to read the stream again"
+    )]
+    GroupDeleted {
+        /// The stream.
+        stream: String,
+        /// The group.
+        group: String,
+    },
+
+    /// A value could not be written as JSON ([`NewMessage::json`](crate::NewMessage::json)).
+    /// Nothing was sent.
+    #[error("cannot encode a message for stream {stream} as JSON")]
+    Encode {
+        /// The target stream, escaped and shortened for display.
+        stream: String,
+        /// What serde_json said.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A message's body is not valid JSON for the type asked for
+    /// ([`Message::json`](crate::Message::json)).
+    #[error(
+        "message {offset} of stream {stream:?} (partition {partition}{}) is not valid JSON \
+         for the type asked for",
+        content_type.as_deref().map(|t| format!(", content-type {t:?}")).unwrap_or_default()
+    )]
+    Decode {
+        /// The stream.
+        stream: String,
+        /// Its partition (0 on an unpartitioned stream).
+        partition: u32,
+        /// Its offset.
+        offset: u64,
+        /// Its `content-type` header, if it has one.
+        content_type: Option<String>,
+        /// What serde_json said (line, column, what was expected).
+        #[source]
+        source: serde_json::Error,
+    },
+
     /// The call needs a tokio runtime and was made outside one.
     #[error(
         "flowstream needs a tokio runtime: call it from async code running on one \

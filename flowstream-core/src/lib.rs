@@ -69,8 +69,11 @@ mod names;
 mod partition;
 mod producer;
 mod replay;
+mod seek;
 
-pub use admin::Admin;
+pub use admin::{
+    Admin, Deleted, GroupInfo, GroupPartition, PartitionInfo, Retention, RetentionTask, StreamInfo,
+};
 pub use consumer::{
     Consumer, ConsumerBuilder, ConsumerStream, DEFAULT_BATCH_SIZE, DEFAULT_HEARTBEAT_EVERY,
     DEFAULT_JOIN_DELAY, DEFAULT_TAKEOVER_AFTER, GroupState, MAX_BATCH_SIZE, MAX_RETRY_DELAY,
@@ -79,7 +82,7 @@ pub use consumer::{
 };
 pub use driver::{Driver, StorageErrorKind};
 pub use error::{Error, NameKind};
-pub use message::{Headers, Message, NewMessage};
+pub use message::{CONTENT_TYPE, Headers, JSON_CONTENT_TYPE, Message, NewMessage};
 pub use names::{
     MAX_DERIVED_NAME_LEN, MAX_NAME_LEN, MAX_PARTITIONS, PARK_DELAYS, dead_letter_stream,
     retry_stream,

@@ -193,6 +193,31 @@ impl Driver for InstrumentedDriver {
         Ok(applied)
     }
 
+    async fn delete_log(&self, log: &str) -> Result<bool, DriverError> {
+        self.call(&self.writes)?;
+        self.inner.delete_log(log).await
+    }
+
+    async fn logs(&self) -> Result<Vec<(String, u64)>, DriverError> {
+        self.call(&self.reads)?;
+        self.inner.logs().await
+    }
+
+    async fn delete_record(
+        &self,
+        key: &str,
+        expected: Revision,
+        notify: bool,
+    ) -> Result<(), DriverError> {
+        self.call(&self.writes)?;
+        self.inner.delete_record(key, expected, notify).await
+    }
+
+    async fn records(&self, prefix: &str) -> Result<Vec<(String, Record)>, DriverError> {
+        self.call(&self.reads)?;
+        self.inner.records(prefix).await
+    }
+
     fn changes(&self) -> &ChangeHub {
         self.inner.changes()
     }

@@ -223,6 +223,15 @@ pub fn scenarios() -> Vec<Scenario> {
         scenario!(parked_retries_count_toward_max_deliveries),
         scenario!(a_park_is_copied_with_its_commit_or_not_at_all),
         scenario!(another_member_delivers_what_a_leaver_parked),
+        scenario!(logs_and_records_are_listed),
+        scenario!(a_deleted_log_starts_again_at_one),
+        scenario!(a_log_deleted_under_appends_stays_dense),
+        scenario!(a_deleted_record_reads_absent_and_its_revisions_go_on),
+        scenario!(a_new_group_starts_at_an_offset_or_a_time),
+        scenario!(admin_lists_streams_and_groups_with_lag),
+        scenario!(a_reset_moves_a_running_group_and_fences_what_it_delivered_before),
+        scenario!(a_deleted_stream_stops_its_consumers_and_starts_again_at_one),
+        scenario!(retention_trims_by_count_age_and_slowest_group),
     ]
 }
 

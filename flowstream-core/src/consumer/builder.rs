@@ -34,16 +34,42 @@ pub const DEFAULT_JOIN_DELAY: Duration = Duration::from_secs(1);
 /// Largest accepted [`ConsumerBuilder::takeover_after`]: one week.
 pub const MAX_TAKEOVER_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Where a *new* group starts reading. An existing group always resumes after its committed
-/// offset.
+/// Where a *new* group starts reading (Kafka's `auto.offset.reset` for a group with no
+/// committed offset). An existing group always resumes after its committed offset.
+///
+/// On a partitioned stream it applies to each partition when the group first claims it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum StartFrom {
-    /// From the first message of the stream.
+    /// From the first message of the stream still stored.
     #[default]
     Earliest,
     /// After the last message that exists when the group is created.
     Latest,
+    /// From this offset: it is the first message delivered (or the first one still stored
+    /// after it, if it was trimmed). An offset past the head starts at the head, as
+    /// [`Latest`](StartFrom::Latest) does; 0 and 1 are the start of the stream.
+    Offset(u64),
+    /// From the first message produced at or after this time (Kafka's `offsetsForTimes`), or
+    /// at the head if there is none. Times are the storage's `produced_at`
+    /// ([`Message::produced_at`](crate::Message::produced_at)): exact for messages from one
+    /// producer sending one call after another; with concurrent producers on PostgreSQL,
+    /// `produced_at` can step back along the stream by as much as their appends overlap, and
+    /// messages within that overlap of the time may fall on either side. Found by a binary
+    /// search: about `log2(messages)` reads of one message each.
+    Time(std::time::SystemTime),
+}
+
+impl StartFrom {
+    pub(crate) fn place(self) -> crate::seek::Place {
+        use crate::seek::Place;
+        match self {
+            StartFrom::Earliest => Place::Earliest,
+            StartFrom::Latest => Place::Latest,
+            StartFrom::Offset(offset) => Place::Offset(offset),
+            StartFrom::Time(time) => Place::Time(time),
+        }
+    }
 }
 
 /// Consumer settings, fixed at build time.
@@ -65,6 +91,8 @@ pub(crate) struct Settings {
     pub(crate) max_deliveries: Option<u32>,
     /// Whether nacks park messages in retry streams instead of pausing the partition.
     pub(crate) park: bool,
+    /// Report messages trimmed past the group's position instead of skipping them.
+    pub(crate) fail_if_trimmed: bool,
     /// In a lane of a retry stream: that stream's delay.
     pub(crate) tier: Option<Duration>,
 }
@@ -131,6 +159,7 @@ impl ConsumerBuilder {
                 retry_backoff: RetryBackoff::default(),
                 max_deliveries: None,
                 park: false,
+                fail_if_trimmed: false,
                 tier: None,
             },
         }
@@ -246,6 +275,18 @@ impl ConsumerBuilder {
         self
     }
 
+    /// What to do when messages after the group's position were trimmed (by
+    /// [`Admin::trim`](crate::Admin::trim) or retention) before it read them. By default
+    /// (`false`) the consumer resumes at the earliest message still stored, as Kafka's
+    /// `auto.offset.reset=earliest` does: the trimmed messages are never delivered to the
+    /// group. With `true`, [`next`](crate::Consumer::next) and [`wait`](crate::Consumer::wait)
+    /// return [`Error::Trimmed`] instead, naming the gap, and deliver nothing past it until
+    /// the group is moved on ([`Admin::reset_group`](crate::Admin::reset_group)).
+    pub fn fail_if_trimmed(mut self, fail: bool) -> Self {
+        self.settings.fail_if_trimmed = fail;
+        self
+    }
+
     /// Validates the settings, joins the group (creating it if needed) and starts the
     /// background task. When this returns, [`Consumer::is_active`] tells which role it got.
     ///
@@ -262,6 +303,7 @@ impl ConsumerBuilder {
     /// partitions) runs that way, and an abandoned one leaves the group again.
     pub async fn build(self) -> Result<Consumer, Error> {
         self.settings.validate()?;
+        crate::admin::check_place(self.settings.start_from)?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let partitions = load_partitions(self.driver.as_ref(), &self.settings.stream).await?;
         let instance = new_consumer_id();

@@ -46,6 +46,7 @@ impl Lane {
 
     /// The checks every commit makes before writing; returns the generation to write under.
     pub(super) fn check_commit(&self, offset: u64) -> Result<u64, Error> {
+        self.membership.check_deleted()?;
         let Some(generation) = self.cursor.generation else {
             return Err(Error::Standby {
                 group: self.membership.settings.group.clone(),

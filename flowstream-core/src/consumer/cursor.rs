@@ -182,6 +182,7 @@ impl Lane {
     /// Makes sure a message is buffered if one is available to this consumer. `Ok(false)`:
     /// standby, or at the head.
     pub(super) async fn fill(&mut self) -> Result<bool, Error> {
+        self.membership.check_deleted()?;
         let Some(generation) = self.sync_with_role(self.membership.role()) else {
             return Ok(false);
         };
@@ -244,6 +245,9 @@ impl Lane {
                         .await?
                 }
             };
+            if let Some(first) = batch.first() {
+                self.check_trimmed(Some(first.offset()))?;
+            }
             let full = batch.len() >= self.membership.settings.batch_size;
             if let Some(last) = batch.last() {
                 self.cursor.fetched = last.offset();
@@ -257,6 +261,27 @@ impl Lane {
             }
         }
         Ok(read)
+    }
+
+    /// With `fail_if_trimmed`, [`Error::Trimmed`] when the next message stored after the
+    /// position is not the next offset: `first` (`None`: nothing is left up to the head).
+    /// The position stays, so the error repeats until the group is moved.
+    pub(super) fn check_trimmed(&mut self, first: Option<u64>) -> Result<(), Error> {
+        let position = self.cursor.fetched;
+        if !self.membership.settings.fail_if_trimmed
+            || first.is_some_and(|first| first <= position.saturating_add(1))
+        {
+            return Ok(());
+        }
+        // What was read is dropped: reading it again after the error must not skip the gap.
+        self.cursor.prefetch = None;
+        let (stream, partition) = crate::names::split_log_name(&self.membership.settings.stream);
+        Err(Error::Trimmed {
+            stream: stream.to_owned(),
+            partition,
+            position,
+            resumes_at: first,
+        })
     }
 
     fn prefetch(&mut self) {

@@ -110,6 +110,9 @@ impl TxCommit {
             });
         }
         state.advance_to(self.offset);
+        state.written_micros = Some(super::retry::micros_since_epoch(
+            std::time::SystemTime::now(),
+        ));
         let value = serde_json::to_value(&state)
             .map_err(|e| DriverError::failed("encoding a group record".to_owned()).caused_by(e))?;
         Ok(value)

@@ -96,6 +96,13 @@ impl LaneSet {
         }
     }
 
+    /// [`Error::GroupDeleted`] once any lane's group record was deleted under it.
+    fn check_deleted(&self) -> Result<(), Error> {
+        self.lanes
+            .iter()
+            .try_for_each(|lane| lane.membership.check_deleted())
+    }
+
     /// Whether lane `i` may deliver now: active, and not revoked.
     fn deliverable(&self, i: usize) -> bool {
         self.lanes[i].is_active() && !self.lanes[i].membership.revoked()
@@ -103,6 +110,7 @@ impl LaneSet {
 
     /// Makes sure a message is buffered in some lane if one is available; remembers which.
     pub(super) async fn fill(&mut self) -> Result<bool, Error> {
+        self.check_deleted()?;
         self.hand_over_revoked();
         let count = self.lanes.len();
         for k in 0..count {
@@ -184,6 +192,7 @@ impl LaneSet {
     /// Looks for messages in the lanes that may have some (marked, notified, or a nack's
     /// delay over); returns whether one is ready.
     pub(super) async fn look(&mut self) -> Result<bool, Error> {
+        self.check_deleted()?;
         for i in 0..self.lanes.len() {
             if !self.deliverable(i) {
                 continue;

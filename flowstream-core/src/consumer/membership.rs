@@ -5,6 +5,7 @@
 //! are serialised per consumer by `writes`, so a conflict always means either another consumer
 //! wrote, or one of our own writes was applied but its reply was lost (guarantee 6).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
@@ -53,6 +54,9 @@ pub(crate) struct Membership {
     view: Mutex<View>,
     writes: tokio::sync::Mutex<()>,
     role: watch::Sender<Role>,
+    /// The record this consumer had seen is gone: its stream (or group) was deleted. Nothing
+    /// more is claimed, delivered or committed.
+    deleted: AtomicBool,
 }
 
 impl Membership {
@@ -75,6 +79,7 @@ impl Membership {
             }),
             writes: tokio::sync::Mutex::new(()),
             role: watch::channel(Role::Standby).0,
+            deleted: AtomicBool::new(false),
         }
     }
 
@@ -205,11 +210,39 @@ impl Membership {
         }
     }
 
-    /// The record was deleted (by an operator, say): a recreated record starts its revisions
-    /// again, so what we saw before must not make us ignore it.
+    /// The record is gone. If this consumer had seen it, its stream was deleted
+    /// ([`Admin::delete_stream`](crate::Admin::delete_stream)): the consumer stops, rather than
+    /// create the group again and read a new stream under the old name from where the old
+    /// one was.
     fn forget(&self) {
-        self.lock_view().state = None;
+        let had_seen = self.lock_view().state.take().is_some();
+        if had_seen && !self.deleted.swap(true, Ordering::SeqCst) {
+            tracing::warn!(
+                group = %self.settings.group,
+                stream = %self.settings.stream,
+                consumer = %self.id,
+                "the group was deleted while this consumer ran; it stops"
+            );
+        }
         self.demote();
+    }
+
+    /// Whether the group record this consumer had seen was deleted.
+    pub(crate) fn deleted(&self) -> bool {
+        self.deleted.load(Ordering::SeqCst)
+    }
+
+    /// [`Error::GroupDeleted`] if the group was deleted under this consumer.
+    pub(crate) fn check_deleted(&self) -> Result<(), Error> {
+        if self.deleted() {
+            return Err(Error::GroupDeleted {
+                stream: crate::names::split_log_name(&self.settings.stream)
+                    .0
+                    .to_owned(),
+                group: self.settings.group.clone(),
+            });
+        }
+        Ok(())
     }
 
     async fn write(
@@ -218,8 +251,7 @@ impl Membership {
         expected: Expected,
         notify: bool,
     ) -> Result<Revision, DriverError> {
-        let value = serde_json::to_value(state)
-            .map_err(|e| DriverError::failed("encoding the group record").caused_by(e))?;
+        let value = encode(state)?;
         self.driver
             .put_record(&self.key, value, expected, notify)
             .await
@@ -239,8 +271,7 @@ impl Membership {
         if messages.is_empty() && !durable {
             return self.write(state, expected, notify).await;
         }
-        let value = serde_json::to_value(state)
-            .map_err(|e| DriverError::failed("encoding the group record").caused_by(e))?;
+        let value = encode(state)?;
         let batch = Batch {
             messages: messages.to_vec(),
             records: Vec::new(),
@@ -267,6 +298,7 @@ impl Membership {
             probe_through: None,
             probe: None,
             suspect: None,
+            written_micros: None,
         };
         match self.write(&state, Expected::Absent, true).await {
             Ok(revision) => {
@@ -424,6 +456,7 @@ impl Membership {
                     // own lost reply from another owner.
                     let Some((latest, _)) = self.observe_current(current)? else {
                         // The record is gone: whatever happened, this claim is over.
+                        self.check_deleted()?;
                         return Err(self.fenced(generation));
                     };
                     if !self.owns(&latest, generation) {
@@ -505,4 +538,15 @@ impl Membership {
 
 fn roster_lists(roster: &Roster, instance: &str) -> bool {
     roster.current().is_some_and(|r| r.has_instance(instance))
+}
+
+/// The group record as written: the state, stamped with the writer's wall-clock time, which
+/// the admin API shows as the group's last commit or heartbeat.
+fn encode(state: &StoredGroup) -> Result<serde_json::Value, DriverError> {
+    let mut stamped = state.clone();
+    stamped.written_micros = Some(super::retry::micros_since_epoch(
+        std::time::SystemTime::now(),
+    ));
+    serde_json::to_value(&stamped)
+        .map_err(|e| DriverError::failed("encoding the group record").caused_by(e))
 }

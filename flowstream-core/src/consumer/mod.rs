@@ -51,9 +51,11 @@ pub use in_tx::TxCommit;
 use lane::Lane;
 use park::Parked;
 use partitioned::Partitioned;
-pub(crate) use retry::millis_since_epoch;
 pub use retry::{MAX_RETRY_DELAY, Nacked, RetryBackoff, dead_letter_headers};
+pub(crate) use retry::{micros_since_epoch, millis_since_epoch};
+pub(crate) use roster::{StoredRoster, roster_key};
 pub use state::GroupState;
+pub(crate) use state::{StoredGroup, decode as decode_group, group_key};
 pub use stream::ConsumerStream;
 pub use wait::Wake;
 

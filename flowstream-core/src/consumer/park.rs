@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use super::builder::{Settings, start_lane};
+use super::builder::{Settings, StartFrom, start_lane};
 use super::lane::Lane;
 use super::lanes::{LaneSet, first_of};
 use super::retry::{Nacked, Origin, dead_letter_headers, failed_copy};
@@ -43,6 +43,9 @@ impl Parked {
             tier.stream = retry_stream(&settings.stream, &settings.group, delay);
             tier.tier = Some(delay);
             tier.member_id = None;
+            // Every copy in a retry stream is this group's to deliver, whatever the group's
+            // own start.
+            tier.start_from = StartFrom::Earliest;
             match start_lane(runtime, Arc::clone(driver), tier, instance.to_owned(), None).await {
                 Ok(lane) => lanes.push(lane),
                 Err(error) => {

@@ -25,7 +25,6 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep_until};
 
-use super::builder::StartFrom;
 use super::membership::Membership;
 use super::state::StoredGroup;
 use crate::driver::{Backoff, Revision, Subscription, Topic};
@@ -139,6 +138,10 @@ impl Watcher {
         let shared = Arc::clone(&self.membership);
         let now = Instant::now();
         let stored = shared.read_state().await?;
+        if stored.is_none() && shared.deleted() {
+            // Deleted under us: claim nothing (the consumer reports it to the application).
+            return Ok(None);
+        }
         if let Some((roster, _)) = &shared.lane {
             // Read after the record (see `Membership::may_claim`).
             roster.refresh().await?;
@@ -146,10 +149,12 @@ impl Watcher {
         }
         let Some((state, revision)) = stored else {
             if shared.may_claim(None) {
-                let committed = match shared.settings.start_from {
-                    StartFrom::Earliest => 0,
-                    StartFrom::Latest => shared.driver.head(&shared.settings.stream).await?,
-                };
+                let committed = crate::seek::committed_for(
+                    shared.driver.as_ref(),
+                    &shared.settings.stream,
+                    shared.settings.start_from.place(),
+                )
+                .await?;
                 shared.create_group(committed).await?;
                 // Look again at once: we either own the group now or someone else created it.
                 return Ok(Some(Instant::now()));

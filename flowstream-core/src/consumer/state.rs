@@ -34,6 +34,11 @@ pub(crate) struct StoredGroup {
     /// The message owners were handling when they crashed, and how many times in a row.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) suspect: Option<Suspect>,
+    /// When the record was last written (a commit, a heartbeat, a takeover, a reset):
+    /// microseconds since the Unix epoch on the writer's clock. For people (the admin API
+    /// shows it); the protocol never reads it.
+    #[serde(default, rename = "written", skip_serializing_if = "Option::is_none")]
+    pub(crate) written_micros: Option<u64>,
 }
 
 /// A message suspected of crashing the consumers that handle it.
@@ -97,6 +102,7 @@ impl StoredGroup {
             probe_through: self.probe_through,
             probe: None,
             suspect: self.suspect,
+            written_micros: None,
         };
         if self.active {
             if let Some(probe) = self.probe.filter(|&p| p > self.committed) {
@@ -225,6 +231,7 @@ mod tests {
             probe_through: None,
             probe: None,
             suspect: None,
+            written_micros: None,
         }
     }
 

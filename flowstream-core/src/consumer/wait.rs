@@ -43,6 +43,7 @@ impl Lane {
             .subscribe(Topic::Stream(self.membership.settings.stream.clone()));
         let mut role_changes = self.membership.watch_role();
         loop {
+            self.membership.check_deleted()?;
             let role = *role_changes.borrow_and_update();
             let generation = self.sync_with_role(role);
             let active = generation.is_some();
@@ -108,7 +109,8 @@ impl Lane {
         }
         if self.cursor.generation == Some(generation) {
             // Nothing readable up to the head, read after the head was: those messages were
-            // trimmed. Skip past them instead of reporting them forever.
+            // trimmed. Skip past them instead of reporting them forever (or say so).
+            self.check_trimmed(None)?;
             self.cursor.skip_to(head);
         }
         Ok(false)

@@ -89,6 +89,11 @@ pub enum Expected {
 /// - [`head`](Driver::head) returns the highest offset of a stream, 0 when it has none.
 /// - [`trim`](Driver::trim) deletes messages up to and including an offset; offsets are never
 ///   reused and the head does not move.
+/// - [`delete_log`](Driver::delete_log) deletes a log whole, head included: the next append to
+///   the name starts again at offset 1. It is atomic with respect to appends: an append
+///   either committed before it (and is deleted with the log) or starts the new log.
+/// - [`logs`](Driver::logs) lists every log that exists (appended to and not deleted), with
+///   its head, whether or not messages are left in it.
 ///
 /// **Records** (small JSON values the engine owns, such as a group's state)
 /// - [`put_record`](Driver::put_record) is a compare-and-swap on the revision: it succeeds only
@@ -96,6 +101,13 @@ pub enum Expected {
 ///   otherwise it returns [`DriverError::Conflict`] with the record as it is now (a value no
 ///   older than the write that made the precondition fail) and changes nothing.
 /// - [`get_record`](Driver::get_record) returns the latest committed value and its revision.
+/// - [`delete_record`](Driver::delete_record) is a compare-and-swap too. A deleted record reads
+///   as absent (`get_record` returns `None`, [`Expected::Absent`] may create it again), but
+///   its revisions go on: a record created again under the key gets a revision greater than
+///   any it had before the delete, so a writer still holding an old revision always
+///   conflicts.
+/// - [`records`](Driver::records) lists the records whose keys start with a prefix, in key
+///   order (by bytes), deleted ones left out.
 ///
 /// **Batches**
 /// - [`apply`](Driver::apply) stores a [`Batch`] of appends and record writes in one
@@ -172,6 +184,24 @@ pub trait Driver: Send + Sync + std::fmt::Debug + 'static {
     /// on, or nothing; calling it again finishes the job.
     async fn trim(&self, stream: &str, through: u64) -> Result<u64, DriverError>;
 
+    /// Deletes `log` whole: its messages and its head, so that the next append to the name
+    /// gets offset 1. Returns whether it existed. Waiters on the log are notified.
+    ///
+    /// Deleting a long log this way is one large delete; callers that care trim it in
+    /// chunks first (see [`trim`](Driver::trim)).
+    ///
+    /// # Cancel safety
+    ///
+    /// A dropped call deleted the log or did not, never half of its head and messages.
+    async fn delete_log(&self, log: &str) -> Result<bool, DriverError>;
+
+    /// Every log that exists, with its head, in name order (by bytes).
+    ///
+    /// # Cancel safety
+    ///
+    /// Must be cancel-safe: it changes nothing.
+    async fn logs(&self) -> Result<Vec<(String, u64)>, DriverError>;
+
     /// Reads a record.
     ///
     /// # Cancel safety
@@ -193,6 +223,28 @@ pub trait Driver: Send + Sync + std::fmt::Debug + 'static {
         expected: Expected,
         notify: bool,
     ) -> Result<Revision, DriverError>;
+
+    /// Deletes a record if it is still at `expected` (compare-and-swap), else
+    /// [`DriverError::Conflict`] with the record as it is now. With `notify`, subscribers of
+    /// the record's topic are woken after the commit. See the contract above for what a
+    /// deleted record's revisions do.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`put_record`](Driver::put_record): applied or not, never half done.
+    async fn delete_record(
+        &self,
+        key: &str,
+        expected: Revision,
+        notify: bool,
+    ) -> Result<(), DriverError>;
+
+    /// Every record whose key starts with `prefix`, with its key, in key order (by bytes).
+    ///
+    /// # Cancel safety
+    ///
+    /// Must be cancel-safe: it changes nothing.
+    async fn records(&self, prefix: &str) -> Result<Vec<(String, Record)>, DriverError>;
 
     /// Applies a [`Batch`] atomically: all of its appends and record writes, or none. Returns
     /// the offsets of its messages and the new revisions of its records, in input order. A

@@ -19,9 +19,12 @@ pub(crate) struct StoredStream {
     pub(crate) partitioner: String,
 }
 
+/// What every stream record's key starts with.
+pub(crate) const STREAM_KEY_PREFIX: &str = "stream/";
+
 /// Record key of a stream's record. Names cannot contain `/`, so keys cannot collide.
 pub(crate) fn stream_key(stream: &str) -> String {
-    format!("stream/{stream}")
+    format!("{STREAM_KEY_PREFIX}{stream}")
 }
 
 /// The partition count of `stream` as stored: 1 when it has no record.

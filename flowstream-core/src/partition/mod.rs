@@ -10,7 +10,7 @@ mod meta;
 mod murmur2;
 pub(crate) mod routing;
 
-pub(crate) use meta::{MURMUR2, StoredStream, load_partitions, stream_key};
+pub(crate) use meta::{MURMUR2, STREAM_KEY_PREFIX, StoredStream, load_partitions, stream_key};
 
 /// The partition of `key` in a stream of `partitions` partitions: Kafka's default for keyed
 /// records (`toPositive(murmur2(key)) % partitions`), so a key lands where a Kafka producer

@@ -336,6 +336,22 @@ mod tests {
             Err(DriverError::NotFound("batches".to_owned()))
         }
 
+        async fn delete_log(&self, log: &str) -> Result<bool, DriverError> {
+            Err(DriverError::NotFound(log.to_owned()))
+        }
+
+        async fn logs(&self) -> Result<Vec<(String, u64)>, DriverError> {
+            Ok(Vec::new())
+        }
+
+        async fn delete_record(&self, key: &str, _: Revision, _: bool) -> Result<(), DriverError> {
+            Err(DriverError::NotFound(key.to_owned()))
+        }
+
+        async fn records(&self, _: &str) -> Result<Vec<(String, Record)>, DriverError> {
+            Ok(Vec::new())
+        }
+
         fn changes(&self) -> &ChangeHub {
             &self.hub
         }

@@ -3,8 +3,10 @@
 //! guarantee of the crate docs it checks (`g4_…`: guarantee 4).
 
 mod batches;
+mod catalog;
 mod delivery;
 mod leadership;
+mod operations;
 mod parking;
 mod partition_groups;
 mod partitions;
@@ -14,8 +16,10 @@ mod storage;
 mod waiting;
 
 pub(crate) use batches::*;
+pub(crate) use catalog::*;
 pub(crate) use delivery::*;
 pub(crate) use leadership::*;
+pub(crate) use operations::*;
 pub(crate) use parking::*;
 pub(crate) use partition_groups::*;
 pub(crate) use partitions::*;

@@ -25,6 +25,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep_until};
 
+use super::builder::StartFrom;
 use super::membership::Membership;
 use super::state::StoredGroup;
 use crate::driver::{Backoff, Revision, Subscription, Topic};
@@ -149,12 +150,20 @@ impl Watcher {
         }
         let Some((state, revision)) = stored else {
             if shared.may_claim(None) {
-                let committed = crate::seek::committed_for(
-                    shared.driver.as_ref(),
-                    &shared.settings.stream,
-                    shared.settings.start_from.place(),
-                )
-                .await?;
+                let committed = match shared.settings.start_from {
+                    // Reading after 0 starts at the first message still stored anyway; only
+                    // a consumer that reports trimmed gaps needs its exact place (a group
+                    // created at 0 on a trimmed stream would look like one with a gap).
+                    StartFrom::Earliest if !shared.settings.fail_if_trimmed => 0,
+                    start => {
+                        crate::seek::committed_for(
+                            shared.driver.as_ref(),
+                            &shared.settings.stream,
+                            start.place(),
+                        )
+                        .await?
+                    }
+                };
                 shared.create_group(committed).await?;
                 // Look again at once: we either own the group now or someone else created it.
                 return Ok(Some(Instant::now()));

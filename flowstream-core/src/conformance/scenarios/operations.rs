@@ -520,3 +520,126 @@ pub(crate) async fn retention_trims_by_count_age_and_slowest_group(factory: &dyn
     .await;
     task.stop();
 }
+
+/// A group whose next messages were trimmed before it read them resumes at the earliest one
+/// still stored, or, with `fail_if_trimmed`, reports the gap (again and again) until it is
+/// reset.
+pub(crate) async fn a_trimmed_gap_is_skipped_or_reported(factory: &dyn DriverFactory) {
+    let driver = factory.open().await;
+    let admin = Admin::new(driver.clone());
+    produce(&driver, "t", "m", 10).await;
+    for group in ["lenient", "strict"] {
+        admin
+            .reset_group("t", group, StartFrom::Offset(3))
+            .await
+            .expect("place the group at 3");
+    }
+    assert_eq!(admin.trim("t", 5).await.expect("trim"), 5);
+
+    let mut lenient = consumer(&driver, "t", "lenient")
+        .build()
+        .await
+        .expect("consumer");
+    let mut first = None;
+    eventually_async("the lenient consumer claims its group", BOUND, async || {
+        first = lenient.next().await.expect("next");
+        first.is_some()
+    })
+    .await;
+    assert_eq!(
+        first.map(|m| m.offset()),
+        Some(6),
+        "resumes at the earliest still stored"
+    );
+
+    let mut strict = consumer(&driver, "t", "strict")
+        .fail_if_trimmed(true)
+        .build()
+        .await
+        .expect("consumer");
+    let mut reported = None;
+    eventually_async(
+        "the strict consumer reports the gap",
+        BOUND,
+        async || match strict.next().await {
+            Err(error) => {
+                reported = Some(error);
+                true
+            }
+            Ok(message) => {
+                assert!(message.is_none(), "nothing past the gap: {message:?}");
+                false
+            }
+        },
+    )
+    .await;
+    assert!(
+        matches!(
+            reported,
+            Some(Error::Trimmed {
+                position: 2,
+                resumes_at: Some(6),
+                partition: 0,
+                ..
+            })
+        ),
+        "{reported:?}"
+    );
+    assert!(
+        matches!(strict.next().await, Err(Error::Trimmed { .. })),
+        "reported until the group moves"
+    );
+    admin
+        .reset_group("t", "strict", StartFrom::Earliest)
+        .await
+        .expect("reset");
+    let mut resumed = None;
+    eventually_async(
+        "the strict consumer goes on after the reset",
+        BOUND,
+        async || {
+            resumed = strict.next().await.ok().flatten();
+            resumed.is_some()
+        },
+    )
+    .await;
+    assert_eq!(resumed.map(|m| m.offset()), Some(6));
+
+    produce(&driver, "gone", "m", 3).await;
+    admin
+        .reset_group("gone", "strict", StartFrom::Offset(1))
+        .await
+        .expect("place the group at the start");
+    admin.trim("gone", 3).await.expect("trim everything");
+    let mut emptied = consumer(&driver, "gone", "strict")
+        .fail_if_trimmed(true)
+        .build()
+        .await
+        .expect("consumer");
+    let mut waited = None;
+    eventually_async("waiting reports a gap up to the head", BOUND, async || {
+        assert!(emptied.next().await.expect("next").is_none());
+        match emptied.wait(Duration::from_millis(50)).await {
+            Err(error) => {
+                waited = Some(error);
+                true
+            }
+            Ok(_) => false,
+        }
+    })
+    .await;
+    assert!(
+        matches!(
+            waited,
+            Some(Error::Trimmed {
+                position: 0,
+                resumes_at: None,
+                ..
+            })
+        ),
+        "{waited:?}"
+    );
+    for c in [lenient, strict, emptied] {
+        c.shutdown().await.expect("shutdown");
+    }
+}

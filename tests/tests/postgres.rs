@@ -766,6 +766,34 @@ async fn frozen_server_calls_time_out_and_recover() {
     container.rm().await.expect("remove the container");
 }
 
+/// Retention applied from two driver instances (two pools, as two processes would) at once,
+/// on a stream being appended to: together they delete what the policy says, once, and the
+/// newest messages stay.
+async fn retention_from_two_drivers_at_once(schema: String) {
+    use flowstream_core::{Admin, Retention};
+    let first: Arc<dyn Driver> = Arc::new(builder(&schema).connect().await.expect("connect"));
+    let second: Arc<dyn Driver> = Arc::new(builder(&schema).connect().await.expect("connect"));
+    let producer = Producer::new(first.clone());
+    for chunk in 0..30 {
+        let batch: Vec<NewMessage> = (0..1_000)
+            .map(|i| NewMessage::new("kept", format!("{chunk}-{i}")))
+            .collect();
+        producer.send_batch(batch).await.expect("send");
+    }
+    let (a, b) = (Admin::new(first.clone()), Admin::new(second.clone()));
+    a.set_retention("kept", Retention::new().max_messages(5_000))
+        .await
+        .expect("policy");
+    let (one, two) = tokio::join!(a.apply_retention("kept"), b.apply_retention("kept"));
+    assert_eq!(one.expect("first") + two.expect("second"), 25_000);
+    let stored = a.stream("kept").await.expect("stream").expect("exists");
+    let partition = &stored.partitions[0];
+    assert_eq!(
+        (partition.first, partition.head, partition.messages),
+        (Some(25_001), 30_000, 5_000)
+    );
+}
+
 fn main() -> ExitCode {
     let args = libtest_mimic::Arguments::from_args();
     let mut trials = suite::trials("postgres", PgBackend::new);
@@ -784,6 +812,11 @@ fn main() -> ExitCode {
             "postgres",
             "killed_process_is_replaced_by_another_process",
             killed_process_is_replaced_by_another_process,
+        ),
+        schema_trial(
+            "postgres",
+            "retention_from_two_drivers_at_once",
+            retention_from_two_drivers_at_once,
         ),
         schema_trial(
             "postgres",

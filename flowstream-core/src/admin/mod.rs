@@ -263,6 +263,36 @@ impl Admin {
         reset::reset_partition(self.driver.as_ref(), stream, group, partition, to).await
     }
 
+    /// Where `place` is in `partition` of `stream` (0 for an unpartitioned stream): the
+    /// offset a reader positioned there reads next, whether or not it is stored yet (one past
+    /// the head when nothing is at or after the place). The time search is the one
+    /// [`StartFrom::Time`] describes (Kafka's `offsetsForTimes`). For tools that read a
+    /// stream without a group, as `flowstream tail` does.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads.
+    pub async fn offset_at(
+        &self,
+        stream: &str,
+        partition: u32,
+        place: StartFrom,
+    ) -> Result<u64, Error> {
+        validate_stream_to_read(stream)?;
+        check_place(place)?;
+        let partitions = load_partitions(self.driver.as_ref(), stream).await?;
+        if partition >= partitions {
+            return Err(Error::NoSuchPartition {
+                stream: stream.to_owned(),
+                partition,
+                partitions,
+            });
+        }
+        let log = log_name(stream, partition);
+        let before = crate::seek::committed_for(self.driver.as_ref(), &log, place.place()).await?;
+        Ok(before.saturating_add(1))
+    }
+
     /// Deletes the messages of `stream` up to and including offset `through` in each of its
     /// partitions (in chunks, so that no single storage call holds locks for long); returns
     /// how many went. Offsets are never reused: the head stays where it is. A group that had

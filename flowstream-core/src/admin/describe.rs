@@ -195,10 +195,9 @@ pub(super) async fn groups(driver: &dyn Driver, stream: &str) -> Result<Vec<Grou
                 head
             }
         };
-        groups
-            .entry(group.to_owned())
-            .or_default()
-            .push(group_partition(partition, &state, head));
+        let described = group_partition(partition, &state, head);
+        crate::metrics::lag(stream, group, partition, described.lag);
+        groups.entry(group.to_owned()).or_default().push(described);
     }
     let mut out = Vec::with_capacity(groups.len());
     for (name, mut partitions) in groups {

@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use super::lane::Lane;
 use super::membership::{Membership, Role};
 use crate::driver::DriverError;
@@ -15,7 +17,10 @@ impl Lane {
     pub(super) async fn commit(&mut self, offset: u64) -> Result<(), Error> {
         self.collect_background_commit().await?;
         let generation = self.check_commit(offset)?;
-        write_commit(&self.membership, generation, offset).await
+        let started = std::time::Instant::now();
+        write_commit(&self.membership, generation, offset).await?;
+        self.metrics.committed(started.elapsed().as_secs_f64());
+        Ok(())
     }
 
     /// Starts committing `offset` in this lane; see [`crate::Consumer::commit_in_background`].
@@ -23,8 +28,12 @@ impl Lane {
         self.collect_background_commit().await?;
         let generation = self.check_commit(offset)?;
         let membership = Arc::clone(&self.membership);
+        let metrics = self.metrics.clone();
         self.background_commit = Some(tokio::spawn(async move {
-            write_commit(&membership, generation, offset).await
+            let started = std::time::Instant::now();
+            write_commit(&membership, generation, offset).await?;
+            metrics.committed(started.elapsed().as_secs_f64());
+            Ok(())
         }));
         Ok(())
     }
@@ -69,6 +78,14 @@ impl Lane {
 /// Writes `offset` as the group's committed offset, as the owner of `generation`. Commits
 /// are monotonic: an offset at or below the stored one changes nothing.
 async fn write_commit(membership: &Membership, generation: u64, offset: u64) -> Result<(), Error> {
+    let span = tracing::debug_span!(
+        "flowstream.commit",
+        stream = %membership.settings.stream,
+        group = %membership.settings.group,
+        consumer = %membership.id,
+        generation,
+        offset,
+    );
     membership
         .write_as_owner(generation, false, |state| {
             if offset <= state.committed {
@@ -78,6 +95,7 @@ async fn write_commit(membership: &Membership, generation: u64, offset: u64) -> 
             state.advance_to(offset);
             true
         })
+        .instrument(span)
         .await?;
     tracing::debug!(
         group = %membership.settings.group,

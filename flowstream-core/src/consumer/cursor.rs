@@ -317,6 +317,7 @@ impl Lane {
         }
         let mut message = self.cursor.buffer.pop_front()?;
         self.cursor.delivered = message.offset();
+        self.metrics.delivered(message.body().len());
         message.set_delivered_in(
             self.cursor
                 .generation

@@ -33,6 +33,8 @@ pub(super) struct Lane {
     /// The commit started by `commit_in_background`, if its result has not been collected
     /// yet. At most one runs at a time.
     pub(super) background_commit: Option<JoinHandle<Result<(), Error>>>,
+    /// Its consumed-message counters and commit histogram.
+    pub(super) metrics: crate::metrics::Consumed,
 }
 
 impl Lane {
@@ -47,7 +49,12 @@ impl Lane {
             Role::Standby => None,
         };
         let consumer = Arc::from(membership.id.as_str());
+        let metrics = crate::metrics::Consumed::new(
+            crate::names::split_log_name(&membership.settings.stream).0,
+            &membership.settings.group,
+        );
         let mut lane = Lane {
+            metrics,
             consumer,
             membership,
             background: Some(Background { stop, task }),

@@ -350,6 +350,11 @@ impl Membership {
                     reason,
                     "took over group"
                 );
+                crate::metrics::took_over(
+                    crate::names::split_log_name(&self.settings.stream).0,
+                    &self.settings.group,
+                    reason,
+                );
                 self.observe(&state, new_revision, true);
                 Ok(true)
             }
@@ -529,6 +534,17 @@ impl Membership {
     }
 
     pub(crate) fn fenced(&self, generation: u64) -> Error {
+        crate::metrics::fenced(
+            crate::names::split_log_name(&self.settings.stream).0,
+            &self.settings.group,
+        );
+        tracing::debug!(
+            group = %self.settings.group,
+            stream = %self.settings.stream,
+            consumer = %self.id,
+            generation,
+            "fenced: this claim has ended"
+        );
         Error::Fenced {
             group: self.settings.group.clone(),
             generation,

@@ -129,7 +129,10 @@ async fn flush(queue: Arc<GroupCommit>, driver: Weak<dyn Driver>) {
         let Some(strong) = driver.upgrade() else {
             return;
         };
+        let messages: usize = group.iter().map(|r| r.messages.len()).sum();
+        let started = std::time::Instant::now();
         let answers = append_group(&*strong, group).await;
+        crate::metrics::appended(started.elapsed().as_secs_f64(), messages);
         drop(strong);
         for (reply, result) in answers {
             // A sender that stopped waiting (its future was dropped) needs no answer.

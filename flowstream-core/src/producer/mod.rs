@@ -111,6 +111,18 @@ impl Producer {
             }
         }
         let span = tracing::debug_span!("flowstream.produce", count, streams = ?streams);
+        // Counted by stream before routing renames partitions' messages to their logs.
+        let mut runs: Vec<(String, u64, u64)> = Vec::new();
+        for message in &messages {
+            let bytes = message.body().len() as u64;
+            match runs.last_mut() {
+                Some((stream, count, size)) if stream == message.stream() => {
+                    *count += 1;
+                    *size += bytes;
+                }
+                _ => runs.push((message.stream().to_owned(), 1, bytes)),
+            }
+        }
         self.router
             .route(self.driver.as_ref(), &mut messages)
             .instrument(span.clone())
@@ -123,6 +135,7 @@ impl Producer {
             .inspect_err(|error| {
                 tracing::warn!(parent: &span, error = %Chain(error), "produce failed");
             })?;
+        crate::metrics::produced(&runs);
         tracing::debug!(parent: &span, first = offsets.first(), "produced");
         Ok(offsets)
     }

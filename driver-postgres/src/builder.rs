@@ -32,6 +32,7 @@ pub struct PgDriverBuilder {
     pub(crate) run_migrations: bool,
     pub(crate) migrate_to: Option<i64>,
     pub(crate) application_name: String,
+    pub(crate) listen_url: Option<String>,
 }
 
 impl std::fmt::Debug for PgDriverBuilder {
@@ -45,6 +46,7 @@ impl std::fmt::Debug for PgDriverBuilder {
             .field("fallback_poll", &self.fallback_poll)
             .field("run_migrations", &self.run_migrations)
             .field("application_name", &self.application_name)
+            .field("listen_url", &self.listen_url.as_ref().map(|_| "(set)"))
             .finish_non_exhaustive()
     }
 }
@@ -99,6 +101,22 @@ impl PgDriverBuilder {
     /// (default `flowstream`).
     pub fn application_name(mut self, name: impl Into<String>) -> Self {
         self.application_name = name.into();
+        self
+    }
+
+    /// A direct URL (to the server itself, not through a connection pooler) for the two
+    /// connections that need a session of their own: the one that LISTENs for changes and the
+    /// one that NOTIFYs after appends. Everything else goes through the main URL.
+    ///
+    /// A pooler in transaction mode (PgBouncer's `pool_mode = transaction`) lends a server
+    /// connection per transaction, so a LISTEN made through it ends up on a connection other
+    /// clients use, and notifications never reach the driver. The driver checks this whenever
+    /// it starts listening (it sends a notification through its pool and waits up to 3 s for
+    /// it); if it does not arrive, it logs an error naming this setting, reports it through
+    /// [`PgDriver::notifications_arrive`], and wakes waiting consumers every second instead.
+    /// The URL is checked like the main one (`InvalidConfig`).
+    pub fn listen_url(mut self, url: impl Into<String>) -> Self {
+        self.listen_url = Some(url.into());
         self
     }
 
@@ -188,18 +206,29 @@ impl PgDriverBuilder {
         }
         let hub = ChangeHub::new();
         let channel = schema::channel(&self.schema);
+        // LISTEN, and the NOTIFY of appends, need a session of their own: on the direct URL
+        // when the main one goes through a pooler.
+        let direct = match &self.listen_url {
+            Some(url) => PgConnectOptions::from_str(url)
+                .map_err(|e| Error::InvalidConfig(format!("invalid listen_url: {e}")))?
+                .application_name(&self.application_name),
+            None => options.clone(),
+        };
+        let health = Arc::new(listener::Health::default());
         let notifier = Notifier::start(
-            options,
+            direct.clone(),
             channel.clone(),
             hub.clone(),
             self.operation_timeout,
         );
         let listener = listener::start(
+            direct,
             &pool,
             channel.clone(),
             hub.clone(),
             self.fallback_poll,
             notifier.own_pid(),
+            Arc::clone(&health),
         );
         tracing::debug!(%target, schema = %self.schema, "connected");
         let driver = PgDriver {
@@ -212,6 +241,7 @@ impl PgDriverBuilder {
                 operation_timeout: self.operation_timeout,
                 notifier,
                 relay: Relay::new(),
+                listen_health: health,
                 _listener: listener,
             }),
         };

@@ -111,6 +111,7 @@ struct Inner {
     operation_timeout: Duration,
     notifier: notifier::Notifier,
     relay: outbox::Relay,
+    listen_health: Arc<listener::Health>,
     _listener: ListenerTask,
 }
 
@@ -146,12 +147,21 @@ impl PgDriver {
             run_migrations: true,
             migrate_to: None,
             application_name: "flowstream".to_owned(),
+            listen_url: None,
         }
     }
 
     /// The schema holding the tables.
     pub fn schema(&self) -> &str {
         &self.inner.schema
+    }
+
+    /// Whether notifications reach this driver's LISTEN connection, as its last check found:
+    /// `None` until it has listened (a driver listens once something waits on it), `Some(false)`
+    /// when they do not (a pooler in transaction mode in the way: see
+    /// [`PgDriverBuilder::listen_url`]). For health checks.
+    pub fn notifications_arrive(&self) -> Option<bool> {
+        self.inner.listen_health.arrive()
     }
 
     /// The connection pool, for tools and tests that need raw SQL on the same database.

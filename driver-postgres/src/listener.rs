@@ -7,12 +7,12 @@
 //! re-read. A slow periodic wake-up of everyone is the safety net for anything else.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use flowstream_core::driver::{Backoff, ChangeHub, Topic};
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::task::JoinHandle;
 
 /// PostgreSQL rejects payloads of 8000 bytes or more; past this we send [`WAKE_ALL`].
@@ -57,6 +57,8 @@ fn dispatch(hub: &ChangeHub, payload: &str) {
         match line.split_once(' ') {
             Some(("s", stream)) => hub.notify(&Topic::Stream(stream.to_owned())),
             Some(("r", key)) => hub.notify(&Topic::Record(key.to_owned())),
+            // Some listener's check that notifications reach it: nothing changed.
+            Some(("p", _)) => {}
             // Unknown kinds come from a newer writer; waking everyone is always correct.
             _ => hub.notify_all(),
         }
@@ -81,35 +83,131 @@ impl Drop for ListenerTask {
 /// process that only produces never holds a LISTEN connection, nor receives every other
 /// process's notifications), and then wakes every waiter: those that subscribed before the
 /// LISTEN began re-read, so none misses a change.
+///
+/// `direct` is where the LISTEN connection goes (the driver's URL, or its `listen_url`);
+/// `pool` is where the check notification is sent from: the path the driver's own writes
+/// take.
 pub(crate) fn start(
+    direct: PgConnectOptions,
     pool: &PgPool,
     channel: String,
     hub: ChangeHub,
     fallback_poll: Duration,
     own_pid: Arc<AtomicI32>,
+    health: Arc<Health>,
 ) -> ListenerTask {
-    let safety_net = tokio::spawn(wake_everyone_every(fallback_poll, hub.clone()));
-    let listen = tokio::spawn(run(pool.clone(), channel, hub, own_pid));
+    let safety_net = tokio::spawn(wake_everyone_every(
+        fallback_poll,
+        hub.clone(),
+        Arc::clone(&health),
+    ));
+    let direct = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(direct);
+    let listen = tokio::spawn(run(direct, pool.clone(), channel, hub, own_pid, health));
     ListenerTask { listen, safety_net }
 }
 
+/// Whether notifications reach the LISTEN connection, as its last check found.
+#[derive(Debug, Default)]
+pub(crate) struct Health(AtomicU8);
+
+// 0 (the default): not checked yet.
+const ARRIVE: u8 = 1;
+const LOST: u8 = 2;
+
+impl Health {
+    /// `None` until the listener has checked (it does once it starts, and after each
+    /// reconnection).
+    pub(crate) fn arrive(&self) -> Option<bool> {
+        match self.0.load(Ordering::Relaxed) {
+            ARRIVE => Some(true),
+            LOST => Some(false),
+            _ => None,
+        }
+    }
+
+    fn set(&self, arrive: bool) {
+        self.0
+            .store(if arrive { ARRIVE } else { LOST }, Ordering::Relaxed);
+    }
+}
+
+/// How often everyone is woken while notifications are known not to arrive: waiters then
+/// find new messages within this, instead of within `fallback_poll`.
+const POLL_WHILE_LOST: Duration = Duration::from_secs(1);
+
 /// The safety net, in a task of its own so that it never interrupts a receive (and with it
 /// the listener's own reconnection).
-async fn wake_everyone_every(period: Duration, hub: ChangeHub) {
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+async fn wake_everyone_every(period: Duration, hub: ChangeHub, health: Arc<Health>) {
     loop {
-        ticks.tick().await;
+        let wait = if health.arrive() == Some(false) {
+            period.min(POLL_WHILE_LOST)
+        } else {
+            period
+        };
+        tokio::time::sleep(wait).await;
         hub.notify_all();
     }
 }
 
-async fn listen(pool: &PgPool, channel: &str) -> Result<PgListener, sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
+async fn listen(direct: &PgPool, channel: &str) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(direct).await?;
     listener.listen(channel).await?;
     Ok(listener)
 }
 
-async fn run(pool: PgPool, channel: String, hub: ChangeHub, own_pid: Arc<AtomicI32>) {
+/// How long a check notification may take to arrive.
+const CHECK_WITHIN: Duration = Duration::from_secs(3);
+
+/// Sends a notification the way the driver's writes do (through `pool`) and waits for it on
+/// `listener`; other notifications arriving meanwhile are dispatched. `Ok(Some(false))`: it
+/// did not arrive; `Ok(None)`: the connection was re-established meanwhile, so the check says
+/// nothing. A pooler in transaction mode (PgBouncer) hands a LISTEN to whichever server
+/// connection is free and then gives that connection to other clients, so notifications
+/// sent to the channel never reach this session; this is how that is found out.
+async fn check(
+    listener: &mut PgListener,
+    pool: &PgPool,
+    channel: &str,
+    hub: &ChangeHub,
+) -> Result<Option<bool>, sqlx::Error> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nonce = format!(
+        "p {}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(channel)
+        .bind(&nonce)
+        .execute(pool)
+        .await?;
+    let deadline = tokio::time::Instant::now() + CHECK_WITHIN;
+    loop {
+        let received = tokio::time::timeout_at(deadline, listener.try_recv()).await;
+        match received {
+            Err(_) => return Ok(Some(false)),
+            Ok(Err(error)) => return Err(error),
+            Ok(Ok(None)) => return Ok(None),
+            Ok(Ok(Some(notification))) => {
+                if notification.payload() == nonce {
+                    return Ok(Some(true));
+                }
+                dispatch(hub, notification.payload());
+            }
+        }
+    }
+}
+
+async fn run(
+    direct: PgPool,
+    pool: PgPool,
+    channel: String,
+    hub: ChangeHub,
+    own_pid: Arc<AtomicI32>,
+    health: Arc<Health>,
+) {
     hub.wanted().await;
     let mut listener: Option<PgListener> = None;
     // Connection failures in a row (a connect that fails, or a connection that drops as soon
@@ -118,12 +216,39 @@ async fn run(pool: PgPool, channel: String, hub: ChangeHub, own_pid: Arc<AtomicI
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     loop {
         let Some(active) = listener.as_mut() else {
-            match listen(&pool, &channel).await {
-                Ok(reconnected) => {
+            match listen(&direct, &channel).await {
+                Ok(mut reconnected) => {
                     tracing::info!(%channel, "LISTEN connection established; waking all waiters");
-                    listener = Some(reconnected);
-                    backoff.succeeded();
                     hub.notify_all();
+                    match check(&mut reconnected, &pool, &channel, &hub).await {
+                        Ok(Some(true)) => {
+                            health.set(true);
+                            listener = Some(reconnected);
+                            backoff.succeeded();
+                        }
+                        Ok(Some(false)) => {
+                            health.set(false);
+                            tracing::error!(
+                                %channel,
+                                "notifications sent through the driver's connections do not \
+                                 reach its LISTEN connection: the URL most likely goes through \
+                                 a connection pooler in transaction or statement mode (as \
+                                 PgBouncer's is), which does not keep a LISTEN. Give the driver \
+                                 a direct URL for listening (PgDriverBuilder::listen_url). \
+                                 Until then waiting consumers look for new messages every \
+                                 second instead of being woken"
+                            );
+                            listener = Some(reconnected);
+                            backoff.succeeded();
+                        }
+                        // Reconnected while checking: check the new connection.
+                        Ok(None) => {}
+                        Err(error) => {
+                            let delay = backoff.failed();
+                            tracing::warn!(%channel, %error, retry_in = ?delay, "checking the LISTEN connection failed");
+                            tokio::time::sleep(delay).await;
+                        }
+                    }
                 }
                 Err(error) => {
                     let delay = backoff.failed();

@@ -7,7 +7,7 @@
 //! that is never woken catches up at its next read or the safety net), so they need not be
 //! durable and need not be atomic with the append. The append commits without notifying;
 //! then this task sends one `NOTIFY` naming the streams, on a connection of its own with
-//! `synchronous_commit = off`, so that the lock is held for the commit record's insert only,
+//! `synchronous_commit = off` (for its own transaction), so that the lock is held for the commit record's insert only,
 //! never for a flush.
 //!
 //! Appends that complete while a `NOTIFY` is in flight are gathered and named in the next
@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use flowstream_core::driver::{Backoff, ChangeHub, Topic};
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, Executor, PgConnection};
+use sqlx::{Connection, PgConnection};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -162,8 +162,6 @@ async fn send(
 ) -> Result<(), sqlx::Error> {
     if connection.is_none() {
         let mut fresh = PgConnection::connect_with(options).await?;
-        // A lost wake-up costs a late read, never data: no need to wait for the flush.
-        fresh.execute("SET synchronous_commit = off").await?;
         let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
             .fetch_one(&mut fresh)
             .await?;
@@ -173,7 +171,10 @@ async fn send(
     let Some(active) = connection.as_mut() else {
         return Ok(());
     };
-    sqlx::query("SELECT pg_notify($1, $2)")
+    // A lost wake-up costs a late read, never data: no need to wait for the flush. Set for
+    // this statement's transaction only, so that nothing lingers on a server connection a
+    // pooler may hand to another client next.
+    sqlx::query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)")
         .bind(channel)
         .bind(payload)
         .execute(active)

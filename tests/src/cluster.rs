@@ -76,7 +76,7 @@ pub fn find_server_binaries() -> Result<PathBuf, String> {
 
 /// A free port below the ephemeral range, so that no client connection (the driver's own
 /// reconnects included) can be given it while the server is down between restarts.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let start = 20_000 + (std::process::id() % 5_000) as u16;
     (start..30_000)
         .chain(20_000..start)

@@ -10,6 +10,7 @@
 
 pub mod cluster;
 pub mod history;
+pub mod pgbouncer;
 pub mod postgres;
 pub mod rng;
 pub mod suite;

@@ -794,6 +794,63 @@ async fn retention_from_two_drivers_at_once(schema: String) {
     );
 }
 
+/// A real PgBouncer in transaction mode in the LISTEN path: a driver whose LISTEN goes
+/// through it (`listen_url` naming the pooler) finds that notifications do not arrive, says
+/// so, and its waiting consumers still get new messages (a one-second look); a driver that
+/// listens directly is woken by notifications (with the test's 10-minute safety net, nothing
+/// else could wake it within the bound). Debian's PgBouncer (1.18) cannot also carry the
+/// driver's pool in transaction mode: sqlx prepares each statement in one protocol exchange
+/// and runs it in the next, and only PgBouncer 1.21 and later keep prepared statements
+/// across transactions (`max_prepared_statements`).
+async fn listen_through_pgbouncer_is_detected(schema: String) {
+    let bouncer =
+        flowstream_tests::pgbouncer::PgBouncer::start(&DATABASE.url()).expect("PgBouncer starts");
+    let open = |listen_url: Option<String>| {
+        let mut builder = builder(&schema);
+        if let Some(url) = listen_url {
+            builder = builder.listen_url(url);
+        }
+        builder.connect()
+    };
+    let pooled = open(Some(bouncer.url())).await.expect("connect");
+    let direct = open(None).await.expect("connect");
+    assert_eq!(pooled.notifications_arrive(), None, "nothing listens yet");
+    let producer = Producer::new(Arc::new(open(None).await.expect("a producer")));
+
+    for (driver, arrive) in [(pooled, false), (direct, true)] {
+        let name = if arrive { "direct" } else { "pooled" };
+        let driver: Arc<PgDriver> = Arc::new(driver);
+        let as_dyn: Arc<dyn Driver> = driver.clone();
+        let mut waiting = consumer(&as_dyn, "behind", name)
+            .build()
+            .await
+            .expect("consumer");
+        drain(&mut waiting).await;
+        eventually("the listener has checked its notifications", BOUND, || {
+            driver.notifications_arrive().is_some()
+        })
+        .await;
+        assert_eq!(
+            driver.notifications_arrive(),
+            Some(arrive),
+            "{name}: {}",
+            bouncer.log()
+        );
+        producer
+            .send(NewMessage::new("behind", name))
+            .await
+            .expect("send");
+        assert_eq!(
+            waiting.wait(BOUND).await.expect("wait"),
+            Wake::Messages,
+            "{name}: a waiting consumer learns of the message"
+        );
+        let got = drain(&mut waiting).await;
+        assert_eq!(got.last().and_then(|m| m.body_str()), Some(name));
+        waiting.shutdown().await.expect("shutdown");
+    }
+}
+
 fn main() -> ExitCode {
     let args = libtest_mimic::Arguments::from_args();
     let mut trials = suite::trials("postgres", PgBackend::new);
@@ -927,6 +984,21 @@ fn main() -> ExitCode {
             "postgres::container::frozen_server_calls_time_out_and_recover needs containers \
              of its own: it runs when {} is unset and a Docker engine answers",
             flowstream_tests::postgres::URL_VAR
+        );
+    }
+    if flowstream_tests::pgbouncer::find().is_some()
+        || std::env::var_os(flowstream_tests::pgbouncer::REQUIRE_VAR).is_some()
+    {
+        trials.push(schema_trial(
+            "postgres",
+            "listen_through_pgbouncer_is_detected",
+            listen_through_pgbouncer_is_detected,
+        ));
+    } else {
+        eprintln!(
+            "postgres::listen_through_pgbouncer_is_detected needs pgbouncer installed \
+             (apt-get install pgbouncer); CI installs it and sets {}",
+            flowstream_tests::pgbouncer::REQUIRE_VAR
         );
     }
     let conclusion = libtest_mimic::run(&args, trials);

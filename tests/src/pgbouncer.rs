@@ -1,0 +1,159 @@
+//! A real PgBouncer in transaction mode in front of the test database, for the tests of the
+//! driver behind a pooler. Started from the installed `pgbouncer` (Debian's package), on a
+//! free port, with its files in a temporary directory; stopped when dropped.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgConnectOptions;
+
+/// Set (to anything) when the PgBouncer tests must run: then a missing `pgbouncer` fails them
+/// instead of leaving them out. CI sets it.
+pub const REQUIRE_VAR: &str = "FLOWSTREAM_REQUIRE_PGBOUNCER";
+
+/// The `pgbouncer` program, if installed.
+pub fn find() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("pgbouncer"))
+            .find(|candidate| candidate.is_file())
+    });
+    on_path.or_else(|| {
+        let debian = PathBuf::from("/usr/sbin/pgbouncer");
+        debian.is_file().then_some(debian)
+    })
+}
+
+/// A running PgBouncer.
+#[derive(Debug)]
+pub struct PgBouncer {
+    child: Child,
+    port: u16,
+    user: String,
+    password: Option<String>,
+    database: String,
+    dir: tempfile::TempDir,
+}
+
+impl PgBouncer {
+    /// Starts one in transaction mode in front of the server `upstream` names.
+    pub fn start(upstream: &str) -> Result<PgBouncer, String> {
+        let program =
+            find().ok_or("pgbouncer is not installed (Debian: apt-get install pgbouncer)")?;
+        let options = PgConnectOptions::from_str(upstream).map_err(|e| e.to_string())?;
+        let user = options.get_username().to_owned();
+        let database = options
+            .get_database()
+            .unwrap_or(options.get_username())
+            .to_owned();
+        let password = password_of(upstream);
+        let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+        let port = crate::cluster::free_port();
+        let mut target = format!(
+            "host={} port={} user={user}",
+            options.get_host(),
+            options.get_port()
+        );
+        if let Some(password) = &password {
+            target.push_str(&format!(" password={password}"));
+        }
+        let config = format!(
+            "[databases]\n\
+             * = {target}\n\
+             [pgbouncer]\n\
+             listen_addr = 127.0.0.1\n\
+             listen_port = {port}\n\
+             unix_socket_dir =\n\
+             auth_type = any\n\
+             pool_mode = transaction\n\
+             max_client_conn = 200\n\
+             default_pool_size = 10\n\
+             ignore_startup_parameters = extra_float_digits,options\n\
+             logfile = {log}\n",
+            log = dir.path().join("pgbouncer.log").display()
+        );
+        let ini = dir.path().join("pgbouncer.ini");
+        std::fs::write(&ini, config).map_err(|e| format!("writing {}: {e}", ini.display()))?;
+        // PgBouncer refuses to run as root: as root, it runs as the postgres user.
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+        let mut command = if root {
+            let chown = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(dir.path())
+                .status();
+            if !chown.is_ok_and(|s| s.success()) {
+                return Err("could not give PgBouncer's directory to the postgres user".into());
+            }
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            Command::new(&program)
+        };
+        let child = command
+            .arg(&ini)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", program.display()))?;
+        let bouncer = PgBouncer {
+            child,
+            port,
+            user,
+            password,
+            database,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "PgBouncer did not listen within 20 s:\n{}",
+                    bouncer.log()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(bouncer)
+    }
+
+    /// A URL through PgBouncer to the same database.
+    pub fn url(&self) -> String {
+        let credentials = match &self.password {
+            Some(password) => format!("{}:{password}", self.user),
+            None => self.user.clone(),
+        };
+        format!(
+            "postgres://{credentials}@127.0.0.1:{}/{}",
+            self.port, self.database
+        )
+    }
+
+    /// What PgBouncer logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pgbouncer.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        // runuser passes the signal on; killing it ends PgBouncer.
+        let _ = Command::new("pkill")
+            .args(["-f", &self.dir.path().display().to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The password in a URL, if it has one.
+fn password_of(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let credentials = rest.split_once('@')?.0;
+    credentials.split_once(':').map(|(_, p)| p.to_owned())
+}

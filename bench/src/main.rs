@@ -27,6 +27,7 @@ mod raw_pg;
 mod raw_redb;
 mod redis_peer;
 mod report;
+mod retention_rows;
 mod system;
 mod workload;
 
@@ -193,6 +194,15 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
         write_json(options, &report, &sizes)?;
         return Ok(ok);
     }
+    if options.retention_only {
+        for (_, flow) in &flows {
+            settle(options).await?;
+            ok &= retention_rows::rows(flow, &sizes, options.smoke, &mut report).await;
+        }
+        println!("\n{}", report.table());
+        write_json(options, &report, &sizes)?;
+        return Ok(ok);
+    }
     if options.partitions_only {
         ok &= partition_rows::only(&flows, options, &sizes, &mut report).await;
         println!("\n{}", report.table());
@@ -343,6 +353,10 @@ async fn run(options: &Options) -> Result<bool, BoxError> {
             .find(|(b, _)| b == backend)
             .map(|(_, s)| s.as_str());
         ok &= in_tx_rows::rows(flow, tx, &sizes, stream, &mut report).await;
+    }
+    for (_, flow) in &flows {
+        settle(options).await?;
+        ok &= retention_rows::rows(flow, &sizes, options.smoke, &mut report).await;
     }
     for system in &others {
         settle(options).await?;

@@ -23,6 +23,8 @@ usage: flowstream-bench [options]
   --json PATH                  where figures go (default target/flowstream-bench/results.json)
   --fleet-only                 only the fleet rows (PostgreSQL: producer processes, next to a
                                one-row INSERT from as many clients)
+  --retention-only             only the retention rows (latency at 2,000 msg/s on a stream of
+                               --messages, alone and while those are trimmed; the trim's rate)
   --partitions-only            only the partition rows (keyed produce next to unkeyed, an
                                8-partition stream consumed by 1, 2 and 4 member processes, a
                                member killed under load)
@@ -97,6 +99,8 @@ pub(crate) struct Options {
     pub(crate) long: bool,
     /// Run the partition rows and nothing else.
     pub(crate) partitions_only: bool,
+    /// Run the retention rows and nothing else.
+    pub(crate) retention_only: bool,
     /// Summarize these result files and measure nothing.
     pub(crate) median: Vec<PathBuf>,
     /// redb's page cache in bytes, flowstream's and the raw row's.
@@ -137,6 +141,7 @@ impl Options {
             redb_cache: flowstream_redb::DEFAULT_CACHE_SIZE,
             long: false,
             partitions_only: false,
+            retention_only: false,
             median: Vec::new(),
             help: false,
         };
@@ -169,6 +174,7 @@ impl Options {
                 }
                 "--long" => options.long = true,
                 "--partitions-only" => options.partitions_only = true,
+                "--retention-only" => options.retention_only = true,
                 "--redb-cache" => options.redb_cache = number(&arg, &value()?)? * 1024 * 1024,
                 "--median" => {
                     options.median.extend(args.by_ref().map(PathBuf::from));

@@ -209,14 +209,16 @@ impl PgDriverBuilder {
         // LISTEN, and the NOTIFY of appends, need a session of their own: on the direct URL
         // when the main one goes through a pooler.
         let direct = match &self.listen_url {
-            Some(url) => PgConnectOptions::from_str(url)
-                .map_err(|e| Error::InvalidConfig(format!("invalid listen_url: {e}")))?
-                .application_name(&self.application_name),
-            None => options.clone(),
+            Some(url) => Some(
+                PgConnectOptions::from_str(url)
+                    .map_err(|e| Error::InvalidConfig(format!("invalid listen_url: {e}")))?
+                    .application_name(&self.application_name),
+            ),
+            None => None,
         };
         let health = Arc::new(listener::Health::default());
         let notifier = Notifier::start(
-            direct.clone(),
+            direct.clone().unwrap_or_else(|| options.clone()),
             channel.clone(),
             hub.clone(),
             self.operation_timeout,

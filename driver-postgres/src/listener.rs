@@ -84,11 +84,11 @@ impl Drop for ListenerTask {
 /// process's notifications), and then wakes every waiter: those that subscribed before the
 /// LISTEN began re-read, so none misses a change.
 ///
-/// `direct` is where the LISTEN connection goes (the driver's URL, or its `listen_url`);
-/// `pool` is where the check notification is sent from: the path the driver's own writes
-/// take.
+/// The LISTEN connection is taken from `pool` (and kept out of it), or made on `direct` (the
+/// driver's `listen_url`) when given; the check notification is sent through `pool`, the path
+/// the driver's own writes take.
 pub(crate) fn start(
-    direct: PgConnectOptions,
+    direct: Option<PgConnectOptions>,
     pool: &PgPool,
     channel: String,
     hub: ChangeHub,
@@ -101,9 +101,14 @@ pub(crate) fn start(
         hub.clone(),
         Arc::clone(&health),
     ));
-    let direct = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_lazy_with(direct);
+    let direct = direct.map_or_else(
+        || pool.clone(),
+        |options| {
+            PgPoolOptions::new()
+                .max_connections(1)
+                .connect_lazy_with(options)
+        },
+    );
     let listen = tokio::spawn(run(direct, pool.clone(), channel, hub, own_pid, health));
     ListenerTask { listen, safety_net }
 }

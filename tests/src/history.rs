@@ -102,6 +102,9 @@ pub struct History {
     /// (log), the offset of every effect row that transaction stored, as often as it is
     /// stored. `None` for other runs.
     pub effects: Option<BTreeMap<String, Vec<u64>>>,
+    /// Resets an operator made (`Admin::reset_group`): per group, the generations whose first
+    /// write was a reset. Only such a write may move a committed offset back.
+    pub resets: BTreeMap<String, BTreeSet<u64>>,
 }
 
 /// One broken guarantee, with what shows it.
@@ -394,13 +397,17 @@ impl History {
     }
 
     /// Guarantees 7 and 4, on what the store accepted: in revision order the committed offset
-    /// never goes down, the generation never goes down, and each generation has a single owner.
+    /// never goes down (except by the first write of a generation an operator's reset made),
+    /// the generation never goes down, and each generation has a single owner.
     fn check_writes(&self, violations: &mut Vec<Violation>) {
         for (group, writes) in self.writes_by_group() {
             let mut owners: HashMap<u64, &str> = HashMap::new();
+            let reset = self.resets.get(group);
             for pair in writes.windows(2) {
                 let (before, after) = (pair[0], pair[1]);
-                if after.committed < before.committed {
+                let by_reset = after.generation > before.generation
+                    && reset.is_some_and(|r| r.contains(&after.generation));
+                if after.committed < before.committed && !by_reset {
                     violations.push(Violation::CommittedDecreased {
                         group: group.to_owned(),
                         revision: after.revision,
@@ -615,6 +622,55 @@ mod tests {
     #[test]
     fn a_valid_history_passes() {
         assert_eq!(valid().check(), Ok(()));
+    }
+
+    /// `b` has committed 3; an operator resets the group to 1 (generation 3, same owner); `b`
+    /// delivers 2 and 3 again and commits them.
+    fn with_a_reset() -> History {
+        let mut h = valid();
+        h.writes.push(write(5, "b", 3, 1));
+        h.deliveries
+            .extend([delivery("b", 3, 2), delivery("b", 3, 3)]);
+        h.writes.push(write(6, "b", 3, 3));
+        h
+    }
+
+    #[test]
+    fn only_a_recorded_reset_moves_the_committed_offset_back() {
+        let unrecorded = with_a_reset();
+        assert!(
+            violations(&unrecorded)
+                .iter()
+                .any(|v| matches!(v, Violation::CommittedDecreased { to: 1, .. })),
+            "{:?}",
+            violations(&unrecorded)
+        );
+        let mut recorded = with_a_reset();
+        recorded.resets.insert("g".into(), BTreeSet::from([3]));
+        assert_eq!(recorded.check(), Ok(()));
+
+        // A commit of the claim before the reset, accepted after it: fenced, never accepted.
+        recorded.writes.push(write(7, "b", 2, 3));
+        assert!(
+            violations(&recorded)
+                .iter()
+                .any(|v| matches!(v, Violation::FencedWriteAccepted { .. })),
+            "{:?}",
+            violations(&recorded)
+        );
+        // A claim after a reset starts right after the reset's position.
+        let mut skipped = with_a_reset();
+        skipped.resets.insert("g".into(), BTreeSet::from([3]));
+        skipped
+            .deliveries
+            .retain(|d| !(d.generation == 3 && d.offset == 2));
+        assert!(
+            violations(&skipped)
+                .iter()
+                .any(|v| matches!(v, Violation::OutOfOrder { .. })),
+            "{:?}",
+            violations(&skipped)
+        );
     }
 
     /// `b` resumes after 1, dead-letters 2 without handing it out (a crash suspect), delivers

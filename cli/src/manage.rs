@@ -233,7 +233,7 @@ pub(crate) async fn retention(
                 parts.push(format!("at most {messages} messages per partition"));
             }
             if let Some(age) = p.max_age {
-                parts.push(format!("at most {} old", humantime::format_duration(age)));
+                parts.push(format!("dropped after {}", humantime::format_duration(age)));
             }
             if p.keep_unconsumed {
                 parts.push("never past the slowest group".to_owned());

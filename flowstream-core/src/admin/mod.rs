@@ -212,19 +212,9 @@ impl Admin {
         validate_stream_to_read(stream)?;
         check_place(to)?;
         let partitions = load_partitions(self.driver.as_ref(), stream).await?;
-        if let StartFrom::Offset(offset) = to {
-            // Checked for every partition before any is written.
-            for partition in 0..partitions {
-                let head = self.driver.head(&log_name(stream, partition)).await?;
-                if offset > head.saturating_add(1) {
-                    return Err(Error::OffsetOutOfRange {
-                        stream: stream.to_owned(),
-                        partition,
-                        offset,
-                        head,
-                    });
-                }
-            }
+        // Checked for every partition before any is written.
+        for partition in 0..partitions {
+            reset::check_offset(self.driver.as_ref(), stream, partition, to).await?;
         }
         let mut committed = Vec::with_capacity(partitions as usize);
         for partition in 0..partitions {
@@ -252,14 +242,8 @@ impl Admin {
         validate_name(NameKind::Group, group)?;
         validate_stream_to_read(stream)?;
         check_place(to)?;
-        let partitions = load_partitions(self.driver.as_ref(), stream).await?;
-        if partition >= partitions {
-            return Err(Error::NoSuchPartition {
-                stream: stream.to_owned(),
-                partition,
-                partitions,
-            });
-        }
+        self.check_partition(stream, partition).await?;
+        reset::check_offset(self.driver.as_ref(), stream, partition, to).await?;
         reset::reset_partition(self.driver.as_ref(), stream, group, partition, to).await
     }
 
@@ -280,6 +264,14 @@ impl Admin {
     ) -> Result<u64, Error> {
         validate_stream_to_read(stream)?;
         check_place(place)?;
+        self.check_partition(stream, partition).await?;
+        let log = log_name(stream, partition);
+        let before = crate::seek::committed_for(self.driver.as_ref(), &log, place.place()).await?;
+        Ok(before.saturating_add(1))
+    }
+
+    /// [`Error::NoSuchPartition`] unless `stream` has `partition`.
+    async fn check_partition(&self, stream: &str, partition: u32) -> Result<(), Error> {
         let partitions = load_partitions(self.driver.as_ref(), stream).await?;
         if partition >= partitions {
             return Err(Error::NoSuchPartition {
@@ -288,9 +280,7 @@ impl Admin {
                 partitions,
             });
         }
-        let log = log_name(stream, partition);
-        let before = crate::seek::committed_for(self.driver.as_ref(), &log, place.place()).await?;
-        Ok(before.saturating_add(1))
+        Ok(())
     }
 
     /// Deletes the messages of `stream` up to and including offset `through` in each of its

@@ -42,18 +42,15 @@ pub(crate) fn check_place(to: StartFrom) -> Result<(), Error> {
     Ok(())
 }
 
-/// Moves `group` in `partition` of `stream` to `to`; returns the new committed offset.
-pub(super) async fn reset_partition(
+/// [`Error::OffsetOutOfRange`] for an offset past the head of `partition` + 1.
+pub(super) async fn check_offset(
     driver: &dyn Driver,
     stream: &str,
-    group: &str,
     partition: u32,
     to: StartFrom,
-) -> Result<u64, Error> {
-    let log = log_name(stream, partition);
-    let committed = committed_for(driver, &log, to.place()).await?;
+) -> Result<(), Error> {
     if let StartFrom::Offset(offset) = to {
-        let head = driver.head(&log).await?;
+        let head = driver.head(&log_name(stream, partition)).await?;
         if offset > head.saturating_add(1) {
             return Err(Error::OffsetOutOfRange {
                 stream: stream.to_owned(),
@@ -63,6 +60,20 @@ pub(super) async fn reset_partition(
             });
         }
     }
+    Ok(())
+}
+
+/// Moves `group` in `partition` of `stream` to `to` (checked by the caller, see
+/// [`check_offset`]); returns the new committed offset.
+pub(super) async fn reset_partition(
+    driver: &dyn Driver,
+    stream: &str,
+    group: &str,
+    partition: u32,
+    to: StartFrom,
+) -> Result<u64, Error> {
+    let log = log_name(stream, partition);
+    let committed = committed_for(driver, &log, to.place()).await?;
     let key = group_key(&log, group);
     for _ in 0..MAX_ATTEMPTS {
         let (next, expected) = match driver.get_record(&key).await? {
@@ -98,27 +109,27 @@ pub(super) async fn reset_partition(
     ))))
 }
 
-/// The record after a reset of `current` to `committed`.
+/// The record after a reset of `current` to `committed`: same owner, next generation.
 fn moved(current: &StoredGroup, committed: u64) -> StoredGroup {
-    StoredGroup {
-        owner: current.owner.clone(),
-        generation: current.generation + 1,
-        active: current.active,
+    at(
+        current.owner.clone(),
+        current.generation + 1,
+        current.active,
         committed,
-        retry: None,
-        probe_through: None,
-        probe: None,
-        suspect: None,
-        written_micros: Some(now_micros()),
-    }
+    )
 }
 
 /// The record of a partition nobody has claimed, reset to `committed`.
 fn unclaimed(committed: u64) -> StoredGroup {
+    at(String::new(), 0, false, committed)
+}
+
+/// A record at `committed` with nothing pending (no nack, probe or suspect).
+fn at(owner: String, generation: u64, active: bool, committed: u64) -> StoredGroup {
     StoredGroup {
-        owner: String::new(),
-        generation: 0,
-        active: false,
+        owner,
+        generation,
+        active,
         committed,
         retry: None,
         probe_through: None,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use flowstream_core::{Admin, Retention, StartFrom};
+use flowstream_core::{Admin, StartFrom};
 use serde_json::{Value, json};
 
 use crate::output::{Table, maybe_time};
@@ -128,6 +128,8 @@ pub(crate) async fn reset(
     to: StartFrom,
     partition: Option<u32>,
 ) -> Result<(), Failure> {
+    // A misspelled stream would otherwise get a group of its own.
+    require_stream(admin, stream).await?;
     let moved: Vec<(u32, u64)> = match partition {
         Some(partition) => vec![(
             partition,
@@ -196,7 +198,10 @@ pub(crate) async fn retention(
         return Ok(());
     }
     if change.max_messages.is_some() || change.max_age.is_some() || change.keep_unconsumed {
-        let mut policy = Retention::new().keep_unconsumed(change.keep_unconsumed);
+        // What is not given stays as it was: `--max-age` alone must not drop a
+        // `keep_unconsumed` set earlier (the next trim could pass a group).
+        let current = admin.retention(stream).await?.unwrap_or_default();
+        let mut policy = current.keep_unconsumed(change.keep_unconsumed || current.keep_unconsumed);
         if let Some(messages) = change.max_messages {
             policy = policy.max_messages(messages);
         }

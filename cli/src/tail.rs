@@ -29,6 +29,9 @@ const LOOK_EVERY: Duration = Duration::from_secs(5);
 
 /// Follows the stream without a group: each partition read from its place, in turn.
 pub(crate) async fn alone(driver: Arc<dyn Driver>, tail: Tail) -> Result<(), Failure> {
+    if tail.count == Some(0) {
+        return Ok(());
+    }
     let admin = Admin::new(driver.clone());
     let partitions = admin.partitions(&tail.stream).await?;
     let mut cursors = Vec::with_capacity(partitions as usize);
@@ -82,6 +85,9 @@ pub(crate) async fn in_group(
     tail: Tail,
     group: &str,
 ) -> Result<(), Failure> {
+    if tail.count == Some(0) {
+        return Ok(());
+    }
     let partitions = Admin::new(driver.clone()).partitions(&tail.stream).await?;
     let mut builder = Consumer::builder(driver, tail.stream.as_str(), group).start_from(tail.from);
     if partitions > 1 {

@@ -62,10 +62,12 @@ pub(crate) async fn first_at_or_after(
     log: &str,
     time: SystemTime,
 ) -> Result<Option<u64>, DriverError> {
-    let head = driver.head(log).await?;
     let Some(first) = message_from(driver, log, 1).await? else {
         return Ok(None);
     };
+    // Read after the first message, so that it is at least that message's offset even if
+    // the log is trimmed and appended to in between.
+    let head = driver.head(log).await?.max(first.0);
     if first.1 >= time {
         return Ok(Some(first.0));
     }

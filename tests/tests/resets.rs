@@ -111,13 +111,14 @@ async fn reset_races_an_active_consumer(driver: Arc<dyn Driver>) {
                 offset: message.offset(),
             });
             delivered += 1;
-            last = Some((message.offset(), generation));
+            last = Some((message, generation));
             if delivered.is_multiple_of(10) {
                 break;
             }
         }
-        if let Some((offset, generation)) = last {
-            let outcome = match consumer.commit(offset).await {
+        if let Some((message, generation)) = last {
+            let offset = message.offset();
+            let outcome = match consumer.commit(&message).await {
                 Ok(()) => Outcome::Accepted,
                 Err(Error::Fenced { .. }) => {
                     fenced += 1;

@@ -64,11 +64,7 @@ pub(super) async fn delete_stream(driver: &dyn Driver, stream: &str) -> Result<D
     }
     for log in &logs {
         let head = driver.head(log).await?;
-        let mut through = 0;
-        while through < head {
-            through = through.saturating_add(TRIM_CHUNK).min(head);
-            deleted.messages += driver.trim(log, through).await?;
-        }
+        deleted.messages += super::retention::trim_in_chunks(driver, log, head).await?;
         if driver.delete_log(log).await? {
             deleted.logs += 1;
         }

@@ -75,12 +75,22 @@ pub(super) async fn reset_partition(
     let log = log_name(stream, partition);
     let committed = committed_for(driver, &log, to.place()).await?;
     let key = group_key(&log, group);
+    let mut seen = false;
     for _ in 0..MAX_ATTEMPTS {
         let (next, expected) = match driver.get_record(&key).await? {
             Some(record) => {
+                seen = true;
                 let revision = record.revision;
                 let (current, _) = decode_group(&key, record)?;
                 (moved(&current, committed), Expected::Revision(revision))
+            }
+            // Gone since the first read: its stream was deleted. Creating the record now would
+            // leave a group at an old stream's position for a new stream under the name.
+            None if seen => {
+                return Err(Error::GroupDeleted {
+                    stream: stream.to_owned(),
+                    group: group.to_owned(),
+                });
             }
             None => (unclaimed(committed), Expected::Absent),
         };

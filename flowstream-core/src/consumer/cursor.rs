@@ -306,6 +306,9 @@ impl Lane {
 
     /// The next buffered message, marked as delivered.
     pub(super) fn pop(&mut self) -> Option<Message> {
+        // Callers that pop without filling first (the stream view) must not hand out what was
+        // read under a claim that has ended (a takeover, a reset).
+        self.sync_with_role(self.membership.role())?;
         if self.cursor.held_back() {
             return None;
         }

@@ -116,13 +116,25 @@ enum Inner {
 /// What a commit covers: a partition (`None`: the stream's only one) and the offset up to which
 /// the group has processed it. Made from a [`Message`] (its partition and offset), from an
 /// offset alone (unpartitioned streams), or with [`Position::new`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct Position {
     partition: Option<u32>,
     offset: u64,
     /// For a parked copy: the delay tier of its retry stream.
     tier: Option<usize>,
+    /// For a message: the generation of the claim it was delivered under, so that a commit
+    /// (nack, dead letter) of it after that claim ended (a takeover, a reset) is fenced even
+    /// when the consumer holds a newer claim. Not part of what the position names.
+    generation: Option<u64>,
 }
+
+impl PartialEq for Position {
+    fn eq(&self, other: &Self) -> bool {
+        (self.partition, self.offset, self.tier) == (other.partition, other.offset, other.tier)
+    }
+}
+
+impl Eq for Position {}
 
 impl Position {
     /// `offset` of `partition`.
@@ -131,6 +143,7 @@ impl Position {
             partition: Some(partition),
             offset,
             tier: None,
+            generation: None,
         }
     }
 
@@ -152,6 +165,7 @@ impl From<u64> for Position {
             partition: None,
             offset,
             tier: None,
+            generation: None,
         }
     }
 }
@@ -162,6 +176,7 @@ impl From<&Message> for Position {
     fn from(message: &Message) -> Self {
         Position {
             tier: crate::names::park_tier_of(message.log()),
+            generation: message.delivered_in().map(|(_, generation)| generation),
             ..Position::new(message.partition(), message.offset())
         }
     }
@@ -353,6 +368,18 @@ impl Consumer {
     }
 
     /// The lane a commit at `position` goes to.
+    /// The lane `position` is in, for a commit: [`Error::Fenced`] for a message delivered
+    /// under a claim of that lane that has ended, whatever claim the lane holds now.
+    fn lane_to_commit(&mut self, position: Position) -> Result<&mut Lane, Error> {
+        let lane = self.lane_for(position)?;
+        if let Some(generation) = position.generation
+            && lane.cursor.generation != Some(generation)
+        {
+            return Err(lane.membership.fenced(generation));
+        }
+        Ok(lane)
+    }
+
     fn lane_for(&mut self, position: Position) -> Result<&mut Lane, Error> {
         let stream = self.stream().to_owned();
         if let Some(tier) = position.tier {
@@ -409,7 +436,7 @@ impl Consumer {
     /// reply; committing the same offset again is safe. Nothing else is lost.
     pub async fn commit(&mut self, position: impl Into<Position>) -> Result<(), Error> {
         let position = position.into();
-        self.lane_for(position)?.commit(position.offset).await
+        self.lane_to_commit(position)?.commit(position.offset).await
     }
 
     /// Starts committing `position` and returns without waiting for storage, so the next
@@ -434,7 +461,7 @@ impl Consumer {
         position: impl Into<Position>,
     ) -> Result<(), Error> {
         let position = position.into();
-        self.lane_for(position)?
+        self.lane_to_commit(position)?
             .commit_in_background(position.offset)
             .await
     }

@@ -199,6 +199,13 @@ impl Lane {
         {
             return Err(self.membership.fenced(generation));
         }
+        // Delivered under a claim that has ended (before a takeover or a reset): fenced, even
+        // though this consumer holds a newer one.
+        if let Some((_, delivered_in)) = message.delivered_in()
+            && delivered_in != generation
+        {
+            return Err(self.membership.fenced(delivered_in));
+        }
         let offset = message.offset();
         if offset > self.cursor.delivered {
             return Err(Error::CommitBeyondDelivered {

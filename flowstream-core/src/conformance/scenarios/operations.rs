@@ -275,6 +275,15 @@ pub(crate) async fn a_reset_moves_a_running_group_and_fences_what_it_delivered_b
         3,
         "delivery resumes right after the new position"
     );
+    let four = active.next().await.expect("next").expect("4 again");
+    assert_eq!(four.offset(), 4);
+    // 4 was delivered before the reset too: that delivery's commit is fenced, though the
+    // consumer has delivered 4 again in its new claim.
+    let old_four = active.commit(&delivered[3]).await;
+    assert!(
+        matches!(old_four, Err(Error::Fenced { .. })),
+        "{old_four:?}"
+    );
     active.commit(&again).await.expect("commit after the reset");
     assert_eq!(
         crate::conformance::stored_group(&driver, "s", "g")

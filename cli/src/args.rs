@@ -9,7 +9,8 @@ use crate::place::Place;
 /// Produce to, tail and look inside flowstream streams, on PostgreSQL or in a redb file.
 ///
 /// Exit codes: 0 done; 1 the store failed (unreachable, locked, damaged); 2 bad usage or
-/// input; 3 not found (a stream, a file, a schema without flowstream's tables).
+/// input; 3 not found (a stream, a file, a schema without flowstream's tables, or a stream
+/// deleted under a running `tail --group`); 4 another consumer took `tail --group`'s group over.
 #[derive(Debug, Parser)]
 #[command(name = "flowstream", version)]
 pub(crate) struct Cli {

@@ -23,8 +23,10 @@ pub(crate) struct Failure {
 const STORE: u8 = 1;
 /// Exit code: bad usage or input.
 const INPUT: u8 = 2;
-/// Exit code: something named does not exist.
+/// Exit code: something named does not exist (or stopped existing while the command ran).
 const NOT_FOUND: u8 = 3;
+/// Exit code: another consumer took the group over (`tail --group`).
+const TAKEN_OVER: u8 = 4;
 
 impl Failure {
     pub(crate) fn input(message: impl Into<String>) -> Self {
@@ -72,6 +74,14 @@ impl From<Error> for Failure {
         let message = chain(&error);
         match &error {
             Error::NoSuchStream { .. } => Failure::not_found(message),
+            Error::GroupDeleted { .. } => Failure::not_found(message),
+            Error::Fenced { .. } => Failure {
+                message: format!(
+                    "{message}\n(another consumer of the group took it over: this one's \
+                     commits would no longer count)"
+                ),
+                code: TAKEN_OVER,
+            },
             Error::Storage(DriverError::NotFound(_)) => Failure::not_found(message),
             Error::Storage(_) => match error.storage_kind() {
                 Some(StorageErrorKind::Locked) => Failure::store(format!(

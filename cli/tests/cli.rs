@@ -373,6 +373,54 @@ fn pg_tail_follows(store: &Store) {
     assert!(bodies.iter().all(|b| b.starts_with("later")), "{printed}");
 }
 
+/// A `tail --group` running while its stream is deleted stops with exit code 3, saying so.
+fn pg_tail_of_a_deleted_stream(store: &Store) {
+    ok(store, &["produce", "doomed"], b"first\n");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_flowstream"));
+    command.arg("--store").arg(&store.location);
+    if let Some(schema) = &store.schema {
+        command.arg("--schema").arg(schema);
+    }
+    let mut follower = command
+        .args(["tail", "doomed", "--group", "g", "--from", "earliest"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tail");
+    // Its first line says it holds the group: only then is the delete one it must notice.
+    let stdout = follower.stdout.take().expect("stdout");
+    let (lines, printed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            if lines.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    let first = printed.recv_timeout(Duration::from_secs(60));
+    if first.is_err() {
+        let _ = follower.kill();
+    }
+    let first = first.expect("tail prints the first message");
+    assert!(first.ends_with("first"), "{first}");
+
+    ok(store, &["delete", "doomed", "--yes"], b"");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = follower.try_wait().expect("tail status") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = follower.kill();
+            panic!("tail --group went on after its stream was deleted");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let output = follower.wait_with_output().expect("tail output");
+    assert_eq!(status.code(), Some(3), "{}", stderr(&output));
+    assert!(stderr(&output).contains("deleted"), "{}", stderr(&output));
+}
+
 fn main() -> ExitCode {
     let args = Arguments::from_args();
     let trials = vec![
@@ -398,6 +446,10 @@ fn main() -> ExitCode {
         }),
         Trial::test("cli::postgres::tail_follows", || {
             with_schema(pg_tail_follows);
+            Ok(())
+        }),
+        Trial::test("cli::postgres::tail_of_a_deleted_stream", || {
+            with_schema(pg_tail_of_a_deleted_stream);
             Ok(())
         }),
     ];

@@ -159,7 +159,8 @@ impl PgDriver {
     /// Whether notifications reach this driver's LISTEN connection, as its last check found:
     /// `None` until it has listened (a driver listens once something waits on it), `Some(false)`
     /// when they do not (a pooler in transaction mode in the way: see
-    /// [`PgDriverBuilder::listen_url`]). For health checks.
+    /// [`PgDriverBuilder::listen_url`]; the driver checks again every 30 s meanwhile, and
+    /// a check that arrives, however late, makes it `Some(true)`). For health checks.
     pub fn notifications_arrive(&self) -> Option<bool> {
         self.inner.listen_health.arrive()
     }

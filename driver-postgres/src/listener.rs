@@ -100,6 +100,8 @@ pub(crate) fn start(
         fallback_poll,
         hub.clone(),
         Arc::clone(&health),
+        pool.clone(),
+        channel.clone(),
     ));
     let direct = direct.map_or_else(
         || pool.clone(),
@@ -142,18 +144,65 @@ impl Health {
 /// find new messages within this, instead of within `fallback_poll`.
 const POLL_WHILE_LOST: Duration = Duration::from_secs(1);
 
+/// How often a check notification is sent again while notifications are known not to
+/// arrive: a check that only came late (a server busy for more than [`CHECK_WITHIN`]) must
+/// not leave the driver polling for good.
+const RECHECK_WHILE_LOST: Duration = Duration::from_secs(30);
+
 /// The safety net, in a task of its own so that it never interrupts a receive (and with it
-/// the listener's own reconnection).
-async fn wake_everyone_every(period: Duration, hub: ChangeHub, health: Arc<Health>) {
+/// the listener's own reconnection). While notifications are known not to arrive it also
+/// sends a check now and then; the listener marks them arriving when one reaches it.
+async fn wake_everyone_every(
+    period: Duration,
+    hub: ChangeHub,
+    health: Arc<Health>,
+    pool: PgPool,
+    channel: String,
+) {
+    let mut lost_for = Duration::ZERO;
     loop {
-        let wait = if health.arrive() == Some(false) {
+        let lost = health.arrive() == Some(false);
+        let wait = if lost {
             period.min(POLL_WHILE_LOST)
         } else {
             period
         };
         tokio::time::sleep(wait).await;
         hub.notify_all();
+        lost_for = if lost {
+            lost_for + wait
+        } else {
+            Duration::ZERO
+        };
+        if lost_for >= RECHECK_WHILE_LOST {
+            lost_for = Duration::ZERO;
+            if let Err(error) = send_check(&pool, &channel).await {
+                tracing::debug!(%channel, %error, "sending a check notification failed");
+            }
+        }
     }
+}
+
+/// The payload prefix of this process's check notifications.
+fn check_prefix() -> String {
+    format!("p {}-", std::process::id())
+}
+
+/// Sends a check notification with a fresh payload through `pool`, the path the driver's
+/// writes take, and returns the payload.
+async fn send_check(pool: &PgPool, channel: &str) -> Result<String, sqlx::Error> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nonce = format!(
+        "{}{}",
+        check_prefix(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(channel)
+        .bind(&nonce)
+        .execute(pool)
+        .await?;
+    Ok(nonce)
 }
 
 async fn listen(direct: &PgPool, channel: &str) -> Result<PgListener, sqlx::Error> {
@@ -177,17 +226,8 @@ async fn check(
     channel: &str,
     hub: &ChangeHub,
 ) -> Result<Option<bool>, sqlx::Error> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nonce = format!(
-        "p {}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(channel)
-        .bind(&nonce)
-        .execute(pool)
-        .await?;
+    let nonce = send_check(pool, channel).await?;
+    let own_checks = check_prefix();
     let deadline = tokio::time::Instant::now() + CHECK_WITHIN;
     loop {
         let received = tokio::time::timeout_at(deadline, listener.try_recv()).await;
@@ -196,7 +236,10 @@ async fn check(
             Ok(Err(error)) => return Err(error),
             Ok(Ok(None)) => return Ok(None),
             Ok(Ok(Some(notification))) => {
-                if notification.payload() == nonce {
+                // An earlier check of this process that came late proves the path as well.
+                if notification.payload() == nonce
+                    || notification.payload().starts_with(&own_checks)
+                {
                     return Ok(Some(true));
                 }
                 dispatch(hub, notification.payload());
@@ -219,6 +262,7 @@ async fn run(
     // as it is made) back off from 50 ms to 5 s: a server that keeps refusing must not turn
     // into a storm of attempts, nor of wake-ups (each one costs every waiter a read).
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+    let own_checks = check_prefix();
     loop {
         let Some(active) = listener.as_mut() else {
             match listen(&direct, &channel).await {
@@ -266,6 +310,15 @@ async fn run(
         match active.try_recv().await {
             Ok(Some(notification)) => {
                 backoff.succeeded();
+                if notification.payload().starts_with(&own_checks) {
+                    // A check sent through the pool reached this connection: notifications
+                    // arrive (again, if an earlier check waited in vain).
+                    if health.arrive() == Some(false) {
+                        tracing::info!(%channel, "notifications reach the LISTEN connection again");
+                    }
+                    health.set(true);
+                    continue;
+                }
                 // This driver's own appends woke this process's waiters when they committed.
                 let own = own_pid.load(Ordering::Relaxed);
                 if own == 0 || notification.process_id() != own.cast_unsigned() {

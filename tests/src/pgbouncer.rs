@@ -1,6 +1,7 @@
 //! A real PgBouncer in transaction mode in front of the test database, for the tests of the
-//! driver behind a pooler. Started from the installed `pgbouncer` (Debian's package), on a
-//! free port, with its files in a temporary directory; stopped when dropped.
+//! driver behind a pooler. Started from the `pgbouncer` that [`PROGRAM_VAR`] names or the one
+//! installed (Debian's package), on a free port, with its files in a temporary directory;
+//! stopped when dropped.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -13,8 +14,18 @@ use sqlx::postgres::PgConnectOptions;
 /// instead of leaving them out. CI sets it.
 pub const REQUIRE_VAR: &str = "FLOWSTREAM_REQUIRE_PGBOUNCER";
 
-/// The `pgbouncer` program, if installed.
+/// Names the `pgbouncer` program to use, when set; otherwise the one on `PATH`.
+pub const PROGRAM_VAR: &str = "FLOWSTREAM_PGBOUNCER";
+
+/// The first PgBouncer release that keeps prepared statements across transactions in
+/// transaction mode (`max_prepared_statements`), which a sqlx pool needs.
+pub const PREPARED_STATEMENTS_SINCE: (u32, u32) = (1, 21);
+
+/// The `pgbouncer` program: the one [`PROGRAM_VAR`] names, else the one installed.
 pub fn find() -> Option<PathBuf> {
+    if let Some(named) = std::env::var_os(PROGRAM_VAR).filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(named));
+    }
     let on_path = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|dir| dir.join("pgbouncer"))
@@ -24,6 +35,27 @@ pub fn find() -> Option<PathBuf> {
         let debian = PathBuf::from("/usr/sbin/pgbouncer");
         debian.is_file().then_some(debian)
     })
+}
+
+/// The `(major, minor)` version of the `pgbouncer` that [`find`] finds, if it runs.
+pub fn version() -> Option<(u32, u32)> {
+    let out = Command::new(find()?).arg("--version").output().ok()?;
+    parse_version(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Whether the PgBouncer found can carry a sqlx pool in transaction mode (see
+/// [`PREPARED_STATEMENTS_SINCE`]).
+pub fn carries_prepared_statements() -> bool {
+    version().is_some_and(|v| v >= PREPARED_STATEMENTS_SINCE)
+}
+
+/// `(major, minor)` from `pgbouncer --version`'s first line, `PgBouncer 1.24.1`.
+fn parse_version(text: &str) -> Option<(u32, u32)> {
+    let number = text.lines().next()?.strip_prefix("PgBouncer ")?;
+    let mut parts = number.trim().split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
 }
 
 /// A running PgBouncer.
@@ -42,6 +74,9 @@ impl PgBouncer {
     pub fn start(upstream: &str) -> Result<PgBouncer, String> {
         let program =
             find().ok_or("pgbouncer is not installed (Debian: apt-get install pgbouncer)")?;
+        if !program.is_file() {
+            return Err(format!("{} does not exist", program.display()));
+        }
         let options = PgConnectOptions::from_str(upstream).map_err(|e| e.to_string())?;
         let user = options.get_username().to_owned();
         let database = options
@@ -51,6 +86,12 @@ impl PgBouncer {
         let password = password_of(upstream);
         let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
         let port = crate::cluster::free_port();
+        // Older releases refuse a setting they do not know.
+        let prepared = if version().is_some_and(|v| v >= PREPARED_STATEMENTS_SINCE) {
+            "max_prepared_statements = 200\n"
+        } else {
+            ""
+        };
         let mut target = format!(
             "host={} port={} user={user}",
             options.get_host(),
@@ -69,8 +110,9 @@ impl PgBouncer {
              auth_type = any\n\
              pool_mode = transaction\n\
              max_client_conn = 200\n\
-             default_pool_size = 10\n\
+             default_pool_size = 20\n\
              ignore_startup_parameters = extra_float_digits,options\n\
+             {prepared}\
              logfile = {log}\n",
             log = dir.path().join("pgbouncer.log").display()
         );
@@ -156,4 +198,19 @@ fn password_of(url: &str) -> Option<String> {
     let rest = url.split_once("://")?.1;
     let credentials = rest.split_once('@')?.0;
     credentials.split_once(':').map(|(_, p)| p.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_version;
+
+    #[test]
+    fn versions_are_read_from_the_first_line() {
+        assert_eq!(
+            parse_version("PgBouncer 1.24.1\nlibevent 2.1.12-stable\n"),
+            Some((1, 24))
+        );
+        assert_eq!(parse_version("PgBouncer 1.18.0\n"), Some((1, 18)));
+        assert_eq!(parse_version("pgbouncer: command not found"), None);
+    }
 }

@@ -315,6 +315,67 @@ impl DriverFactory for PgBackend {
     }
 }
 
+/// The conformance suite with the driver's pool behind a real PgBouncer in transaction mode
+/// (one per test, started on first use, stopped with the backend) and its LISTEN and NOTIFY
+/// connections on the direct URL (`listen_url`), as a deployment behind a pooler runs it.
+#[derive(Debug)]
+pub struct PgBouncerBackend {
+    /// The test's schema.
+    pub schema: String,
+    bouncer: OnceLock<crate::pgbouncer::PgBouncer>,
+}
+
+impl PgBouncerBackend {
+    /// A backend on a fresh schema; PgBouncer starts with the first driver.
+    pub fn new() -> Self {
+        PgBouncerBackend {
+            schema: unique_schema(),
+            bouncer: OnceLock::new(),
+        }
+    }
+
+    fn pool_url(&self) -> String {
+        self.bouncer
+            .get_or_init(|| {
+                crate::pgbouncer::PgBouncer::start(&DATABASE.url()).expect("PgBouncer starts")
+            })
+            .url()
+    }
+}
+
+impl Default for PgBouncerBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl DriverFactory for PgBouncerBackend {
+    async fn open(&self) -> Arc<dyn Driver> {
+        let pool_url = self.pool_url();
+        let driver = PgDriver::builder(pool_url)
+            .listen_url(DATABASE.url())
+            .schema(&self.schema)
+            .max_connections(8)
+            .fallback_poll(Duration::from_secs(600))
+            .connect()
+            .await
+            .unwrap_or_else(|e| {
+                let log = self.bouncer.get().map(|b| b.log()).unwrap_or_default();
+                panic!("connect through PgBouncer: {e}\n{log}")
+            });
+        Arc::new(driver)
+    }
+
+    fn durable(&self) -> bool {
+        true
+    }
+
+    async fn cleanup(&self) {
+        drop_schema(&self.schema).await;
+    }
+}
+
 /// A test named `{prefix}::{name}` that runs `body` with a fresh schema on the test database,
 /// dropping the schema afterwards if the body passed.
 pub fn schema_trial<F, Fut>(prefix: &str, name: &str, body: F) -> libtest_mimic::Trial

@@ -798,10 +798,8 @@ async fn retention_from_two_drivers_at_once(schema: String) {
 /// through it (`listen_url` naming the pooler) finds that notifications do not arrive, says
 /// so, and its waiting consumers still get new messages (a one-second look); a driver that
 /// listens directly is woken by notifications (with the test's 10-minute safety net, nothing
-/// else could wake it within the bound). Debian's PgBouncer (1.18) cannot also carry the
-/// driver's pool in transaction mode: sqlx prepares each statement in one protocol exchange
-/// and runs it in the next, and only PgBouncer 1.21 and later keep prepared statements
-/// across transactions (`max_prepared_statements`).
+/// else could wake it within the bound). The pool itself goes direct here, so any PgBouncer
+/// release serves; the suite behind the pooler is `postgres_pgbouncer::conformance::…`.
 async fn listen_through_pgbouncer_is_detected(schema: String) {
     let bouncer =
         flowstream_tests::pgbouncer::PgBouncer::start(&DATABASE.url()).expect("PgBouncer starts");
@@ -998,6 +996,24 @@ fn main() -> ExitCode {
         eprintln!(
             "postgres::listen_through_pgbouncer_is_detected needs pgbouncer installed \
              (apt-get install pgbouncer); CI installs it and sets {}",
+            flowstream_tests::pgbouncer::REQUIRE_VAR
+        );
+    }
+    // The whole suite again with the pool behind PgBouncer in transaction mode: what a
+    // deployment behind a pooler relies on. It needs a PgBouncer that keeps prepared
+    // statements (1.21 or later); where one is required and too old, the connects fail.
+    if flowstream_tests::pgbouncer::carries_prepared_statements()
+        || std::env::var_os(flowstream_tests::pgbouncer::REQUIRE_VAR).is_some()
+    {
+        trials.extend(suite::trials(
+            "postgres_pgbouncer",
+            flowstream_tests::postgres::PgBouncerBackend::new,
+        ));
+    } else {
+        eprintln!(
+            "postgres_pgbouncer::conformance::* needs PgBouncer 1.21 or later (on PATH or \
+             named by {}); CI builds one and sets {}",
+            flowstream_tests::pgbouncer::PROGRAM_VAR,
             flowstream_tests::pgbouncer::REQUIRE_VAR
         );
     }

@@ -12,6 +12,7 @@
 //! [`Admin::apply_all_retention`]: super::Admin::apply_all_retention
 //! [`Admin::spawn_retention`]: super::Admin::spawn_retention
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -68,9 +69,10 @@ pub struct Retention {
         skip_serializing_if = "Option::is_none"
     )]
     pub max_age: Option<Duration>,
-    /// Never trim past the committed offset of the slowest group that has claimed the
-    /// partition (a work-queue stream): a message waits for every such group, whatever the
-    /// limits say.
+    /// Never trim past the committed offset of the slowest group of the stream (a
+    /// work-queue stream): a message waits for every group, whatever the limits say. A group
+    /// known on the stream (by a record of any partition, or by its members' roster) that
+    /// has not claimed a partition yet holds all of that partition.
     #[serde(default)]
     pub keep_unconsumed: bool,
 }
@@ -225,6 +227,11 @@ pub(super) async fn apply_policy(
     policy: Retention,
 ) -> Result<u64, Error> {
     let partitions = load_partitions(driver, stream).await?;
+    let slowest = if policy.keep_unconsumed {
+        slowest_committed(driver, stream, partitions).await?
+    } else {
+        Vec::new()
+    };
     let now = SystemTime::now();
     let mut deleted = 0;
     for partition in 0..partitions {
@@ -242,10 +249,8 @@ pub(super) async fn apply_policy(
             };
             through = through.max(older);
         }
-        if policy.keep_unconsumed
-            && let Some(slowest) = slowest_committed(driver, &log).await?
-        {
-            through = through.min(slowest);
+        if let Some(Some(slowest)) = slowest.get(partition as usize) {
+            through = through.min(*slowest);
         }
         deleted += trim_in_chunks(driver, &log, through).await?;
     }
@@ -274,19 +279,45 @@ pub(super) async fn trim_in_chunks(
     Ok(deleted)
 }
 
-/// The lowest committed offset of the groups that have claimed `log`, if any has.
-async fn slowest_committed(driver: &dyn Driver, log: &str) -> Result<Option<u64>, Error> {
-    let prefix = format!("group/{log}/");
-    let mut slowest: Option<u64> = None;
+/// For each partition of `stream`, the lowest committed offset of the stream's groups: `None`
+/// when the stream has no group, 0 where a group has no record yet (it has not claimed the
+/// partition, and may start at its first message).
+async fn slowest_committed(
+    driver: &dyn Driver,
+    stream: &str,
+    partitions: u32,
+) -> Result<Vec<Option<u64>>, Error> {
+    let mut groups = BTreeSet::new();
+    let mut committed: BTreeMap<(u32, String), u64> = BTreeMap::new();
+    let prefix = format!("group/{stream}/");
     for (key, record) in driver.records(&prefix).await? {
-        // `group/{log}/{group}` only: deeper keys are another partition's.
-        if key[prefix.len()..].contains('/') {
-            continue;
-        }
+        // `group/{stream}/{group}` for partition 0, `group/{stream}/{p}/{group}` for the others.
+        let (log, group) = match key[prefix.len()..].split_once('/') {
+            Some((p, group)) => (p.parse().ok(), group),
+            None => (Some(0), &key[prefix.len()..]),
+        };
+        let Some(partition) = log else { continue };
         let (state, _) = decode_group(&key, record)?;
-        slowest = Some(slowest.map_or(state.committed, |s| s.min(state.committed)));
+        groups.insert(group.to_owned());
+        committed.insert((partition, group.to_owned()), state.committed);
     }
-    Ok(slowest)
+    let rosters = format!("roster/{stream}/");
+    for (key, _) in driver.records(&rosters).await? {
+        groups.insert(key[rosters.len()..].to_owned());
+    }
+    Ok((0..partitions)
+        .map(|partition| {
+            groups
+                .iter()
+                .map(|group| {
+                    committed
+                        .get(&(partition, group.clone()))
+                        .copied()
+                        .unwrap_or(0)
+                })
+                .min()
+        })
+        .collect())
 }
 
 /// A maintenance task applying every stream's policy on a period; see

@@ -231,6 +231,7 @@ pub fn scenarios() -> Vec<Scenario> {
         scenario!(admin_lists_streams_and_groups_with_lag),
         scenario!(a_reset_moves_a_running_group_and_fences_what_it_delivered_before),
         scenario!(a_deleted_stream_stops_its_consumers_and_starts_again_at_one),
+        scenario!(a_consumer_that_missed_a_delete_never_joins_the_new_group),
         scenario!(retention_trims_by_count_age_and_slowest_group),
         scenario!(a_trimmed_gap_is_skipped_or_reported),
     ]

@@ -163,6 +163,20 @@ impl Membership {
             {
                 return;
             }
+            // Generations only grow while a record lives (claims and resets add one). A newer
+            // record with a lower one was made again after a delete this consumer missed (its
+            // stream deleted, then a reset or another consumer created the group anew): what
+            // it was delivered belongs to the old stream, and claiming the new record could
+            // hand it a generation it already held, under which those commits would pass.
+            if view
+                .state
+                .as_ref()
+                .is_some_and(|(seen, _)| state.generation < seen.generation)
+            {
+                drop(view);
+                self.forget();
+                return;
+            }
             view.state = Some((state.clone(), revision));
             if own_write {
                 view.last_write = Instant::now();
@@ -210,7 +224,8 @@ impl Membership {
         }
     }
 
-    /// The record is gone. If this consumer had seen it, its stream was deleted
+    /// The record is gone (or was made again: see [`Membership::observe`]). If this
+    /// consumer had seen it, its stream was deleted
     /// ([`Admin::delete_stream`](crate::Admin::delete_stream)): the consumer stops, rather than
     /// create the group again and read a new stream under the old name from where the old
     /// one was.
@@ -289,6 +304,7 @@ impl Membership {
     /// created it first.
     pub(crate) async fn create_group(&self, committed: u64) -> Result<bool, Error> {
         let _serial = self.writes.lock().await;
+        self.check_deleted()?;
         let state = StoredGroup {
             owner: self.id.clone(),
             generation: 1,
@@ -330,6 +346,7 @@ impl Membership {
         reason: &'static str,
     ) -> Result<bool, Error> {
         let _serial = self.writes.lock().await;
+        self.check_deleted()?;
         // Counting crashes needs the window the crashed owner may have delivered: up to the
         // head now. Only read when someone counts, and only for an owner that never released.
         let head = if current.active && self.settings.max_deliveries.is_some() {

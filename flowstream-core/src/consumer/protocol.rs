@@ -176,6 +176,11 @@ impl Watcher {
             self.last_change = now;
         }
         shared.observe(&state, revision, false);
+        if shared.deleted() {
+            // The record was made again after a delete this consumer missed (see
+            // `Membership::observe`): it is not this consumer's group any more.
+            return Ok(None);
+        }
 
         if state.owner == shared.id && state.active {
             if shared.revoked() {

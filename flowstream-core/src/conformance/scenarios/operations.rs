@@ -3,8 +3,13 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::conformance::{BOUND, DriverFactory, consumer, eventually, eventually_async, produce};
-use crate::{Admin, Error, NewMessage, Producer, Retention, StartFrom, Wake};
+use std::sync::Arc;
+
+use crate::conformance::{
+    BOUND, DriverFactory, InstrumentedDriver, consumer, eventually, eventually_async, produce,
+    stored_group,
+};
+use crate::{Admin, Driver, Error, NewMessage, Producer, Retention, StartFrom, Wake};
 
 /// The `produced_at` of every stored message of `stream`, by offset.
 async fn times(driver: &std::sync::Arc<dyn crate::Driver>, stream: &str) -> Vec<(u64, SystemTime)> {
@@ -434,6 +439,82 @@ pub(crate) async fn a_deleted_stream_stops_its_consumers_and_starts_again_at_one
     other.shutdown().await.expect("shutdown");
 }
 
+/// A consumer cut off from storage while its stream is deleted, produced to again and its
+/// group reset (which creates the record anew, unclaimed) learns on its return that the group
+/// was deleted: it neither claims the new record nor commits what the old stream delivered
+/// into it.
+pub(crate) async fn a_consumer_that_missed_a_delete_never_joins_the_new_group(
+    factory: &dyn DriverFactory,
+) {
+    let driver = factory.open().await;
+    let admin = Admin::new(driver.clone());
+    produce(&driver, "z", "old", 5).await;
+    let faulty = InstrumentedDriver::new(driver.clone());
+    let zombie_driver: Arc<dyn Driver> = faulty.clone();
+    let mut zombie = consumer(&zombie_driver, "z", "g")
+        .build()
+        .await
+        .expect("consumer");
+    let mut old = None;
+    for _ in 0..3 {
+        old = zombie.next().await.expect("next");
+    }
+    let old = old.expect("three old messages");
+    assert_eq!(old.offset(), 3);
+
+    faulty.set_partitioned(true);
+    admin.delete_stream("z").await.expect("delete");
+    produce(&driver, "z", "new", 5).await;
+    admin
+        .reset_group("z", "g", StartFrom::Earliest)
+        .await
+        .expect("a reset creates the group, unclaimed");
+    faulty.set_partitioned(false);
+
+    let mut stopped = None;
+    eventually_async(
+        "the cut-off consumer learns that its group was deleted",
+        BOUND,
+        async || match zombie.next().await {
+            Err(error) => {
+                stopped = Some(error);
+                true
+            }
+            // What it had read ahead of the old stream may still come out.
+            Ok(Some(message)) => {
+                assert!(
+                    message.body().starts_with(b"old"),
+                    "a consumer of the deleted stream was given offset {} of the new one",
+                    message.offset()
+                );
+                false
+            }
+            Ok(None) => false,
+        },
+    )
+    .await;
+    assert!(
+        matches!(&stopped, Some(Error::GroupDeleted { .. })),
+        "{stopped:?}"
+    );
+    let commit = zombie.commit(&old).await;
+    assert!(
+        matches!(commit, Err(Error::GroupDeleted { .. })),
+        "{commit:?}"
+    );
+    let stored = stored_group(&driver, "z", "g").await;
+    assert_eq!(
+        (stored.owner.as_str(), stored.active, stored.committed),
+        ("", false, 0),
+        "the new group is untouched"
+    );
+    let mut fresh = consumer(&driver, "z", "g").build().await.expect("consumer");
+    let first = fresh.next().await.expect("next").expect("message");
+    assert_eq!((first.offset(), first.body()), (1, &b"new0"[..]));
+    fresh.shutdown().await.expect("shutdown");
+    drop(zombie);
+}
+
 /// Retention keeps the newest messages by count, drops the old by age, never passes the
 /// slowest group when told so, and any number of callers may apply it at once. Policies are
 /// stored, read back and cleared; a maintenance task applies them on its own.
@@ -492,6 +573,33 @@ pub(crate) async fn retention_trims_by_count_age_and_slowest_group(factory: &dyn
     assert_eq!(admin.apply_retention("r").await.expect("apply"), 4);
     assert_eq!(driver.read("r", 0, 1).await.expect("read")[0].offset(), 26);
     slow.shutdown().await.expect("shutdown");
+
+    // A group known on a partitioned stream holds back the partitions it has not claimed.
+    admin.create_stream("w", 2).await.expect("create");
+    let producer = Producer::new(driver.clone());
+    for partition in 0..2 {
+        for i in 0..5 {
+            producer
+                .send(NewMessage::new("w", format!("m{i}")).to_partition(partition))
+                .await
+                .expect("send");
+        }
+    }
+    admin
+        .reset_partition("w", "g", 0, StartFrom::Offset(4))
+        .await
+        .expect("the group at 3 in partition 0, nowhere in partition 1");
+    admin
+        .set_retention("w", Retention::new().max_messages(1).keep_unconsumed(true))
+        .await
+        .expect("set");
+    assert_eq!(admin.apply_retention("w").await.expect("apply"), 3);
+    assert_eq!(driver.read("w", 0, 1).await.expect("read")[0].offset(), 4);
+    assert_eq!(
+        driver.read("w/1", 0, 1).await.expect("read")[0].offset(),
+        1,
+        "the group may still start at partition 1's first message"
+    );
 
     produce(&driver, "aged", "old", 3).await;
     let old = times(&driver, "aged").await;

@@ -1,9 +1,10 @@
 //! A reset racing an active consumer, judged by the history checker: while a producer sends
-//! and the group's consumer delivers and commits, another task resets the group back, four
-//! times. Every acknowledged message must still reach the group, each claim (the reset's new
-//! generation included) must start right after where it resumed, no commit of a generation
-//! before a reset may be accepted after it, and only the resets may move the committed offset
-//! back. On redb (in memory) and PostgreSQL.
+//! and the group's consumer delivers and commits, another task resets the group back four
+//! times, then forward twice (skipping 50 messages each time, while the consumer holds what it
+//! read ahead). Every acknowledged message must still reach the group unless a forward reset
+//! skipped it, each claim (the reset's new generation included) must start right after where
+//! it resumed, no commit of a generation before a reset may be accepted after it, and only the
+//! resets may move the committed offset back. On redb (in memory) and PostgreSQL.
 
 // Test code: a failed expectation is how a test fails.
 #![allow(clippy::expect_used, clippy::panic)]
@@ -24,8 +25,13 @@ use tokio::time::Instant;
 
 const STREAM: &str = "resets";
 const GROUP: &str = "g";
-const TOTAL: usize = 800;
-const RESETS: u64 = 4;
+const TOTAL: usize = 1_000;
+/// Resets back, each when the group has committed past another 150.
+const BACK: usize = 4;
+/// Resets forward, when the group has committed past these.
+const FORWARD: [u64; 2] = [680, 800];
+/// How far a forward reset moves past the committed offset it read.
+const SKIP: u64 = 50;
 
 async fn reset_races_an_active_consumer(driver: Arc<dyn Driver>) {
     let recording = InstrumentedDriver::new(driver.clone());
@@ -59,28 +65,37 @@ async fn reset_races_an_active_consumer(driver: Arc<dyn Driver>) {
         .await
         .expect("consumer");
 
-    // The operator: each time the group has committed past another 150, it is set back 60.
+    // Set while a forward reset is prepared: the consumer stops taking messages (what it has
+    // read ahead stays buffered), so the stream gets ahead of it.
+    let (hold, held) = tokio::sync::watch::channel(false);
+
+    // The operator: each time the group has committed past another 150, it is set back 60;
+    // then twice it is moved 50 past its committed offset.
     let admin = Admin::new(store.clone());
     let watcher = store.clone();
     let resetting = tokio::spawn(async move {
         let mut generations = Vec::new();
-        for round in 1..=RESETS {
+        let thresholds = (1..=BACK as u64).map(|round| (round * 150, false));
+        for (threshold, forward) in thresholds.chain(FORWARD.map(|at| (at, true))) {
             let deadline = Instant::now() + BOUND;
-            let committed = loop {
-                let state = GroupState::load(watcher.as_ref(), STREAM, GROUP)
-                    .await
-                    .expect("load");
-                let committed = state.map_or(0, |s| s.committed);
-                if committed >= round * 150 {
-                    break committed;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "the group stalled at {committed}"
-                );
+            while committed(watcher.as_ref()).await < threshold {
+                assert!(Instant::now() < deadline, "the group stalled");
                 tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let to = if forward {
+                hold.send_replace(true);
+                loop {
+                    let committed = committed(watcher.as_ref()).await;
+                    let head = watcher.head(STREAM).await.expect("head");
+                    if head > committed + SKIP {
+                        break committed + SKIP + 1;
+                    }
+                    assert!(Instant::now() < deadline, "the producer stalled at {head}");
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            } else {
+                committed(watcher.as_ref()).await - 59
             };
-            let to = committed - 59;
             let moved = admin
                 .reset_group(STREAM, GROUP, StartFrom::Offset(to))
                 .await
@@ -91,6 +106,7 @@ async fn reset_races_an_active_consumer(driver: Arc<dyn Driver>) {
                 .expect("load")
                 .expect("the group exists");
             generations.push(state.generation);
+            hold.send_replace(false);
         }
         generations
     });
@@ -98,7 +114,12 @@ async fn reset_races_an_active_consumer(driver: Arc<dyn Driver>) {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut delivered = 0u64;
     let mut fenced = 0;
+    let mut held = held;
     loop {
+        tokio::time::timeout(BOUND, held.wait_for(|hold| !*hold))
+            .await
+            .expect("the operator lets the consumer go on")
+            .expect("the operator is there");
         let mut last = None;
         while let Some(message) = consumer.next().await.expect("next") {
             let generation = consumer
@@ -154,7 +175,7 @@ async fn reset_races_an_active_consumer(driver: Arc<dyn Driver>) {
     consumer.shutdown().await.expect("shutdown");
     history.acks = sending.await.expect("producer");
     let generations = resetting.await.expect("operator");
-    assert_eq!(generations.len() as u64, RESETS);
+    assert_eq!(generations.len(), BACK + FORWARD.len());
     history
         .resets
         .insert(GROUP.into(), generations.into_iter().collect());
@@ -184,14 +205,34 @@ async fn reset_races_an_active_consumer(driver: Arc<dyn Driver>) {
             .collect(),
     );
     history.assert_valid();
+    let reached: std::collections::BTreeSet<u64> =
+        history.deliveries.iter().map(|d| d.offset).collect();
+    let skipped = (1..=TOTAL as u64).filter(|o| !reached.contains(o)).count() as u64;
     eprintln!(
-        "resets: {} deliveries of {TOTAL} messages, {RESETS} resets, {fenced} commits fenced",
-        history.deliveries.len()
+        "resets: {} deliveries of {TOTAL} messages, {} resets, {skipped} messages skipped, \
+         {fenced} commits fenced",
+        history.deliveries.len(),
+        BACK + FORWARD.len()
+    );
+    // Between reading the committed offset and resetting, the held consumer commits at most
+    // the ten it was delivering.
+    let forward = FORWARD.len() as u64;
+    assert!(
+        ((SKIP - 10) * forward..=SKIP * forward).contains(&skipped),
+        "each forward reset skips what it moved past: {skipped}"
     );
     assert!(
-        history.deliveries.len() >= TOTAL + 4 * 59,
-        "each reset set the group back 59 messages, delivered again"
+        history.deliveries.len() as u64 >= TOTAL as u64 - skipped + BACK as u64 * 59,
+        "each reset back set the group back 59 messages, delivered again"
     );
+}
+
+/// The group's committed offset (0 before it exists).
+async fn committed(driver: &dyn Driver) -> u64 {
+    GroupState::load(driver, STREAM, GROUP)
+        .await
+        .expect("load")
+        .map_or(0, |s| s.committed)
 }
 
 fn main() -> ExitCode {

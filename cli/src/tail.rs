@@ -74,7 +74,7 @@ pub(crate) async fn alone(driver: Arc<dyn Driver>, tail: Tail) -> Result<(), Fai
         tokio::select! {
             () = woken => {}
             () = tokio::time::sleep(LOOK_EVERY) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            () = stop_requested() => return Ok(()),
         }
     }
 }
@@ -145,9 +145,27 @@ async fn follow(
         }
         tokio::select! {
             woke = consumer.wait(LOOK_EVERY) => { woke?; }
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            () = stop_requested() => return Ok(()),
         }
     }
+}
+
+/// Ctrl-C, or (on Unix) SIGTERM as `kill` and service managers send: either ends a tail
+/// the way reaching its count does, so a group member hands its group over at once instead
+/// of leaving it to a takeover.
+async fn stop_requested() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn log_name(stream: &str, partition: u32) -> String {

@@ -373,21 +373,20 @@ fn pg_tail_follows(store: &Store) {
     assert!(bodies.iter().all(|b| b.starts_with("later")), "{printed}");
 }
 
-/// A `tail --group` running while its stream is deleted stops with exit code 3, saying so.
-fn pg_tail_of_a_deleted_stream(store: &Store) {
-    ok(store, &["produce", "doomed"], b"first\n");
+/// `flowstream tail STREAM --group g --from earliest`, once it has printed its first line
+/// (so it holds the group): the process and that line.
+fn group_tail(store: &Store, stream: &str) -> (std::process::Child, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_flowstream"));
     command.arg("--store").arg(&store.location);
     if let Some(schema) = &store.schema {
         command.arg("--schema").arg(schema);
     }
     let mut follower = command
-        .args(["tail", "doomed", "--group", "g", "--from", "earliest"])
+        .args(["tail", stream, "--group", "g", "--from", "earliest"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("run tail");
-    // Its first line says it holds the group: only then is the delete one it must notice.
     let stdout = follower.stdout.take().expect("stdout");
     let (lines, printed) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -401,24 +400,59 @@ fn pg_tail_of_a_deleted_stream(store: &Store) {
     if first.is_err() {
         let _ = follower.kill();
     }
-    let first = first.expect("tail prints the first message");
-    assert!(first.ends_with("first"), "{first}");
+    (follower, first.expect("tail prints the first message"))
+}
 
-    ok(store, &["delete", "doomed", "--yes"], b"");
+/// Waits (bounded) for `child` to end.
+fn ended(mut child: std::process::Child, what: &str) -> (std::process::ExitStatus, Output) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let status = loop {
-        if let Some(status) = follower.try_wait().expect("tail status") {
+        if let Some(status) = child.try_wait().expect("status") {
             break status;
         }
         if std::time::Instant::now() > deadline {
-            let _ = follower.kill();
-            panic!("tail --group went on after its stream was deleted");
+            let _ = child.kill();
+            panic!("{what}");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let output = follower.wait_with_output().expect("tail output");
+    (status, child.wait_with_output().expect("output"))
+}
+
+/// A `tail --group` running while its stream is deleted stops with exit code 3, saying so.
+fn pg_tail_of_a_deleted_stream(store: &Store) {
+    ok(store, &["produce", "doomed"], b"first\n");
+    let (follower, first) = group_tail(store, "doomed");
+    assert!(first.ends_with("first"), "{first}");
+    ok(store, &["delete", "doomed", "--yes"], b"");
+    let (status, output) = ended(
+        follower,
+        "tail --group went on after its stream was deleted",
+    );
     assert_eq!(status.code(), Some(3), "{}", stderr(&output));
     assert!(stderr(&output).contains("deleted"), "{}", stderr(&output));
+}
+
+/// `kill` (SIGTERM) ends a `tail --group` cleanly: it hands the group over at once, so the
+/// next member need not wait out a takeover.
+#[cfg(unix)]
+fn pg_terminated_tail_releases_its_group(store: &Store) {
+    ok(store, &["produce", "work"], b"one\ntwo\n");
+    let (follower, first) = group_tail(store, "work");
+    assert!(first.ends_with("one"), "{first}");
+    let active = |store: &Store| {
+        let groups = json(&ok(store, &["groups", "work", "--json"], b""));
+        groups[0]["partitions"][0]["active"].as_bool()
+    };
+    assert_eq!(active(store), Some(true));
+    let killed = Command::new("kill")
+        .args(["-TERM", &follower.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let (status, output) = ended(follower, "tail --group went on after SIGTERM");
+    assert!(status.success(), "{}", stderr(&output));
+    assert_eq!(active(store), Some(false), "the group was handed over");
 }
 
 fn main() -> ExitCode {
@@ -450,6 +484,11 @@ fn main() -> ExitCode {
         }),
         Trial::test("cli::postgres::tail_of_a_deleted_stream", || {
             with_schema(pg_tail_of_a_deleted_stream);
+            Ok(())
+        }),
+        #[cfg(unix)]
+        Trial::test("cli::postgres::terminated_tail_releases_its_group", || {
+            with_schema(pg_terminated_tail_releases_its_group);
             Ok(())
         }),
     ];

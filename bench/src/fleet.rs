@@ -36,6 +36,9 @@ pub(crate) struct Setting<'a> {
     pub(crate) schema: &'a str,
     pub(crate) window: Duration,
     pub(crate) body_size: usize,
+    /// Each send staged through the outbox (`PgDriver::send_staged`) instead of appended; a
+    /// process reports once the outbox is empty, so the rate counts delivered messages.
+    pub(crate) staged: bool,
 }
 
 /// Messages per second sent by `processes` producer processes during the window, process `p`
@@ -52,6 +55,7 @@ pub(crate) async fn flowstream(
         schema,
         window,
         body_size,
+        staged,
     } = setting;
     let mut children = Vec::with_capacity(processes);
     for p in 0..processes {
@@ -66,6 +70,9 @@ pub(crate) async fn flowstream(
             Load::FlatOut { tasks } => command.args(["--fleet-tasks", &tasks.to_string()]),
             Load::Paced { rate } => command.args(["--fleet-rate", &rate.to_string()]),
         };
+        if staged {
+            command.arg("--fleet-staged");
+        }
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -88,6 +95,7 @@ pub(crate) async fn flowstream(
         stdin.write_all(b"go\n").await?;
         stdin.flush().await?;
     }
+    let go = Instant::now();
     if let Some(started) = started {
         let _ = started.send(());
     }
@@ -100,7 +108,13 @@ pub(crate) async fn flowstream(
         sent += count.trim().parse::<u64>()?;
         child.wait().await?;
     }
-    Ok(sent as f64 / window.as_secs_f64())
+    // Staged sends count once delivered: until the last process saw the outbox empty.
+    let took = if staged {
+        go.elapsed().max(window)
+    } else {
+        window
+    };
+    Ok(sent as f64 / took.as_secs_f64())
 }
 
 /// The child side of [`flowstream`]: connects, warms up (20 sends, unstamped, to another
@@ -113,6 +127,7 @@ pub(crate) async fn child(
     load: Load,
     window: Duration,
     body_size: usize,
+    staged: bool,
 ) -> Result<(), BoxError> {
     let driver = PgDriver::builder(pg_url)
         .schema(schema)
@@ -120,6 +135,7 @@ pub(crate) async fn child(
         .application_name("flowstream-bench-fleet")
         .connect()
         .await?;
+    let staged = staged.then(|| driver.clone());
     let producer = Producer::new(Arc::new(driver));
     let body = body(body_size);
     // Paced runs feed a latency consumer, which must see only stamped messages.
@@ -139,27 +155,44 @@ pub(crate) async fn child(
     })
     .await??;
     let sent = match load {
-        Load::FlatOut { tasks } => flat_out(&producer, stream, tasks, window, &body).await?,
+        Load::FlatOut { tasks } => {
+            flat_out(&producer, staged.clone(), stream, tasks, window, &body).await?
+        }
         Load::Paced { rate } => {
             let stream: Arc<str> = stream.into();
             paced(rate, window, || {
                 let (producer, stream) = (producer.clone(), Arc::clone(&stream));
+                let staged = staged.clone();
                 async move {
-                    producer
-                        .send(NewMessage::new(&*stream, stamped_body(body_size)))
-                        .await?;
+                    let message = NewMessage::new(&*stream, stamped_body(body_size));
+                    match staged {
+                        Some(driver) => {
+                            driver
+                                .send_staged(producer.prepare([message]).await?)
+                                .await?
+                        }
+                        None => {
+                            producer.send(message).await?;
+                        }
+                    }
                     Ok(())
                 }
             })
             .await?
         }
     };
+    if let Some(driver) = &staged {
+        outbox_emptied(driver).await?;
+    }
     println!("sent {sent}");
     Ok(())
 }
 
+/// Sends single messages from `tasks` tasks during `window`: through `producer`, or staged
+/// through `staged`'s outbox.
 async fn flat_out(
     producer: &Producer,
+    staged: Option<PgDriver>,
     stream: &str,
     tasks: usize,
     window: Duration,
@@ -169,12 +202,21 @@ async fn flat_out(
     let mut senders = tokio::task::JoinSet::new();
     for _ in 0..tasks {
         let (producer, body, stream) = (producer.clone(), body.to_vec(), stream.to_owned());
+        let staged = staged.clone();
         senders.spawn(async move {
             let mut sent = 0u64;
             while start.elapsed() < window {
-                producer
-                    .send(NewMessage::new(&stream, body.clone()))
-                    .await?;
+                let message = NewMessage::new(&stream, body.clone());
+                match &staged {
+                    Some(driver) => {
+                        driver
+                            .send_staged(producer.prepare([message]).await?)
+                            .await?
+                    }
+                    None => {
+                        producer.send(message).await?;
+                    }
+                }
                 sent += 1;
             }
             Ok::<u64, flowstream_core::Error>(sent)
@@ -185,6 +227,26 @@ async fn flat_out(
         sent += done??;
     }
     Ok(sent)
+}
+
+/// Waits (at most a minute) until the relays have moved every staged message.
+async fn outbox_emptied(driver: &PgDriver) -> Result<(), BoxError> {
+    let count = format!("SELECT count(*) FROM {}.outbox", driver.schema());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left: i64 = sqlx::query_scalar(AssertSqlSafe(count.clone()))
+            .fetch_one(driver.pool())
+            .await?;
+        if left == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(
+                format!("{left} staged messages still in the outbox after a minute").into(),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// Another application in the same database that notifies in its transactions, as job queues

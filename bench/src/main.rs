@@ -79,7 +79,16 @@ async fn main() {
                 tasks: options.fleet_tasks,
             },
         };
-        let sent = fleet::child(&options.pg_url, schema, stream, load, *window, options.body).await;
+        let sent = fleet::child(
+            &options.pg_url,
+            schema,
+            stream,
+            load,
+            *window,
+            options.body,
+            options.fleet_staged,
+        )
+        .await;
         if let Err(error) = sent {
             eprintln!("{error}");
             std::process::exit(1);

@@ -95,6 +95,8 @@ pub(crate) struct Options {
     /// In a fleet producer process: send this many messages per second, stamped, instead of
     /// flat out.
     pub(crate) fleet_rate: Option<u64>,
+    /// In a fleet producer process: send through the outbox (`send_staged`).
+    pub(crate) fleet_staged: bool,
     /// Run the long-stream rows and nothing else.
     pub(crate) long: bool,
     /// Run the partition rows and nothing else.
@@ -138,6 +140,7 @@ impl Options {
             fleet_for: Duration::from_secs(5),
             fleet_only: false,
             fleet_rate: None,
+            fleet_staged: false,
             redb_cache: flowstream_redb::DEFAULT_CACHE_SIZE,
             long: false,
             partitions_only: false,
@@ -168,6 +171,7 @@ impl Options {
                 "--fleet-schema" => fleet_schema = Some(value()?),
                 "--fleet-tasks" => options.fleet_tasks = number(&arg, &value()?)?.max(1),
                 "--fleet-only" => options.fleet_only = true,
+                "--fleet-staged" => options.fleet_staged = true,
                 "--fleet-rate" => {
                     options.fleet_rate =
                         Some(u64::try_from(number(&arg, &value()?)?).unwrap_or(u64::MAX));

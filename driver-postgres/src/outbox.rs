@@ -9,6 +9,10 @@
 //! statement, commit, notify. Rows of transactions still running are invisible to it, so it
 //! never waits on them nor skips them: they are moved by a later round.
 //!
+//! [`PgDriver::send_staged`] stages in a transaction of its own: its caller's sends commit in
+//! parallel with everyone else's (one row each, no lock shared), where plain appends to one
+//! stream commit one after another, and the relay appends what they staged in batches.
+//!
 //! Every driver runs a relay. It knows which transactions called `send_in` through it, asks
 //! the server how each ended (`pg_xact_status`), 1 ms after a call or a round and then every
 //! 2, 4, … up to 50 ms while they run on, and runs rounds as soon as one committed. It also runs a round when it
@@ -16,12 +20,13 @@
 //! caller's commit and its relay's round.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use flowstream_core::driver::{DriverError, NewMessage};
 use flowstream_core::{Error, PreparedSend};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
 use tokio::sync::Notify;
 
 use crate::errors::storage_error;
@@ -46,6 +51,8 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
 #[derive(Debug, Default)]
 pub(crate) struct Staged {
     xids: Mutex<Vec<String>>,
+    /// Set by `send_staged` after its own transaction committed: a round has work now.
+    committed: AtomicBool,
     wake: Notify,
 }
 
@@ -63,6 +70,27 @@ impl Staged {
         }
         drop(xids);
         self.wake.notify_one();
+    }
+
+    /// Tells the relay that rows committed (or may have: a spurious round finds nothing).
+    fn committed(&self) {
+        self.committed.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Whether rows committed since the last call.
+    fn take_committed(&self) -> bool {
+        self.committed.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// Tells the relay that a `send_staged` ended, however it ended (even if its future is
+/// dropped after the insert committed).
+struct WakeRelay<'a>(&'a Staged);
+
+impl Drop for WakeRelay<'_> {
+    fn drop(&mut self) {
+        self.0.committed();
     }
 }
 
@@ -120,14 +148,20 @@ async fn run(inner: Weak<Inner>, staged: Arc<Staged>, fallback: Duration) {
     let mut last_sweep = tokio::time::Instant::now();
     let mut pause = Duration::ZERO;
     let mut failures = 0u32;
+    // Another relay was in a round when this one came: try again until one is not.
+    let mut busy = false;
     loop {
-        let idle = staged.lock().is_empty() && !sweep;
+        // A `send_staged` sets the flag before it wakes the task, so once the flag is taken
+        // here, later calls leave a wake-up behind: none is missed.
+        let mut pending = staged.take_committed() || std::mem::take(&mut busy);
+        let idle = !pending && staged.lock().is_empty() && !sweep;
         if idle {
             let next_sweep = last_sweep + fallback;
             tokio::select! {
                 () = staged.wake.notified() => pause = Duration::ZERO,
                 () = tokio::time::sleep_until(next_sweep) => sweep = true,
             }
+            pending = staged.take_committed();
         }
         // Sweeps happen every `fallback` even while some transaction stays open for hours.
         if last_sweep.elapsed() >= fallback {
@@ -137,10 +171,11 @@ async fn run(inner: Weak<Inner>, staged: Arc<Staged>, fallback: Duration) {
             return;
         };
         let xids = staged.lock().clone();
-        let mut committed = std::mem::take(&mut sweep);
-        if committed {
+        let swept = std::mem::take(&mut sweep);
+        if swept {
             last_sweep = tokio::time::Instant::now();
         }
+        let mut committed = swept || pending;
         let mut failed = false;
         if !xids.is_empty() {
             match driver.ended(&xids).await {
@@ -170,14 +205,19 @@ async fn run(inner: Weak<Inner>, staged: Arc<Staged>, fallback: Duration) {
                 }
             }
         }
-        if committed && let Err(error) = driver.relay().await {
-            failed = true;
-            sweep = true;
-            tracing::warn!(
-                schema = %driver.schema(),
-                error = %error,
-                "could not relay staged messages"
-            );
+        if committed {
+            match driver.relay().await {
+                Ok(round) => busy = round == Round::Busy,
+                Err(error) => {
+                    failed = true;
+                    sweep = true;
+                    tracing::warn!(
+                        schema = %driver.schema(),
+                        error = %error,
+                        "could not relay staged messages"
+                    );
+                }
+            }
         }
         drop(driver);
         if failed {
@@ -186,12 +226,13 @@ async fn run(inner: Weak<Inner>, staged: Arc<Staged>, fallback: Duration) {
             tokio::time::sleep(pause).await;
             continue;
         }
-        if staged.lock().is_empty() && !sweep {
+        if staged.lock().is_empty() && !sweep && !busy {
             continue;
         }
-        // Back off while the callers' transactions run on; look again soon after progress,
-        // and 1 ms after a new call (its caller is about to commit).
-        pause = if committed {
+        // Back off while the callers' transactions run on or another relay is in a round;
+        // look again soon after progress, and 1 ms after a new call (its caller is about to
+        // commit).
+        pause = if committed && !busy {
             Duration::from_millis(1)
         } else {
             (pause * 2).clamp(Duration::from_millis(1), MAX_POLL)
@@ -270,6 +311,53 @@ impl PgDriver {
         Ok(())
     }
 
+    /// Sends messages ([`Producer::prepare`](flowstream_core::Producer::prepare)) through the
+    /// outbox, in a transaction of its own: returns once they are durably staged, before they
+    /// have offsets; the relay then appends them to their streams as it does for
+    /// [`send_in`](Self::send_in) (this driver's relay at once, in batches under load).
+    ///
+    /// ```no_run
+    /// # async fn demo(pg: flowstream_postgres::PgDriver, producer: flowstream_core::Producer)
+    /// # -> Result<(), flowstream_core::Error> {
+    /// use flowstream_core::NewMessage;
+    ///
+    /// let order = producer.prepare([NewMessage::new("orders", "created 42")]).await?;
+    /// pg.send_staged(order).await?; // durable now; delivered once the relay has moved it
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Meant for a fleet: many processes each sending a message or two at a time to the same
+    /// stream. Plain sends to one stream commit one after another (each holds the stream's
+    /// head until its commit is flushed: that is what keeps offsets dense and in commit
+    /// order), so however many processes send, one stream takes about one send per WAL
+    /// flush. Staged sends share no lock, so the server flushes many commits at once, and
+    /// the relay appends them with one flush per batch. The price: a message reaches its
+    /// stream one relay round later (a few milliseconds, see the protocol notes), is written
+    /// twice, and its offset is not returned. Sends from one task, each awaited before the
+    /// next, keep their order; a call's messages to one log get consecutive offsets. Delivery
+    /// is exactly once: a staged row is deleted in the transaction that appends it.
+    ///
+    /// Errors: as [`Producer::send`](flowstream_core::Producer::send), with the driver's
+    /// call timeout; after a timeout or a lost connection the messages may or may not have
+    /// been staged (sending again may deliver them twice).
+    ///
+    /// # Cancel safety
+    ///
+    /// If the future is dropped, the messages may or may not have been staged; if they were,
+    /// they are delivered.
+    pub async fn send_staged(&self, messages: PreparedSend) -> Result<(), Error> {
+        let staged = PreparedAppend::new(messages.into_messages())?;
+        let _wake = WakeRelay(&self.inner.relay.staged);
+        self.run(
+            || format!("staging messages to {}", staged.names.join(", ")),
+            staged
+                .stage(&self.inner.sql.stage)
+                .execute(&self.inner.pool),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Which of `xids` have ended: `true` if committed (or too old for the server to say,
     /// which only a long-committed transaction is), `false` if aborted.
     async fn ended(&self, xids: &[String]) -> Result<BTreeMap<String, bool>, DriverError> {
@@ -301,32 +389,48 @@ impl PgDriver {
         Ok(ended)
     }
 
-    /// Moves every committed staged call to its logs, in rounds; returns how many calls.
-    pub(crate) async fn relay(&self) -> Result<usize, DriverError> {
+    /// Moves every committed staged call to its logs, in rounds, unless another relay is in a
+    /// round: then it returns [`Round::Busy`] at once, and the caller tries again shortly
+    /// (the other round may have started before the rows it came for committed).
+    pub(crate) async fn relay(&self) -> Result<Round, DriverError> {
         let mut moved = 0;
         loop {
-            let (calls, full) = self.relay_round().await?;
-            moved += calls;
-            if !full {
-                return Ok(moved);
+            match self.relay_round().await? {
+                Round::Moved { calls, full } => {
+                    moved += calls;
+                    if !full {
+                        return Ok(Round::Moved {
+                            calls: moved,
+                            full: false,
+                        });
+                    }
+                }
+                Round::Busy => return Ok(Round::Busy),
             }
         }
     }
 
     /// One relay round: the oldest committed staged calls, appended in one transaction.
-    /// Returns how many calls it moved, and whether it stopped at a limit (more may wait).
-    async fn relay_round(&self) -> Result<(usize, bool), DriverError> {
+    async fn relay_round(&self) -> Result<Round, DriverError> {
         let mut streams: Vec<String> = Vec::new();
         let work = async {
-            let mut tx = self.pool().begin().await?;
             // Whatever the server's default: each statement must see what committed before
             // it, the take after the lock above all.
-            sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                .execute(&mut *tx)
+            let mut tx = self
+                .pool()
+                .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
                 .await?;
-            Self::query(&self.inner.sql.relay_lock)
-                .execute(&mut *tx)
-                .await?;
+            // Relays waiting in line for the lock would each hold a connection and run a
+            // round of their own for the few rows that committed meanwhile; instead they
+            // leave, and try again a moment later unless the holder has moved their rows.
+            let locked: bool =
+                sqlx::query_scalar(AssertSqlSafe(Arc::clone(&self.inner.sql.relay_lock)))
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if !locked {
+                tx.rollback().await?;
+                return Ok(Ok(Round::Busy));
+            }
             let mut rows = Self::query(&self.inner.sql.take_staged)
                 .bind(ROUND)
                 .bind(ROUND_BYTES)
@@ -334,7 +438,10 @@ impl PgDriver {
                 .await?;
             if rows.is_empty() {
                 tx.commit().await?;
-                return Ok(Ok((0, false)));
+                return Ok(Ok(Round::Moved {
+                    calls: 0,
+                    full: false,
+                }));
             }
             rows.sort_by_key(|row| row.try_get::<i64, _>("id").unwrap_or(i64::MAX));
             let calls = rows.len();
@@ -358,7 +465,7 @@ impl PgDriver {
                 .await?;
             tx.commit().await?;
             streams.clone_from(&append.names);
-            Ok(Ok((calls, full)))
+            Ok(Ok(Round::Moved { calls, full }))
         };
         let moved = self
             .run(|| "relaying staged messages".to_owned(), work)
@@ -370,6 +477,15 @@ impl PgDriver {
         };
         moved?
     }
+}
+
+/// What a relay round did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Round {
+    /// Moved `calls` staged calls; `full` if it stopped at a limit (more may wait).
+    Moved { calls: usize, full: bool },
+    /// Another relay holds the lock: nothing done.
+    Busy,
 }
 
 /// The messages of staged calls, in order.

@@ -84,8 +84,8 @@ pub(crate) struct Queries {
     pub(crate) lock_record: Arc<str>,
     /// In the application's transaction, after `lock_record`: the record's new value.
     pub(crate) overwrite_record: Arc<str>,
-    /// In the application's transaction: one call's messages, staged; returns the
-    /// transaction's id.
+    /// In the application's transaction (or one of its own): one call's messages, staged;
+    /// returns the transaction's id.
     pub(crate) stage: Arc<str>,
     /// Which of the given transaction ids are over, and how they ended.
     pub(crate) xact_status: Arc<str>,
@@ -186,7 +186,7 @@ impl Queries {
             .into(),
             xact_status: "SELECT x, pg_xact_status(x::xid8) FROM unnest($1::text[]) AS x".into(),
             relay_lock: format!(
-                "SELECT pg_advisory_xact_lock(hashtext('flowstream.outbox'), hashtext('{s}'))"
+                "SELECT pg_try_advisory_xact_lock(hashtext('flowstream.outbox'), hashtext('{s}'))"
             )
             .into(),
             // The oldest calls, up to $1 of them and $2 bytes (the first one whatever its size).

@@ -950,6 +950,16 @@ fn main() -> ExitCode {
         ),
         schema_trial(
             "postgres",
+            "in_tx::staged_sends_stay_gapless_and_ordered",
+            pg_in_tx::staged_sends_stay_gapless_and_ordered,
+        ),
+        schema_trial(
+            "postgres",
+            "in_tx::a_staged_send_is_checked_before_it_is_stored",
+            pg_in_tx::a_staged_send_is_checked_before_it_is_stored,
+        ),
+        schema_trial(
+            "postgres",
             "in_tx::a_long_transaction_holds_back_nobody",
             pg_in_tx::a_long_transaction_holds_back_nobody,
         ),

@@ -273,6 +273,33 @@ pub(crate) async fn send_in_is_delivered_after_commit_and_never_after_rollback(s
 /// Many callers on several drivers (several relays) sending in their own transactions at
 /// once: every message is delivered once, offsets dense, each caller's in its order.
 pub(crate) async fn concurrent_send_in_callers_stay_gapless_and_ordered(schema: String) {
+    concurrent_callers(schema, |_| Via::Transaction).await;
+}
+
+/// Callers staging their sends (`send_staged`, each a transaction of its own) alongside
+/// callers sending in their transactions, on several drivers: every message delivered once,
+/// offsets dense, each caller's in its order, with no transaction of the caller's to watch.
+pub(crate) async fn staged_sends_stay_gapless_and_ordered(schema: String) {
+    concurrent_callers(schema, |caller| {
+        if caller % 4 == 3 {
+            Via::Transaction
+        } else {
+            Via::Staged
+        }
+    })
+    .await;
+}
+
+/// How a caller of [`concurrent_callers`] sends.
+#[derive(Clone, Copy)]
+enum Via {
+    /// `send_in` in a transaction of the caller's.
+    Transaction,
+    /// `send_staged`.
+    Staged,
+}
+
+async fn concurrent_callers(schema: String, via: impl Fn(usize) -> Via) {
     const CALLERS: usize = 8;
     const EACH: usize = 40;
     let first = connect(&schema).await;
@@ -285,16 +312,22 @@ pub(crate) async fn concurrent_send_in_callers_stay_gapless_and_ordered(schema: 
     let callers: Vec<_> = (0..CALLERS)
         .map(|caller| {
             let pg = drivers[caller % drivers.len()].clone();
+            let via = via(caller);
             tokio::spawn(async move {
                 let producer = Producer::new(Arc::new(pg.clone()));
                 for i in 0..EACH {
-                    let mut tx = pg.pool().begin().await.expect("begin");
                     let staged = producer
                         .prepare([NewMessage::new("out", format!("{caller}-{i}"))])
                         .await
                         .expect("prepare");
-                    pg.send_in(&mut tx, staged).await.expect("send_in");
-                    tx.commit().await.expect("commit");
+                    match via {
+                        Via::Transaction => {
+                            let mut tx = pg.pool().begin().await.expect("begin");
+                            pg.send_in(&mut tx, staged).await.expect("send_in");
+                            tx.commit().await.expect("commit");
+                        }
+                        Via::Staged => pg.send_staged(staged).await.expect("send_staged"),
+                    }
                 }
             })
         })
@@ -327,6 +360,48 @@ pub(crate) async fn concurrent_send_in_callers_stay_gapless_and_ordered(schema: 
         total as u64,
         "nothing twice"
     );
+    out.shutdown().await.expect("shutdown");
+}
+
+/// A staged send PostgreSQL could not store faithfully is refused before anything is
+/// staged, and the sends around it are delivered.
+pub(crate) async fn a_staged_send_is_checked_before_it_is_stored(schema: String) {
+    let pg = connect(&schema).await;
+    let driver: Arc<dyn Driver> = Arc::new(pg.clone());
+    let producer = Producer::new(driver.clone());
+    let mut out = tail(&driver, "out").await;
+    let send = |body: &'static str| {
+        let producer = producer.clone();
+        async move {
+            producer
+                .prepare([NewMessage::new("out", body)])
+                .await
+                .expect("prepare")
+        }
+    };
+    pg.send_staged(send("before").await).await.expect("staged");
+    let bad = producer
+        .prepare([NewMessage::new("out", "bad").with_header("nul\0", "x")])
+        .await
+        .expect("prepare");
+    let refused = pg.send_staged(bad).await;
+    assert!(matches!(refused, Err(Error::Refused { .. })), "{refused:?}");
+    pg.send_staged(send("after").await).await.expect("staged");
+    for (offset, body) in [(1, "before"), (2, "after")] {
+        let msg = tokio::time::timeout(BOUND, out.recv())
+            .await
+            .expect("delivered by the relay")
+            .expect("recv");
+        assert_eq!((msg.offset(), msg.body()), (offset, body.as_bytes()));
+    }
+    let left: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT count(*) FROM {schema}.outbox"
+    )))
+    .fetch_one(pg.pool())
+    .await
+    .expect("count the outbox");
+    assert_eq!(left, 0, "nothing left staged");
+    assert_eq!(driver.head("out").await.expect("head"), 2);
     out.shutdown().await.expect("shutdown");
 }
 

@@ -165,16 +165,7 @@ pub(crate) async fn child(
                 let staged = staged.clone();
                 async move {
                     let message = NewMessage::new(&*stream, stamped_body(body_size));
-                    match staged {
-                        Some(driver) => {
-                            driver
-                                .send_staged(producer.prepare([message]).await?)
-                                .await?
-                        }
-                        None => {
-                            producer.send(message).await?;
-                        }
-                    }
+                    send(&producer, staged.as_ref(), message).await?;
                     Ok(())
                 }
             })
@@ -186,6 +177,18 @@ pub(crate) async fn child(
     }
     println!("sent {sent}");
     Ok(())
+}
+
+/// Sends one message through `producer`, or staged through `staged`'s outbox.
+async fn send(
+    producer: &Producer,
+    staged: Option<&PgDriver>,
+    message: NewMessage,
+) -> Result<(), flowstream_core::Error> {
+    match staged {
+        Some(driver) => driver.send_staged(producer.prepare([message]).await?).await,
+        None => producer.send(message).await.map(drop),
+    }
 }
 
 /// Sends single messages from `tasks` tasks during `window`: through `producer`, or staged
@@ -207,16 +210,7 @@ async fn flat_out(
             let mut sent = 0u64;
             while start.elapsed() < window {
                 let message = NewMessage::new(&stream, body.clone());
-                match &staged {
-                    Some(driver) => {
-                        driver
-                            .send_staged(producer.prepare([message]).await?)
-                            .await?
-                    }
-                    None => {
-                        producer.send(message).await?;
-                    }
-                }
+                send(&producer, staged.as_ref(), message).await?;
                 sent += 1;
             }
             Ok::<u64, flowstream_core::Error>(sent)

@@ -15,9 +15,11 @@
 //!
 //! Every driver runs a relay. It knows which transactions called `send_in` through it, asks
 //! the server how each ended (`pg_xact_status`), 1 ms after a call or a round and then every
-//! 2, 4, … up to 50 ms while they run on, and runs rounds as soon as one committed. It also runs a round when it
-//! starts and once every `fallback_poll`, for rows left by a process that died between its
-//! caller's commit and its relay's round.
+//! 2, 4, … up to 50 ms while they run on, and runs rounds as soon as one committed; a
+//! `send_staged` that returned committed already, and runs a round at once. It also runs a
+//! round when it starts and once every `fallback_poll`, for rows left by a process that died
+//! between its caller's commit and its relay's round (or by a `send_staged` given up on before
+//! it returned, whose insert may commit after the round its end started).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,7 +53,8 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
 #[derive(Debug, Default)]
 pub(crate) struct Staged {
     xids: Mutex<Vec<String>>,
-    /// Set by `send_staged` after its own transaction committed: a round has work now.
+    /// Set when a `send_staged` ends (its transaction committed, or the call was given up
+    /// on): a round may have work now.
     committed: AtomicBool,
     wake: Notify,
 }
@@ -148,8 +151,10 @@ async fn run(inner: Weak<Inner>, staged: Arc<Staged>, fallback: Duration) {
     let mut last_sweep = tokio::time::Instant::now();
     let mut pause = Duration::ZERO;
     let mut failures = 0u32;
-    // Another relay was in a round when this one came: try again until one is not.
+    // Another relay was in a round when this one came: try again, backing off from 1 ms,
+    // until one is not.
     let mut busy = false;
+    let mut busy_pause = Duration::ZERO;
     loop {
         // A `send_staged` sets the flag before it wakes the task, so once the flag is taken
         // here, later calls leave a wake-up behind: none is missed.
@@ -226,13 +231,19 @@ async fn run(inner: Weak<Inner>, staged: Arc<Staged>, fallback: Duration) {
             tokio::time::sleep(pause).await;
             continue;
         }
-        if staged.lock().is_empty() && !sweep && !busy {
+        if busy {
+            // New sends must not cut this short: each would bring a try that fails again.
+            busy_pause = (busy_pause * 2).clamp(Duration::from_millis(1), MAX_POLL);
+            tokio::time::sleep(busy_pause).await;
             continue;
         }
-        // Back off while the callers' transactions run on or another relay is in a round;
-        // look again soon after progress, and 1 ms after a new call (its caller is about to
-        // commit).
-        pause = if committed && !busy {
+        busy_pause = Duration::ZERO;
+        if staged.lock().is_empty() && !sweep {
+            continue;
+        }
+        // Back off while the callers' transactions run on; look again soon after progress,
+        // and 1 ms after a new call (its caller is about to commit).
+        pause = if committed {
             Duration::from_millis(1)
         } else {
             (pause * 2).clamp(Duration::from_millis(1), MAX_POLL)
@@ -344,7 +355,8 @@ impl PgDriver {
     /// # Cancel safety
     ///
     /// If the future is dropped, the messages may or may not have been staged; if they were,
-    /// they are delivered.
+    /// they are delivered: by the next relay round on the schema, at the latest by a sweep
+    /// within `fallback_poll` (the insert may commit after the relay heard of the drop).
     pub async fn send_staged(&self, messages: PreparedSend) -> Result<(), Error> {
         let staged = PreparedAppend::new(messages.into_messages())?;
         let _wake = WakeRelay(&self.inner.relay.staged);

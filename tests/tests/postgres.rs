@@ -955,6 +955,11 @@ fn main() -> ExitCode {
         ),
         schema_trial(
             "postgres",
+            "in_tx::staged_and_transactional_sends_mix",
+            pg_in_tx::staged_and_transactional_sends_mix,
+        ),
+        schema_trial(
+            "postgres",
             "in_tx::a_staged_send_is_checked_before_it_is_stored",
             pg_in_tx::a_staged_send_is_checked_before_it_is_stored,
         ),

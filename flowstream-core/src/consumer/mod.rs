@@ -553,8 +553,10 @@ impl Consumer {
     /// # Cancel safety
     ///
     /// If the future is dropped, the nack may or may not have been stored; nacking again is
-    /// safe (it may count one failure twice). Until a nack returns, this consumer goes on
-    /// delivering as if it had not been called.
+    /// safe (it may count one failure twice; a park or dead letter is never copied twice, and
+    /// if this consumer has learnt of its commit meanwhile the call returns
+    /// [`Error::AlreadyCommitted`]). Until a nack returns, this consumer goes on delivering as
+    /// if it had not been called.
     pub async fn nack(
         &mut self,
         message: &Message,

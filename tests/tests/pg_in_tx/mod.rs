@@ -276,12 +276,18 @@ pub(crate) async fn concurrent_send_in_callers_stay_gapless_and_ordered(schema: 
     concurrent_callers(schema, |_| Via::Transaction).await;
 }
 
-/// Callers staging their sends (`send_staged`, each a transaction of its own) alongside
-/// callers sending in their transactions, on several drivers: every message delivered once,
-/// offsets dense, each caller's in its order, with no transaction of the caller's to watch.
+/// Callers staging their sends (`send_staged`, each a transaction of its own) on several
+/// drivers, so several relays take turns: every message delivered once, offsets dense, each
+/// caller's in its order. Only the calls wake the relays (their sweeps are 10 minutes apart).
 pub(crate) async fn staged_sends_stay_gapless_and_ordered(schema: String) {
+    concurrent_callers(schema, |_| Via::Staged).await;
+}
+
+/// Staging callers and callers sending in their transactions at once, on several drivers:
+/// both kinds delivered once, dense, each caller's in its order.
+pub(crate) async fn staged_and_transactional_sends_mix(schema: String) {
     concurrent_callers(schema, |caller| {
-        if caller % 4 == 3 {
+        if caller % 2 == 0 {
             Via::Transaction
         } else {
             Via::Staged
@@ -394,14 +400,7 @@ pub(crate) async fn a_staged_send_is_checked_before_it_is_stored(schema: String)
             .expect("recv");
         assert_eq!((msg.offset(), msg.body()), (offset, body.as_bytes()));
     }
-    let left: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT count(*) FROM {schema}.outbox"
-    )))
-    .fetch_one(pg.pool())
-    .await
-    .expect("count the outbox");
-    assert_eq!(left, 0, "nothing left staged");
-    assert_eq!(driver.head("out").await.expect("head"), 2);
+    assert_eq!(driver.head("out").await.expect("head"), 2, "nothing else");
     out.shutdown().await.expect("shutdown");
 }
 

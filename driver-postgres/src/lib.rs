@@ -64,6 +64,7 @@ mod notifier;
 mod offsets;
 mod outbox;
 mod schema;
+mod staging;
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};

@@ -180,7 +180,9 @@ impl PgDriver {
 /// Refuses, before anything is sent, what PostgreSQL cannot store faithfully: stream names the
 /// engine would not accept (callers may append through the driver directly), and NUL
 /// characters in headers, which `jsonb` rejects.
-fn refuse_what_postgres_cannot_store(messages: &[NewMessage]) -> Result<(), DriverError> {
+pub(crate) fn refuse_what_postgres_cannot_store(
+    messages: &[NewMessage],
+) -> Result<(), DriverError> {
     let mut checked = None;
     for message in messages {
         // A run of messages to one stream needs its name checked once.

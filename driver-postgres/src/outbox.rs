@@ -9,17 +9,18 @@
 //! statement, commit, notify. Rows of transactions still running are invisible to it, so it
 //! never waits on them nor skips them: they are moved by a later round.
 //!
-//! [`PgDriver::send_staged`] stages in a transaction of its own: its caller's sends commit in
-//! parallel with everyone else's (one row each, no lock shared), where plain appends to one
-//! stream commit one after another, and the relay appends what they staged in batches.
+//! [`PgDriver::send_staged`] stages in a transaction of its own (concurrent calls of one
+//! driver share a row, see `staging`): its rows commit in parallel with everyone else's (no
+//! lock shared), where plain appends to one stream commit one after another, and the relay
+//! appends what they staged in batches.
 //!
 //! Every driver runs a relay. It knows which transactions called `send_in` through it, asks
 //! the server how each ended (`pg_xact_status`), 1 ms after a call or a round and then every
-//! 2, 4, … up to 50 ms while they run on, and runs rounds as soon as one committed; a
-//! `send_staged` that returned committed already, and runs a round at once. It also runs a
-//! round when it starts and once every `fallback_poll`, for rows left by a process that died
-//! between its caller's commit and its relay's round (or by a `send_staged` given up on before
-//! it returned, whose insert may commit after the round its end started).
+//! 2, 4, … up to 50 ms while they run on, and runs rounds as soon as one committed; a staged
+//! row's insert wakes it when it ends, and it runs a round at once. It also runs a round when
+//! it starts and once every `fallback_poll`, for rows left by a process that died between its
+//! caller's commit and its relay's round (or by a staged insert that timed out and committed
+//! after the round its end started).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +34,7 @@ use tokio::sync::Notify;
 
 use crate::errors::storage_error;
 use crate::offsets::{PreparedAppend, WakeWhenDone};
+use crate::staging::Gather;
 use crate::{Inner, PgDriver};
 
 /// Staged calls a relay round moves at most.
@@ -53,8 +55,8 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
 #[derive(Debug, Default)]
 pub(crate) struct Staged {
     xids: Mutex<Vec<String>>,
-    /// Set when a `send_staged` ends (its transaction committed, or the call was given up
-    /// on): a round may have work now.
+    /// Set when a staged row's insert ends (committed, or given up on after the call's
+    /// timeout): a round may have work now.
     committed: AtomicBool,
     wake: Notify,
 }
@@ -76,7 +78,7 @@ impl Staged {
     }
 
     /// Tells the relay that rows committed (or may have: a spurious round finds nothing).
-    fn committed(&self) {
+    pub(crate) fn committed(&self) {
         self.committed.store(true, Ordering::Release);
         self.wake.notify_one();
     }
@@ -87,20 +89,12 @@ impl Staged {
     }
 }
 
-/// Tells the relay that a `send_staged` ended, however it ended (even if its future is
-/// dropped after the insert committed).
-struct WakeRelay<'a>(&'a Staged);
-
-impl Drop for WakeRelay<'_> {
-    fn drop(&mut self) {
-        self.0.committed();
-    }
-}
-
 /// The relay task of a driver; it ends with the driver.
 #[derive(Debug)]
 pub(crate) struct Relay {
     pub(crate) staged: Arc<Staged>,
+    /// Staged sends waiting to share a row.
+    pub(crate) gather: Gather,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -108,6 +102,7 @@ impl Relay {
     pub(crate) fn new() -> Self {
         Relay {
             staged: Arc::default(),
+            gather: Gather::default(),
             task: Mutex::default(),
         }
     }
@@ -342,31 +337,25 @@ impl PgDriver {
     /// head until its commit is flushed: that is what keeps offsets dense and in commit
     /// order), so however many processes send, one stream takes about one send per WAL
     /// flush. Staged sends share no lock, so the server flushes many commits at once, and
-    /// the relay appends them with one flush per batch. The price: a message reaches its
-    /// stream one relay round later (a few milliseconds, see the protocol notes), is written
-    /// twice, and its offset is not returned. Sends from one task, each awaited before the
-    /// next, keep their order; a call's messages to one log get consecutive offsets. Delivery
-    /// is exactly once: a staged row is deleted in the transaction that appends it.
+    /// the relay appends them with one flush per batch; concurrent calls through one driver
+    /// share one staging insert, as concurrent `Producer::send`s share one append. The
+    /// price: a message reaches its stream one relay round later (a few milliseconds, see the
+    /// protocol notes), is written twice, and its offset is not returned. Sends from one task,
+    /// each awaited before the next, keep their order; a call's messages to one log get
+    /// consecutive offsets. Delivery is exactly once: a staged row is deleted in the
+    /// transaction that appends it.
     ///
     /// Errors: as [`Producer::send`](flowstream_core::Producer::send), with the driver's
     /// call timeout; after a timeout or a lost connection the messages may or may not have
-    /// been staged (sending again may deliver them twice).
+    /// been staged (sending again may deliver them twice). A call that shares an insert
+    /// shares its result.
     ///
     /// # Cancel safety
     ///
-    /// If the future is dropped, the messages may or may not have been staged; if they were,
-    /// they are delivered: by the next relay round on the schema, at the latest by a sweep
-    /// within `fallback_poll` (the insert may commit after the relay heard of the drop).
+    /// If the future is dropped, the insert goes on (it may carry other calls): the messages
+    /// are staged and delivered unless it fails.
     pub async fn send_staged(&self, messages: PreparedSend) -> Result<(), Error> {
-        let staged = PreparedAppend::new(messages.into_messages())?;
-        let _wake = WakeRelay(&self.inner.relay.staged);
-        self.run(
-            || format!("staging messages to {}", staged.names.join(", ")),
-            staged
-                .stage(&self.inner.sql.stage)
-                .execute(&self.inner.pool),
-        )
-        .await?;
+        self.stage_gathered(messages.into_messages()).await?;
         Ok(())
     }
 

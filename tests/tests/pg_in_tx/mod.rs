@@ -370,37 +370,58 @@ async fn concurrent_callers(schema: String, via: impl Fn(usize) -> Via) {
 }
 
 /// A staged send PostgreSQL could not store faithfully is refused before anything is
-/// staged, and the sends around it are delivered.
+/// staged, alone or among calls in flight with it (which may share a row): the sends around
+/// it are delivered.
 pub(crate) async fn a_staged_send_is_checked_before_it_is_stored(schema: String) {
     let pg = connect(&schema).await;
     let driver: Arc<dyn Driver> = Arc::new(pg.clone());
     let producer = Producer::new(driver.clone());
     let mut out = tail(&driver, "out").await;
     let send = |body: &'static str| {
-        let producer = producer.clone();
+        let (pg, producer) = (pg.clone(), producer.clone());
         async move {
-            producer
+            let prepared = producer
                 .prepare([NewMessage::new("out", body)])
                 .await
-                .expect("prepare")
+                .expect("prepare");
+            pg.send_staged(prepared).await
         }
     };
-    pg.send_staged(send("before").await).await.expect("staged");
-    let bad = producer
-        .prepare([NewMessage::new("out", "bad").with_header("nul\0", "x")])
-        .await
-        .expect("prepare");
-    let refused = pg.send_staged(bad).await;
+    let bad = || {
+        let (pg, producer) = (pg.clone(), producer.clone());
+        async move {
+            let prepared = producer
+                .prepare([NewMessage::new("out", "bad").with_header("nul\0", "x")])
+                .await
+                .expect("prepare");
+            pg.send_staged(prepared).await
+        }
+    };
+    send("before").await.expect("staged");
+    let refused = bad().await;
     assert!(matches!(refused, Err(Error::Refused { .. })), "{refused:?}");
-    pg.send_staged(send("after").await).await.expect("staged");
-    for (offset, body) in [(1, "before"), (2, "after")] {
+    let (left, refused, right) = tokio::join!(send("left"), bad(), send("right"));
+    assert!(matches!(refused, Err(Error::Refused { .. })), "{refused:?}");
+    left.expect("staged beside a bad call");
+    right.expect("staged beside a bad call");
+    send("after").await.expect("staged");
+    let mut bodies = Vec::new();
+    for offset in 1..=4 {
         let msg = tokio::time::timeout(BOUND, out.recv())
             .await
             .expect("delivered by the relay")
             .expect("recv");
-        assert_eq!((msg.offset(), msg.body()), (offset, body.as_bytes()));
+        assert_eq!(msg.offset(), offset);
+        bodies.push(msg.body_str().expect("utf-8").to_owned());
     }
-    assert_eq!(driver.head("out").await.expect("head"), 2, "nothing else");
+    assert_eq!(bodies[0], "before");
+    assert_eq!(
+        bodies[3], "after",
+        "after the calls that returned before it"
+    );
+    bodies[1..3].sort();
+    assert_eq!(bodies[1..3], ["left", "right"]);
+    assert_eq!(driver.head("out").await.expect("head"), 4, "nothing else");
     out.shutdown().await.expect("shutdown");
 }
 

@@ -44,6 +44,10 @@ const ROUND: i64 = 500;
 /// its size): a round's append stays far below PostgreSQL's limits on one statement.
 const ROUND_BYTES: i64 = 64 * 1024 * 1024;
 
+/// Messages a relay round takes at most (it always takes the oldest call, whatever its
+/// size): a call gathered from many `send_staged` calls holds thousands.
+const ROUND_MESSAGES: i64 = 20_000;
+
 /// Longest pause between two looks at a staging transaction that is still running.
 const MAX_POLL: Duration = Duration::from_millis(50);
 
@@ -345,17 +349,21 @@ impl PgDriver {
     /// consecutive offsets. Delivery is exactly once: a staged row is deleted in the
     /// transaction that appends it.
     ///
-    /// Errors: as [`Producer::send`](flowstream_core::Producer::send), with the driver's
-    /// call timeout; after a timeout or a lost connection the messages may or may not have
-    /// been staged (sending again may deliver them twice). A call that shares an insert
-    /// shares its result.
+    /// Errors: as [`Producer::send`](flowstream_core::Producer::send); after a timeout or a
+    /// lost connection the messages may or may not have been staged (sending again may
+    /// deliver them twice). A call that shares an insert shares its result. The insert has
+    /// the driver's call timeout, and a call waits at most twice that (an insert ahead of
+    /// its own included); [`Error::NoRuntime`] outside a Tokio runtime.
     ///
     /// # Cancel safety
     ///
-    /// If the future is dropped, the insert goes on (it may carry other calls): the messages
-    /// are staged and delivered unless it fails.
+    /// If the future is dropped, the insert goes on (it may carry other calls) as long as
+    /// the driver, or a clone of it, lives: the messages are staged and delivered unless it
+    /// fails.
     pub async fn send_staged(&self, messages: PreparedSend) -> Result<(), Error> {
-        self.stage_gathered(messages.into_messages()).await?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        self.stage_gathered(&runtime, messages.into_messages())
+            .await?;
         Ok(())
     }
 
@@ -435,6 +443,7 @@ impl PgDriver {
             let mut rows = Self::query(&self.inner.sql.take_staged)
                 .bind(ROUND)
                 .bind(ROUND_BYTES)
+                .bind(ROUND_MESSAGES)
                 .fetch_all(&mut *tx)
                 .await?;
             if rows.is_empty() {
@@ -455,7 +464,8 @@ impl PgDriver {
                 .map(|m| m.body().len() + m.key().map_or(0, <[u8]>::len))
                 .sum();
             let full = i64::try_from(calls).unwrap_or(i64::MAX) >= ROUND
-                || i64::try_from(bytes).unwrap_or(i64::MAX) >= ROUND_BYTES / 2;
+                || i64::try_from(bytes).unwrap_or(i64::MAX) >= ROUND_BYTES / 2
+                || i64::try_from(messages.len()).unwrap_or(i64::MAX) >= ROUND_MESSAGES;
             let append = match PreparedAppend::new(messages) {
                 Ok(append) => append,
                 Err(error) => return Ok(Err(error)),

@@ -189,15 +189,17 @@ impl Queries {
                 "SELECT pg_try_advisory_xact_lock(hashtext('flowstream.outbox'), hashtext('{s}'))"
             )
             .into(),
-            // The oldest calls, up to $1 of them and $2 bytes (the first one whatever its size).
+            // The oldest calls, up to $1 of them, $2 bytes and $3 messages (the first one
+            // whatever its size).
             take_staged: format!(
                 "DELETE FROM {s}.outbox WHERE id IN ( \
                    SELECT id FROM ( \
-                     SELECT id, sum(size) OVER (ORDER BY id) - size AS before FROM ( \
+                     SELECT id, sum(size) OVER (ORDER BY id) - size AS before, \
+                            sum(count) OVER (ORDER BY id) - count AS counted_before FROM ( \
                        SELECT id, pg_column_size(bodies) + pg_column_size(headers) \
-                              + pg_column_size(keys) AS size \
+                              + pg_column_size(keys) AS size, cardinality(streams) AS count \
                        FROM {s}.outbox ORDER BY id LIMIT $1) AS oldest) AS sized \
-                   WHERE before < $2) \
+                   WHERE before < $2 AND counted_before < $3) \
                  RETURNING id, streams, bodies, headers, keys"
             )
             .into(),

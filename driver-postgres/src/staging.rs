@@ -25,7 +25,8 @@ use crate::{Inner, PgDriver};
 /// At most this many messages go into one gathered row (a single larger call is never
 /// split).
 const MAX_MESSAGES: usize = 4096;
-/// At most this many body bytes go into one gathered row (same caveat).
+/// At most this many bytes of bodies, keys and headers go into one gathered row (same
+/// caveat).
 const MAX_BYTES: usize = 4 * 1024 * 1024;
 
 type Reply = Result<(), DriverError>;
@@ -69,7 +70,7 @@ impl Gather {
         }
         let (mut messages, mut bytes, mut take) = (0, 0, 0);
         for request in &queue.waiting {
-            let size: usize = request.messages.iter().map(|m| m.body().len()).sum();
+            let size: usize = request.messages.iter().map(size_of).sum();
             if take > 0
                 && (messages + request.messages.len() > MAX_MESSAGES || bytes + size > MAX_BYTES)
             {
@@ -83,10 +84,22 @@ impl Gather {
     }
 }
 
+/// What a message weighs in a row: its body, key and headers.
+fn size_of(message: &NewMessage) -> usize {
+    let headers: usize = message
+        .headers()
+        .iter()
+        .map(|(name, value)| name.len() + value.len())
+        .sum();
+    message.body().len() + message.key().map_or(0, <[u8]>::len) + headers
+}
+
 impl PgDriver {
-    /// Stages `messages` (one call), possibly in one row with other calls in flight.
+    /// Stages `messages` (one call), possibly in one row with other calls in flight; a
+    /// flusher, if one must start, runs on `runtime`.
     pub(crate) async fn stage_gathered(
         &self,
+        runtime: &tokio::runtime::Handle,
         messages: Vec<NewMessage>,
     ) -> Result<(), DriverError> {
         refuse_what_postgres_cannot_store(&messages)?;
@@ -99,23 +112,30 @@ impl PgDriver {
         };
         if start_flusher {
             // A task of its own: the insert must go on, and its other callers be answered,
-            // even if this caller's future is dropped.
-            tokio::spawn(flush(Arc::downgrade(&self.inner)));
+            // even if this caller's future is dropped. The guard is made first, so that a
+            // task dropped before it ever runs (the runtime shutting down) still lets go.
+            let running = Running(Arc::downgrade(&self.inner));
+            runtime.spawn(flush(Arc::downgrade(&self.inner), running));
         }
-        match replied.await {
-            Ok(result) => result,
+        // One insert ahead of this call's, then its own, each bounded by the call timeout.
+        let limit = self.inner.operation_timeout * 2;
+        match tokio::time::timeout(limit, replied).await {
+            Ok(Ok(result)) => result,
             // Only a flusher cancelled mid-insert (the runtime shutting down) drops a call.
-            Err(_) => Err(DriverError::unavailable(
+            Ok(Err(_)) => Err(DriverError::unavailable(
                 "the staged send was interrupted; it may or may not have been stored",
             )),
+            Err(_) => Err(DriverError::unavailable(format!(
+                "staging did not finish within {limit:?}; the messages may or may not have \
+                 been stored"
+            ))),
         }
     }
 }
 
 /// Stages groups until the queue is empty. A caller waiting on the queue holds its driver, so
 /// the driver outlives every call the task has to answer.
-async fn flush(inner: Weak<Inner>) {
-    let mut running = Running(inner.clone());
+async fn flush(inner: Weak<Inner>, mut running: Running) {
     loop {
         let Some(inner) = inner.upgrade() else {
             return;

@@ -960,6 +960,11 @@ fn main() -> ExitCode {
         ),
         schema_trial(
             "postgres",
+            "in_tx::staged_sends_in_flight_together_share_a_row",
+            pg_in_tx::staged_sends_in_flight_together_share_a_row,
+        ),
+        schema_trial(
+            "postgres",
             "in_tx::a_staged_send_is_checked_before_it_is_stored",
             pg_in_tx::a_staged_send_is_checked_before_it_is_stored,
         ),

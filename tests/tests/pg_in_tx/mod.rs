@@ -370,59 +370,146 @@ async fn concurrent_callers(schema: String, via: impl Fn(usize) -> Via) {
 }
 
 /// A staged send PostgreSQL could not store faithfully is refused before anything is
-/// staged, alone or among calls in flight with it (which may share a row): the sends around
-/// it are delivered.
+/// staged, and the sends around it are delivered.
 pub(crate) async fn a_staged_send_is_checked_before_it_is_stored(schema: String) {
     let pg = connect(&schema).await;
     let driver: Arc<dyn Driver> = Arc::new(pg.clone());
     let producer = Producer::new(driver.clone());
     let mut out = tail(&driver, "out").await;
-    let send = |body: &'static str| {
-        let (pg, producer) = (pg.clone(), producer.clone());
-        async move {
-            let prepared = producer
-                .prepare([NewMessage::new("out", body)])
-                .await
-                .expect("prepare");
-            pg.send_staged(prepared).await
-        }
-    };
-    let bad = || {
-        let (pg, producer) = (pg.clone(), producer.clone());
-        async move {
-            let prepared = producer
-                .prepare([NewMessage::new("out", "bad").with_header("nul\0", "x")])
-                .await
-                .expect("prepare");
-            pg.send_staged(prepared).await
-        }
-    };
-    send("before").await.expect("staged");
-    let refused = bad().await;
+    pg.send_staged(prepared(&producer, "before").await)
+        .await
+        .expect("staged");
+    let refused = pg.send_staged(unstorable(&producer).await).await;
     assert!(matches!(refused, Err(Error::Refused { .. })), "{refused:?}");
-    let (left, refused, right) = tokio::join!(send("left"), bad(), send("right"));
-    assert!(matches!(refused, Err(Error::Refused { .. })), "{refused:?}");
-    left.expect("staged beside a bad call");
-    right.expect("staged beside a bad call");
-    send("after").await.expect("staged");
-    let mut bodies = Vec::new();
-    for offset in 1..=4 {
+    pg.send_staged(prepared(&producer, "after").await)
+        .await
+        .expect("staged");
+    for (offset, body) in [(1, "before"), (2, "after")] {
         let msg = tokio::time::timeout(BOUND, out.recv())
             .await
             .expect("delivered by the relay")
             .expect("recv");
-        assert_eq!(msg.offset(), offset);
-        bodies.push(msg.body_str().expect("utf-8").to_owned());
+        assert_eq!((msg.offset(), msg.body()), (offset, body.as_bytes()));
     }
-    assert_eq!(bodies[0], "before");
-    assert_eq!(
-        bodies[3], "after",
-        "after the calls that returned before it"
-    );
-    bodies[1..3].sort();
-    assert_eq!(bodies[1..3], ["left", "right"]);
-    assert_eq!(driver.head("out").await.expect("head"), 4, "nothing else");
+    assert_eq!(driver.head("out").await.expect("head"), 2, "nothing else");
     out.shutdown().await.expect("shutdown");
+}
+
+/// One message to `out`, prepared.
+async fn prepared(producer: &Producer, body: &'static str) -> flowstream_core::PreparedSend {
+    producer
+        .prepare([NewMessage::new("out", body)])
+        .await
+        .expect("prepare")
+}
+
+/// A message to `out` with a header PostgreSQL cannot store, prepared.
+async fn unstorable(producer: &Producer) -> flowstream_core::PreparedSend {
+    producer
+        .prepare([NewMessage::new("out", "bad").with_header("nul\0", "x")])
+        .await
+        .expect("prepare")
+}
+
+/// Staged sends made while another is being staged wait for it, then go in as one outbox
+/// row, in the order they were made, and a bad call among them is refused alone. Made
+/// deterministic by holding the relay (its lock taken by hand) and the outbox (locked
+/// against inserts) while the first send is staged.
+pub(crate) async fn staged_sends_in_flight_together_share_a_row(schema: String) {
+    let pg = connect(&schema).await;
+    let driver: Arc<dyn Driver> = Arc::new(pg.clone());
+    let producer = Producer::new(driver.clone());
+    let mut out = tail(&driver, "out").await;
+    let mut relay_held = pg.pool().begin().await.expect("begin");
+    sqlx::query(AssertSqlSafe(format!(
+        "SELECT pg_advisory_xact_lock(hashtext('flowstream.outbox'), hashtext('{schema}'))"
+    )))
+    .execute(&mut *relay_held)
+    .await
+    .expect("hold the relay");
+    let mut inserts_held = pg.pool().begin().await.expect("begin");
+    sqlx::query(AssertSqlSafe(format!(
+        "LOCK TABLE {schema}.outbox IN EXCLUSIVE MODE"
+    )))
+    .execute(&mut *inserts_held)
+    .await
+    .expect("hold inserts");
+
+    let first = {
+        let (pg, send) = (pg.clone(), prepared(&producer, "first").await);
+        tokio::spawn(async move { pg.send_staged(send).await })
+    };
+    let waiting = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+         AND query LIKE 'INSERT INTO {schema}.outbox%'"
+    );
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let blocked: i64 = sqlx::query_scalar(AssertSqlSafe(waiting.clone()))
+            .fetch_one(pg.pool())
+            .await
+            .expect("look at the server");
+        if blocked == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the first insert never started");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    // Made while the first is in flight: each joins the queue when first polled.
+    let (left, right) = (
+        prepared(&producer, "left").await,
+        prepared(&producer, "right").await,
+    );
+    let bad = unstorable(&producer).await;
+    let mut left = std::pin::pin!(pg.send_staged(left));
+    assert!(poll_once(left.as_mut()).await.is_none());
+    let refused = pg.send_staged(bad).await;
+    assert!(matches!(refused, Err(Error::Refused { .. })), "{refused:?}");
+    let mut right = std::pin::pin!(pg.send_staged(right));
+    assert!(poll_once(right.as_mut()).await.is_none());
+
+    inserts_held.commit().await.expect("let inserts go");
+    first.await.expect("task").expect("first staged");
+    let (left, right) = tokio::join!(left, right);
+    left.expect("left staged beside a bad call");
+    right.expect("right staged beside a bad call");
+    let rows: Vec<Vec<Vec<u8>>> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT bodies FROM {schema}.outbox ORDER BY id"
+    )))
+    .fetch_all(pg.pool())
+    .await
+    .expect("read the outbox");
+    let rows: Vec<Vec<&[u8]>> = rows
+        .iter()
+        .map(|row| row.iter().map(Vec::as_slice).collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [vec![&b"first"[..]], vec![&b"left"[..], &b"right"[..]]],
+        "the two calls made meanwhile share a row, in order"
+    );
+
+    relay_held.commit().await.expect("let the relay go");
+    for (offset, body) in [(1, "first"), (2, "left"), (3, "right")] {
+        let msg = tokio::time::timeout(BOUND, out.recv())
+            .await
+            .expect("delivered by the relay")
+            .expect("recv");
+        assert_eq!((msg.offset(), msg.body()), (offset, body.as_bytes()));
+    }
+    assert_eq!(driver.head("out").await.expect("head"), 3, "nothing else");
+    out.shutdown().await.expect("shutdown");
+}
+
+/// Polls `future` once: its output if that finished it.
+async fn poll_once<F: std::future::Future>(mut future: std::pin::Pin<&mut F>) -> Option<F::Output> {
+    use std::task::Poll;
+    std::future::poll_fn(|cx| match future.as_mut().poll(cx) {
+        Poll::Ready(output) => Poll::Ready(Some(output)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
 }
 
 /// A caller that holds its transaction open (idle) for seconds holds nobody back: plain sends

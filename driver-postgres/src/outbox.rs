@@ -155,8 +155,8 @@ async fn run(inner: Weak<Inner>, staged: Arc<Staged>, fallback: Duration) {
     let mut busy = false;
     let mut busy_pause = Duration::ZERO;
     loop {
-        // A `send_staged` sets the flag before it wakes the task, so once the flag is taken
-        // here, later calls leave a wake-up behind: none is missed.
+        // A staged insert's flusher sets the flag before it wakes the task, so once the flag
+        // is taken here, later inserts leave a wake-up behind: none is missed.
         let mut pending = staged.take_committed() || std::mem::take(&mut busy);
         let idle = !pending && staged.lock().is_empty() && !sweep;
         if idle {

@@ -5,6 +5,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The user and password of the private cluster.
 pub const USER: &str = "flowstream";
@@ -76,10 +77,21 @@ pub fn find_server_binaries() -> Result<PathBuf, String> {
 
 /// A free port below the ephemeral range, so that no client connection (the driver's own
 /// reconnects included) can be given it while the server is down between restarts.
+///
+/// A port is free when this looks, not when the caller's server binds it a moment later: tests
+/// running in parallel threads would otherwise be handed the same port, and the one whose
+/// server lost the race would talk to the other's. So a port is handed out at most once per
+/// process (a cursor moves past it), and processes start their search at different places.
 pub(crate) fn free_port() -> u16 {
-    let start = 20_000 + (std::process::id() % 5_000) as u16;
-    (start..30_000)
-        .chain(20_000..start)
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 10_000;
+    static CURSOR: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id() % 5_000;
+    (0..SPAN)
+        .map(|_| {
+            let step = CURSOR.fetch_add(1, Ordering::Relaxed);
+            (LOW + (start + step) % SPAN) as u16
+        })
         .find(|port| TcpListener::bind(("127.0.0.1", *port)).is_ok())
         .expect("a free port between 20000 and 30000")
 }

@@ -84,6 +84,25 @@ impl PgBouncer {
             .unwrap_or(options.get_username())
             .to_owned();
         let password = password_of(upstream);
+        let mut failures = Vec::new();
+        // Another process may bind the port chosen between the choice and PgBouncer's start;
+        // then PgBouncer exits, and the next attempt takes another port.
+        for _ in 0..3 {
+            match Self::start_on(&program, &options, &user, &password, &database) {
+                Ok(bouncer) => return Ok(bouncer),
+                Err(why) => failures.push(why),
+            }
+        }
+        Err(failures.join("\n"))
+    }
+
+    fn start_on(
+        program: &std::path::Path,
+        options: &PgConnectOptions,
+        user: &str,
+        password: &Option<String>,
+        database: &str,
+    ) -> Result<PgBouncer, String> {
         let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
         let port = crate::cluster::free_port();
         // Older releases refuse a setting they do not know.
@@ -97,7 +116,7 @@ impl PgBouncer {
             options.get_host(),
             options.get_port()
         );
-        if let Some(password) = &password {
+        if let Some(password) = password {
             target.push_str(&format!(" password={password}"));
         }
         let config = format!(
@@ -132,10 +151,10 @@ impl PgBouncer {
                 return Err("could not give PgBouncer's directory to the postgres user".into());
             }
             let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&program);
+            c.args(["-u", "postgres", "--"]).arg(program);
             c
         } else {
-            Command::new(&program)
+            Command::new(program)
         };
         let child = command
             .arg(&ini)
@@ -143,25 +162,36 @@ impl PgBouncer {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("starting {}: {e}", program.display()))?;
-        let bouncer = PgBouncer {
+        let mut bouncer = PgBouncer {
             child,
             port,
-            user,
-            password,
-            database,
+            user: user.to_owned(),
+            password: password.clone(),
+            database: database.to_owned(),
             dir,
         };
+        // Something answering on the port is not enough: it may be another test's server,
+        // which would stop under this one. PgBouncer logs when it listens.
+        let listening = format!("listening on 127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
+        loop {
+            if bouncer.log().contains(&listening) {
+                return Ok(bouncer);
+            }
+            if let Ok(Some(status)) = bouncer.child.try_wait() {
                 return Err(format!(
-                    "PgBouncer did not listen within 20 s:\n{}",
+                    "PgBouncer on port {port} exited ({status}):\n{}",
                     bouncer.log()
                 ));
             }
-            std::thread::sleep(Duration::from_millis(50));
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "PgBouncer did not listen on port {port} within 20 s:\n{}",
+                    bouncer.log()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(bouncer)
     }
 
     /// A URL through PgBouncer to the same database.

@@ -83,15 +83,16 @@ pub fn find_server_binaries() -> Result<PathBuf, String> {
 /// server lost the race would talk to the other's. So a port is handed out at most once per
 /// process (a cursor moves past it), and processes start their search at different places.
 pub(crate) fn free_port() -> u16 {
-    const LOW: u32 = 20_000;
+    const LOW: u16 = 20_000;
     const SPAN: u32 = 10_000;
     static CURSOR: AtomicU32 = AtomicU32::new(0);
     let start = std::process::id() % 5_000;
     (0..SPAN)
-        .map(|_| {
+        .filter_map(|_| {
             let step = CURSOR.fetch_add(1, Ordering::Relaxed);
-            (LOW + (start + step) % SPAN) as u16
+            u16::try_from(start.wrapping_add(step) % SPAN).ok()
         })
+        .map(|offset| LOW + offset)
         .find(|port| TcpListener::bind(("127.0.0.1", *port)).is_ok())
         .expect("a free port between 20000 and 30000")
 }

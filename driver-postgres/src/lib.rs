@@ -72,8 +72,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use async_trait::async_trait;
 use flowstream_core::Error;
 use flowstream_core::driver::{
-    Applied, Batch, ChangeHub, Driver, DriverError, Expected, Headers, Message, NewMessage, Record,
-    Revision, StorageErrorKind, check_stream_name,
+    Applied, Batch, ChangeHub, Driver, DriverError, Expected, Headers, Message, NewMessage,
+    ReadBuffer, Record, Revision, StorageErrorKind, check_stream_name,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgPool, Row};
@@ -212,15 +212,18 @@ fn to_u64(value: i64, what: &str) -> Result<u64, DriverError> {
     })
 }
 
-/// Decodes one row of a stream read. Headers were written as a JSON object of strings; any
-/// other shape was not written by flowstream and is reported, not dropped.
-fn decode_message(stream: &Arc<str>, row: &PgRow) -> Result<Message, DriverError> {
+/// Decodes one row of a stream read into `read`. Headers were written as a JSON object of
+/// strings (the read returns NULL for an empty one, which needs no decoding); any other shape
+/// was not written by flowstream and is reported, not dropped.
+fn decode_message(read: &mut ReadBuffer, stream: &str, row: &PgRow) -> Result<(), DriverError> {
+    // Columns by position, in the read statement's order: a lookup by name per column and
+    // row costs more than the decoding itself.
     let column = |e: sqlx::Error| storage_error(&format!("decoding a message of {stream}"), e);
-    let offset: i64 = row.try_get("offset").map_err(column)?;
-    let body: Vec<u8> = row.try_get("body").map_err(column)?;
-    let headers: serde_json::Value = row.try_get("headers").map_err(column)?;
-    let key: Option<Vec<u8>> = row.try_get("key").map_err(column)?;
-    let micros: i64 = row.try_get("produced_micros").map_err(column)?;
+    let offset: i64 = row.try_get(0).map_err(column)?;
+    let body: &[u8] = row.try_get(1).map_err(column)?;
+    let headers: Option<serde_json::Value> = row.try_get(2).map_err(column)?;
+    let key: Option<Vec<u8>> = row.try_get(3).map_err(column)?;
+    let micros: i64 = row.try_get(4).map_err(column)?;
     let corrupt = |what: &str| {
         DriverError::storage(
             StorageErrorKind::Corrupt,
@@ -228,7 +231,8 @@ fn decode_message(stream: &Arc<str>, row: &PgRow) -> Result<Message, DriverError
         )
     };
     let headers = match headers {
-        serde_json::Value::Object(map) => map
+        None => Headers::new(),
+        Some(serde_json::Value::Object(map)) => map
             .into_iter()
             .map(|(name, value)| match value {
                 serde_json::Value::String(value) => Ok((name, value)),
@@ -237,16 +241,16 @@ fn decode_message(stream: &Arc<str>, row: &PgRow) -> Result<Message, DriverError
                 ))),
             })
             .collect::<Result<Headers, DriverError>>()?,
-        _ => return Err(corrupt("has headers that are not a JSON object")),
+        Some(_) => return Err(corrupt("has headers that are not a JSON object")),
     };
-    Ok(Message::new(
-        Arc::clone(stream),
+    read.push(
         to_u64(offset, "offset")?,
         body,
         headers,
+        key,
         UNIX_EPOCH + Duration::from_micros(u64::try_from(micros).unwrap_or(0)),
-    )
-    .with_key(key))
+    );
+    Ok(())
 }
 
 #[async_trait]
@@ -272,10 +276,11 @@ impl Driver for PgDriver {
                 query.fetch_all(&self.inner.pool),
             )
             .await?;
-        let stream: Arc<str> = stream.into();
-        rows.iter()
-            .map(|row| decode_message(&stream, row))
-            .collect()
+        let mut read = ReadBuffer::new(stream.into(), rows.len());
+        for row in &rows {
+            decode_message(&mut read, stream, row)?;
+        }
+        Ok(read.finish())
     }
 
     async fn head(&self, stream: &str) -> Result<u64, DriverError> {

@@ -159,7 +159,7 @@ impl Queries {
             )
             .into(),
             read: format!(
-                "SELECT \"offset\", body, headers, key, \
+                "SELECT \"offset\", body, NULLIF(headers, '{{}}'::jsonb) AS headers, key, \
                  (extract(epoch FROM produced_at) * 1000000)::int8 AS produced_micros \
                  FROM {s}.messages WHERE stream = $1 AND \"offset\" > $2 \
                  ORDER BY \"offset\" LIMIT $3"

@@ -10,10 +10,13 @@
 //! A version byte leads so the layout can evolve without a migration of old rows; a message
 //! without a key is written as version 1, byte for byte as before keys existed.
 
+#[cfg(test)]
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use flowstream_core::driver::{DriverError, Headers, Message, StorageErrorKind};
+#[cfg(test)]
+use flowstream_core::driver::Message;
+use flowstream_core::driver::{DriverError, Headers, ReadBuffer, StorageErrorKind};
 
 const FORMAT_V1: u8 = 1;
 const FORMAT_V2_KEYED: u8 = 2;
@@ -81,7 +84,13 @@ fn len_u32(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
 }
 
-pub(crate) fn decode(stream: &Arc<str>, offset: u64, bytes: &[u8]) -> Result<Message, DriverError> {
+/// Decodes the stored value of the message at `offset` into `read`.
+pub(crate) fn decode_into(
+    read: &mut ReadBuffer,
+    stream: &str,
+    offset: u64,
+    bytes: &[u8],
+) -> Result<(), DriverError> {
     let corrupt = |what: &str| {
         DriverError::storage(
             StorageErrorKind::Corrupt,
@@ -107,14 +116,22 @@ pub(crate) fn decode(stream: &Arc<str>, offset: u64, bytes: &[u8]) -> Result<Mes
     } else {
         None
     };
-    Ok(Message::new(
-        Arc::clone(stream),
+    read.push(
         offset,
-        reader.bytes.to_vec(),
+        reader.bytes,
         headers,
+        key,
         UNIX_EPOCH + Duration::from_micros(micros),
-    )
-    .with_key(key))
+    );
+    Ok(())
+}
+
+/// Decodes one stored message (a read of one).
+#[cfg(test)]
+pub(crate) fn decode(stream: &Arc<str>, offset: u64, bytes: &[u8]) -> Result<Message, DriverError> {
+    let mut read = ReadBuffer::new(Arc::clone(stream), 1);
+    decode_into(&mut read, stream, offset, bytes)?;
+    Ok(read.finish().remove(0))
 }
 
 struct Reader<'a> {

@@ -54,8 +54,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use flowstream_core::Error;
 use flowstream_core::driver::{
-    Applied, Batch, ChangeHub, Driver, DriverError, Expected, Message, NewMessage, Record,
-    Revision, StorageErrorKind, Topic, check_stream_name,
+    Applied, Batch, ChangeHub, Driver, DriverError, Expected, Message, NewMessage, ReadBuffer,
+    Record, Revision, StorageErrorKind, Topic, check_stream_name,
 };
 use redb::{Database, ReadableDatabase, ReadableTable};
 
@@ -333,12 +333,12 @@ impl Driver for RedbDriver {
             let table = txn.open_table(MESSAGES).map_err(storage)?;
             let range = table.range((id, first)..=(id, head)).map_err(storage)?;
             let wanted = usize::try_from(head - first + 1).unwrap_or(usize::MAX);
-            let mut out = Vec::with_capacity(limit.min(wanted).min(4096));
+            let mut read = ReadBuffer::new(Arc::clone(&stream), limit.min(wanted));
             for entry in range.take(limit) {
                 let (key, value) = entry.map_err(storage)?;
-                out.push(codec::decode(&stream, key.value().1, value.value())?);
+                codec::decode_into(&mut read, &stream, key.value().1, value.value())?;
             }
-            Ok(out)
+            Ok(read.finish())
         })
         .await
     }

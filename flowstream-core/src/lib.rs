@@ -74,6 +74,8 @@ mod seek;
 pub use admin::{
     Admin, Deleted, GroupInfo, GroupPartition, PartitionInfo, Retention, RetentionTask, StreamInfo,
 };
+/// The shared, cheaply cloned byte buffer [`Message::body_bytes`] hands out (the `bytes` crate's).
+pub use bytes::Bytes;
 pub use consumer::{
     Consumer, ConsumerBuilder, ConsumerStream, DEFAULT_BATCH_SIZE, DEFAULT_HEARTBEAT_EVERY,
     DEFAULT_JOIN_DELAY, DEFAULT_TAKEOVER_AFTER, GroupState, MAX_BATCH_SIZE, MAX_RETRY_DELAY,

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -150,7 +151,9 @@ pub struct Message {
     // message. `stream()` and `partition()` split it.
     log: Arc<str>,
     offset: u64,
-    body: Vec<u8>,
+    // A slice of a buffer the driver may share between the messages of one read: one
+    // allocation per read, not per message.
+    body: Bytes,
     headers: Headers,
     key: Option<Vec<u8>>,
     produced_at: SystemTime,
@@ -164,18 +167,19 @@ pub struct Message {
 impl Message {
     /// Builds a message read from storage (used by drivers), with no key. `log` is the name
     /// the driver read (a stream's name, or a partition's log name); pass one `Arc<str>`
-    /// clone for all the messages of a read to share it.
+    /// clone for all the messages of a read to share it. `body` may be a `Vec<u8>` (taken
+    /// without copying) or a slice of one [`Bytes`] buffer holding every body of the read.
     pub fn new(
         log: impl Into<Arc<str>>,
         offset: u64,
-        body: Vec<u8>,
+        body: impl Into<Bytes>,
         headers: Headers,
         produced_at: SystemTime,
     ) -> Self {
         Message {
             log: log.into(),
             offset,
-            body,
+            body: body.into(),
             headers,
             key: None,
             produced_at,
@@ -276,9 +280,17 @@ impl Message {
         })
     }
 
-    /// Takes the body out of the message without copying it.
+    /// The body as a [`Bytes`] handle, to keep or pass on without copying it (the buffer may
+    /// hold other messages of the same read: it is freed when the last handle goes).
+    pub fn body_bytes(&self) -> Bytes {
+        self.body.clone()
+    }
+
+    /// Takes the body out of the message as a `Vec<u8>`: without copying when the message
+    /// owns its buffer alone (PostgreSQL's reads), copied when the buffer is shared with other
+    /// messages of its read (redb's). [`body_bytes`](Self::body_bytes) never copies.
     pub fn into_body(self) -> Vec<u8> {
-        self.body
+        self.body.into()
     }
 }
 

@@ -15,6 +15,7 @@ mod backoff;
 mod batch;
 mod error;
 mod notify;
+mod read_buffer;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -24,6 +25,7 @@ pub use backoff::Backoff;
 pub use batch::{Applied, Batch, RecordWrite};
 pub use error::{DriverError, Source, StorageErrorKind};
 pub use notify::{ChangeHub, Subscription, Topic};
+pub use read_buffer::ReadBuffer;
 
 /// Checks a log name as the engine does before it reaches a driver: a stream name
 /// (`[A-Za-z0-9._-]`, 1 to [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) bytes), optionally followed by

@@ -3,14 +3,16 @@
 //! # The scheme
 //!
 //! Each stream has one row in `streams` holding its head (highest offset). An append is one
-//! statement (one round trip, its own transaction; the text is `Queries::append`) that:
+//! statement (one round trip, its own transaction; the text is `Queries::append`, or
+//! `Queries::append_one` for a single message, the same steps without arrays) that:
 //!
 //! 1. advances the head of every stream it touches by the number of its messages for that
 //!    stream (`INSERT … ON CONFLICT DO UPDATE SET head = head + n RETURNING head`), in stream
 //!    name order;
 //! 2. inserts its messages at offsets `head - n + 1 ..= head`, in input order (each message
 //!    carries its distance from the stream's last one, so the server only subtracts);
-//! 3. sends one `NOTIFY` naming the streams, delivered by PostgreSQL at commit.
+//! 3. once it has committed, the driver's notifier sends a `NOTIFY` naming the streams, outside
+//!    the append's transaction (see `notifier`).
 //!
 //! # Why it is safe
 //!
@@ -116,6 +118,30 @@ impl PreparedAppend {
             .bind(&self.keys)
     }
 
+    /// The one-message append statement with its parameters, if this append is one message;
+    /// it returns the message's offset.
+    pub(crate) fn single<'q>(
+        &'q self,
+        statement: &Arc<str>,
+    ) -> Option<sqlx::query::QueryScalar<'q, sqlx::Postgres, i64, sqlx::postgres::PgArguments>>
+    {
+        let ([stream], [body], [headers], [key]) = (
+            self.streams.as_slice(),
+            self.bodies.as_slice(),
+            self.headers.as_slice(),
+            self.keys.as_slice(),
+        ) else {
+            return None;
+        };
+        Some(
+            sqlx::query_scalar(AssertSqlSafe(Arc::clone(statement)))
+                .bind(stream)
+                .bind(body)
+                .bind(headers)
+                .bind(key),
+        )
+    }
+
     /// The statement staging these messages in the outbox (see `outbox`), with their logs,
     /// bodies, headers and keys as arrays, in order.
     pub(crate) fn stage<'q>(
@@ -165,9 +191,18 @@ impl PgDriver {
             driver: self,
             streams: &prepared.names,
         };
+        let what = || format!("appending to {}", prepared.names.join(", "));
+        if let Some(one) = prepared.single(&self.inner.sql.append_one) {
+            let offset = self.run(what, one.fetch_one(&self.inner.pool)).await?;
+            return u64::try_from(offset)
+                .ok()
+                .filter(|&o| o > 0)
+                .map(|o| vec![o])
+                .ok_or_else(|| DriverError::failed(format!("append computed offset {offset}")));
+        }
         let rows = self
             .run(
-                || format!("appending to {}", prepared.names.join(", ")),
+                what,
                 prepared
                     .query(&self.inner.sql.append)
                     .fetch_all(&self.inner.pool),

@@ -175,6 +175,9 @@ pub(crate) async fn child(
     if let Some(driver) = &staged {
         outbox_emptied(driver).await?;
     }
+    // The process exits next: its last wake-ups must leave first, or the latency rows'
+    // consumer finds the last messages only at its next poll.
+    producer.flush().await?;
     println!("sent {sent}");
     Ok(())
 }

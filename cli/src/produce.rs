@@ -49,6 +49,7 @@ pub(crate) async fn run(
             }
             if let Err(error) = serde_json::from_slice::<serde_json::Value>(&line) {
                 send(&producer, &mut pending, &mut stored).await?;
+                announce(&producer).await;
                 return Err(Failure::input(format!(
                     "line {number} is not JSON ({error}); {} — nothing from line {number} on \
                      was sent",
@@ -69,11 +70,21 @@ pub(crate) async fn run(
         }
     }
     send(&producer, &mut pending, &mut stored).await?;
+    announce(&producer).await;
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
     println!("{}", stored.summary(stream));
     Ok(())
+}
+
+/// Sees the wake-ups of what was sent out before the process exits, so that consumers
+/// elsewhere get the messages now rather than at their next poll. A failure here loses
+/// nothing stored: it is reported and the run still succeeds.
+async fn announce(producer: &Producer) {
+    if let Err(error) = producer.flush().await {
+        eprintln!("flowstream: warning: {error}");
+    }
 }
 
 fn strip_line_end(line: &mut Vec<u8>) {

@@ -383,6 +383,10 @@ impl Driver for PgDriver {
     fn changes(&self) -> &ChangeHub {
         &self.inner.hub
     }
+
+    async fn flush_wakeups(&self) -> Result<(), DriverError> {
+        self.inner.notifier.flush().await
+    }
 }
 
 impl PgDriver {

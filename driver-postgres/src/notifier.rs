@@ -17,22 +17,38 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use flowstream_core::driver::{Backoff, ChangeHub, Topic};
+use flowstream_core::driver::{Backoff, ChangeHub, DriverError, Topic};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::listener::{self, Change};
 
 /// Streams appended to and not yet named in a sent `NOTIFY`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Pending {
-    streams: Mutex<BTreeSet<String>>,
+    queue: Mutex<Queue>,
     ready: Notify,
+    /// How many hand-offs ([`Queue::handed`]) have been sent: a `NOTIFY` that committed sets it
+    /// to the count its streams were taken at.
+    sent: watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    streams: BTreeSet<String>,
+    /// Hand-offs so far (calls of [`Notifier::appended`]), to say which ones a flush waits for.
+    handed: u64,
+}
+
+impl Pending {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// The notifying task of one driver; dropping it stops the task.
@@ -44,6 +60,7 @@ pub(crate) struct Notifier {
     /// listener to recognise this driver's own notifications.
     own_pid: Arc<AtomicI32>,
     task: JoinHandle<()>,
+    operation_timeout: Duration,
 }
 
 impl Drop for Notifier {
@@ -60,7 +77,11 @@ impl Notifier {
         hub: ChangeHub,
         operation_timeout: Duration,
     ) -> Self {
-        let pending = Arc::new(Pending::default());
+        let pending = Arc::new(Pending {
+            queue: Mutex::default(),
+            ready: Notify::new(),
+            sent: watch::Sender::new(0),
+        });
         let own_pid = Arc::new(AtomicI32::new(0));
         let task = tokio::spawn(run(
             options,
@@ -74,6 +95,7 @@ impl Notifier {
             hub,
             own_pid,
             task,
+            operation_timeout,
         }
     }
 
@@ -83,13 +105,33 @@ impl Notifier {
         for stream in streams {
             self.hub.notify(&Topic::Stream(stream.clone()));
         }
-        self.pending
-            .streams
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend(streams.iter().cloned());
+        if streams.is_empty() {
+            return;
+        }
+        {
+            let mut queue = self.pending.queue();
+            queue.streams.extend(streams.iter().cloned());
+            queue.handed += 1;
+        }
         // A stored permit if the task is busy: it looks again before it waits.
         self.pending.ready.notify_one();
+    }
+
+    /// Waits until every hand-off made so far has been sent in a `NOTIFY` that committed, or
+    /// fails after the operation timeout (the server does not answer, or keeps refusing).
+    pub(crate) async fn flush(&self) -> Result<(), DriverError> {
+        let target = self.pending.queue().handed;
+        let mut sent = self.pending.sent.subscribe();
+        match tokio::time::timeout(self.operation_timeout, sent.wait_for(|&s| s >= target)).await {
+            Ok(Ok(_)) => Ok(()),
+            // The task only ends when this notifier is dropped, which `&self` rules out.
+            Ok(Err(_)) => Err(DriverError::failed("the notifying task has stopped")),
+            Err(_) => Err(DriverError::unavailable(format!(
+                "wake-ups for appends not sent within {:?}: consumers in other processes find \
+                 those messages at their next poll",
+                self.operation_timeout
+            ))),
+        }
     }
 
     /// The pid of the notifying connection, shared with the listener.
@@ -109,13 +151,14 @@ async fn run(
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     loop {
         pending.ready.notified().await;
-        let streams = std::mem::take(
-            &mut *pending
-                .streams
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+        let (streams, upto) = {
+            let mut queue = pending.queue();
+            (std::mem::take(&mut queue.streams), queue.handed)
+        };
         if streams.is_empty() {
+            // Every hand-off up to `upto` was taken by an earlier round, which sent it or
+            // put its names back (then they would be here).
+            pending.sent.send_if_modified(|s| raise(s, upto));
             continue;
         }
         let payload = listener::payload(streams.iter().map(|s| Change::Stream(s)));
@@ -133,14 +176,13 @@ async fn run(
             )))
         });
         match sent {
-            Ok(()) => backoff.succeeded(),
+            Ok(()) => {
+                backoff.succeeded();
+                pending.sent.send_if_modified(|s| raise(s, upto));
+            }
             Err(error) => {
                 // Put the names back, so the next attempt still carries them.
-                pending
-                    .streams
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .extend(streams);
+                pending.queue().streams.extend(streams);
                 connection = None;
                 own_pid.store(0, Ordering::Relaxed);
                 let delay = backoff.failed();
@@ -150,6 +192,15 @@ async fn run(
             }
         }
     }
+}
+
+/// Raises `sent` to `upto` if that is higher; whether it did.
+fn raise(sent: &mut u64, upto: u64) -> bool {
+    let higher = upto > *sent;
+    if higher {
+        *sent = upto;
+    }
+    higher
 }
 
 /// Sends one `NOTIFY`, connecting first if needed.

@@ -9,7 +9,9 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flowstream_core::{Consumer, Driver, Error, StorageErrorKind, dead_letter_stream};
+use flowstream_core::{
+    Consumer, Driver, Error, NewMessage, Producer, StorageErrorKind, dead_letter_stream,
+};
 use flowstream_postgres::PgDriver;
 use flowstream_tests::cluster::{self, Cluster, Stop};
 use flowstream_tests::history::{Commit, Delivery, History, Outcome};
@@ -675,6 +677,53 @@ async fn exactly_once_under_kills_and_pauses(schema: String) {
     );
 }
 
+/// A flush while the server is down ends with a retryable error within its bound instead of
+/// hanging, and loses nothing stored; once the server is back, the wake-ups go out and a flush
+/// succeeds.
+async fn a_flush_with_the_server_down_fails_and_loses_nothing() {
+    let cluster = Cluster::start();
+    let pg = PgDriver::builder(cluster.url())
+        .schema("flush")
+        .max_connections(2)
+        .connect_timeout(Duration::from_secs(1))
+        .operation_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .expect("connect to the private cluster");
+    let producer = Producer::new(Arc::new(pg.clone()));
+    let stored = producer
+        .send(NewMessage::new(STREAM, "before"))
+        .await
+        .expect("send");
+    producer.flush().await.expect("flush with the server up");
+
+    tokio::task::block_in_place(|| cluster.stop(Stop::Fast));
+    // A failed append still hands its stream to the notifier (it may have committed before
+    // the connection went): that wake-up cannot leave while the server is down.
+    let lost = producer.send(NewMessage::new(STREAM, "during")).await;
+    assert!(lost.as_ref().is_err_and(Error::is_retryable), "{lost:?}");
+    let flushed = tokio::time::timeout(BOUND, producer.flush())
+        .await
+        .expect("the flush ends within its bound");
+    assert!(
+        flushed.as_ref().is_err_and(Error::is_retryable),
+        "{flushed:?}"
+    );
+
+    tokio::task::block_in_place(|| cluster.start_server());
+    eventually_async(
+        "a flush succeeds once the server is back",
+        BOUND,
+        async || producer.flush().await.is_ok(),
+    )
+    .await;
+    let read = pg.read(STREAM, 0, 10).await.expect("read");
+    assert_eq!(
+        read.first().map(|m| (m.offset(), m.body())),
+        Some((stored, &b"before"[..]))
+    );
+}
+
 fn plain(name: &'static str, body: fn() -> std::pin::Pin<Box<dyn Future<Output = ()>>>) -> Trial {
     Trial::test(format!("faults::{name}"), move || {
         suite::block_on(body());
@@ -711,6 +760,10 @@ fn main() -> ExitCode {
         plain("database_restarts_lose_nothing", || {
             Box::pin(database_restarts_lose_nothing())
         }),
+        plain(
+            "a_flush_with_the_server_down_fails_and_loses_nothing",
+            || Box::pin(a_flush_with_the_server_down_fails_and_loses_nothing()),
+        ),
         plain("wrong_password_is_a_clear_connect_error", || {
             Box::pin(wrong_password_is_a_clear_connect_error())
         }),

@@ -260,6 +260,58 @@ async fn appends_wake_consumers_on_other_driver_instances(schema: String) {
     admin.close().await;
 }
 
+/// A producer that flushes before its driver goes, as a process exiting after it sent, has
+/// told consumers elsewhere: a consumer on another driver, asleep in `wait` with its safety
+/// net ten minutes away, wakes on each round's message. Each round's producing driver is new
+/// (its notifying connection not yet open) and dropped right after the flush; without the
+/// flush its wake-up went with it.
+async fn a_producer_that_flushes_before_it_goes_wakes_consumers_elsewhere(schema: String) {
+    let counting = InstrumentedDriver::new(Arc::new(
+        builder(&schema)
+            .connect()
+            .await
+            .expect("connect the consuming driver"),
+    ));
+    let consuming: Arc<dyn Driver> = counting.clone();
+    let mut c = consumer(&consuming, "s", "g")
+        .build()
+        .await
+        .expect("consumer");
+    for round in 0..5 {
+        let reads = counting.reads();
+        let waiting = tokio::spawn(async move {
+            let woke = c.wait(BOUND).await.expect("wait");
+            (woke, c)
+        });
+        // `wait` reads the stream and its head before it sleeps: once it has, only a
+        // notification can wake it before its timeout.
+        eventually("the consumer is waiting", BOUND, || {
+            counting.reads() >= reads + 2
+        })
+        .await;
+        let producer = Producer::new(Arc::new(
+            builder(&schema)
+                .connect()
+                .await
+                .expect("connect the producing driver"),
+        ));
+        producer
+            .send(NewMessage::new("s", format!("round {round}")))
+            .await
+            .expect("send");
+        producer.flush().await.expect("flush");
+        drop(producer);
+        let (woke, back) = waiting.await.expect("task");
+        assert_eq!(
+            woke,
+            Wake::Messages,
+            "round {round}: woken by a gone producer"
+        );
+        c = back;
+        assert_eq!(drain(&mut c).await.len(), 1);
+    }
+}
+
 /// A process that only produces holds no LISTEN connection (and so receives none of the
 /// other processes' notifications); its first waiter starts one, and is woken through it.
 async fn a_driver_that_only_produces_does_not_listen(schema: String) {
@@ -897,6 +949,11 @@ fn main() -> ExitCode {
             "postgres",
             "appends_wake_consumers_on_other_driver_instances",
             appends_wake_consumers_on_other_driver_instances,
+        ),
+        schema_trial(
+            "postgres",
+            "a_producer_that_flushes_before_it_goes_wakes_consumers_elsewhere",
+            a_producer_that_flushes_before_it_goes_wakes_consumers_elsewhere,
         ),
         schema_trial(
             "postgres",

@@ -221,6 +221,10 @@ impl Driver for InstrumentedDriver {
     fn changes(&self) -> &ChangeHub {
         self.inner.changes()
     }
+
+    async fn flush_wakeups(&self) -> Result<(), DriverError> {
+        self.inner.flush_wakeups().await
+    }
 }
 
 impl InstrumentedDriver {

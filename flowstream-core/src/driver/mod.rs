@@ -262,4 +262,19 @@ pub trait Driver: Send + Sync + std::fmt::Debug + 'static {
 
     /// The hub this driver notifies of changes.
     fn changes(&self) -> &ChangeHub;
+
+    /// Waits until the wake-ups of every append and batch that has returned have left this
+    /// process, for drivers that send them to other processes after the write (PostgreSQL
+    /// sends a `NOTIFY` once an append has committed). Without it a process that exits right
+    /// after writing may take its last wake-ups with it, and consumers elsewhere find those
+    /// messages only at their next poll. A driver whose wake-ups never leave the process, or
+    /// go out inside the write, has nothing to wait for: the default returns at once.
+    /// Wrappers around another driver must forward it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only waits.
+    async fn flush_wakeups(&self) -> Result<(), DriverError> {
+        Ok(())
+    }
 }

@@ -140,6 +140,23 @@ impl Producer {
         Ok(offsets)
     }
 
+    /// Waits until consumers in other processes have been told of every message this
+    /// producer's driver has stored so far. Call it before a process that sends exits (a
+    /// command-line tool, a job, a shutdown): on PostgreSQL the wake-up for an append leaves
+    /// after the append commits, and a process that exits first takes it along, so consumers
+    /// elsewhere would find the messages only at their next poll (`fallback_poll`, 30 s by
+    /// default). The messages themselves are durable either way. Returns at once on redb.
+    ///
+    /// [`Error::Storage`] if the wake-ups could not be sent within the driver's operation
+    /// timeout (the messages are still stored).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only waits.
+    pub async fn flush(&self) -> Result<(), Error> {
+        Ok(self.driver.flush_wakeups().await?)
+    }
+
     /// Checks `messages` and routes each to its log (the partition of a partitioned stream) as
     /// [`send_batch`](Producer::send_batch) does, without appending them: what a driver's
     /// send inside the application's own transaction takes (`PgDriver::send_in` on

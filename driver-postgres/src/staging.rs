@@ -14,10 +14,9 @@
 //! returned, lands in a later row. Each call is checked before it joins the queue, so one
 //! bad call cannot fail the calls it would have shared a row with.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Weak};
 
-use flowstream_core::driver::{DriverError, NewMessage};
-use tokio::sync::oneshot;
+use flowstream_core::driver::{DriverError, GatherQueue, NewMessage};
 
 use crate::offsets::{PreparedAppend, refuse_what_postgres_cannot_store};
 use crate::{Inner, PgDriver};
@@ -31,67 +30,23 @@ const MAX_BYTES: usize = 4 * 1024 * 1024;
 
 type Reply = Result<(), DriverError>;
 
-struct Request {
-    messages: Vec<NewMessage>,
-    reply: oneshot::Sender<Reply>,
-}
-
-#[derive(Default)]
-struct Queue {
-    waiting: Vec<Request>,
-    /// A flusher task runs and will see anything pushed to `waiting`.
-    flushing: bool,
-}
-
 /// The queue of a driver's staged sends.
-#[derive(Default)]
 pub(crate) struct Gather {
-    queue: Mutex<Queue>,
+    queue: GatherQueue<Reply>,
+}
+
+impl Default for Gather {
+    fn default() -> Self {
+        Gather {
+            queue: GatherQueue::new(MAX_MESSAGES, MAX_BYTES),
+        }
+    }
 }
 
 impl std::fmt::Debug for Gather {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gather").finish_non_exhaustive()
     }
-}
-
-impl Gather {
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        // Never held across anything that can panic; a poisoned queue is intact.
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Takes the next group of calls, or marks the flusher gone when none is left.
-    fn next_group(&self) -> Vec<Request> {
-        let mut queue = self.lock();
-        if queue.waiting.is_empty() {
-            queue.flushing = false;
-            return Vec::new();
-        }
-        let (mut messages, mut bytes, mut take) = (0, 0, 0);
-        for request in &queue.waiting {
-            let size: usize = request.messages.iter().map(size_of).sum();
-            if take > 0
-                && (messages + request.messages.len() > MAX_MESSAGES || bytes + size > MAX_BYTES)
-            {
-                break;
-            }
-            messages += request.messages.len();
-            bytes += size;
-            take += 1;
-        }
-        queue.waiting.drain(..take).collect()
-    }
-}
-
-/// What a message weighs in a row: its body, key and headers.
-fn size_of(message: &NewMessage) -> usize {
-    let headers: usize = message
-        .headers()
-        .iter()
-        .map(|(name, value)| name.len() + value.len())
-        .sum();
-    message.body().len() + message.key().map_or(0, <[u8]>::len) + headers
 }
 
 impl PgDriver {
@@ -103,13 +58,7 @@ impl PgDriver {
         messages: Vec<NewMessage>,
     ) -> Result<(), DriverError> {
         refuse_what_postgres_cannot_store(&messages)?;
-        let (reply, replied) = oneshot::channel();
-        let gather = &self.inner.relay.gather;
-        let start_flusher = {
-            let mut queue = gather.lock();
-            queue.waiting.push(Request { messages, reply });
-            !std::mem::replace(&mut queue.flushing, true)
-        };
+        let (replied, start_flusher) = self.inner.relay.gather.queue.join(messages);
         if start_flusher {
             // A task of its own: the insert must go on, and its other callers be answered,
             // even if this caller's future is dropped. The guard is made first, so that a
@@ -141,7 +90,7 @@ async fn flush(inner: Weak<Inner>, mut running: Running) {
             return;
         };
         let driver = PgDriver { inner };
-        let group = driver.inner.relay.gather.next_group();
+        let group = driver.inner.relay.gather.queue.next_group();
         if group.is_empty() {
             // `next_group` cleared `flushing`: a later call starts a new flusher.
             running.0 = Weak::new();
@@ -187,12 +136,7 @@ struct Running(Weak<Inner>);
 impl Drop for Running {
     fn drop(&mut self) {
         if let Some(inner) = self.0.upgrade() {
-            let abandoned = {
-                let mut queue = inner.relay.gather.lock();
-                queue.flushing = false;
-                std::mem::take(&mut queue.waiting)
-            };
-            drop(abandoned);
+            inner.relay.gather.queue.abandon();
         }
     }
 }

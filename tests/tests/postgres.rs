@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use flowstream_core::driver::DriverError;
-use flowstream_core::{Driver, Error, NewMessage, Producer, StorageErrorKind, Wake};
+use flowstream_core::{Consumer, Driver, Error, NewMessage, Producer, StorageErrorKind, Wake};
 use flowstream_postgres::PgDriver;
 use flowstream_tests::history::Outcome;
 use flowstream_tests::postgres::{
@@ -232,17 +232,7 @@ async fn appends_wake_consumers_on_other_driver_instances(schema: String) {
             .expect("terminate the producing driver's connections");
             assert!(killed >= 2, "its pool, listener and notifier: {killed}");
         }
-        let reads = counting.reads();
-        let waiting = tokio::spawn(async move {
-            let woke = c.wait(BOUND).await.expect("wait");
-            (woke, c)
-        });
-        // `wait` reads the stream and its head before it sleeps: once it has, only a
-        // notification can wake it before its timeout.
-        eventually("the consumer is waiting", BOUND, || {
-            counting.reads() >= reads + 2
-        })
-        .await;
+        let waiting = asleep_in_wait(c, &counting).await;
         let producer = Producer::new(producing.clone());
         eventually_async("a send goes through", BOUND, async || {
             producer.send(NewMessage::new("s", "late")).await.is_ok()
@@ -258,6 +248,25 @@ async fn appends_wake_consumers_on_other_driver_instances(schema: String) {
         assert!(!drain(&mut c).await.is_empty());
     }
     admin.close().await;
+}
+
+/// Starts `c` waiting in a task and returns once it sleeps: `wait` reads the stream and its
+/// head (through `counting`) before it does, and from then on only a notification can wake it
+/// before its timeout. The task returns how it woke, and the consumer.
+async fn asleep_in_wait(
+    mut c: Consumer,
+    counting: &InstrumentedDriver,
+) -> tokio::task::JoinHandle<(Wake, Consumer)> {
+    let reads = counting.reads();
+    let waiting = tokio::spawn(async move {
+        let woke = c.wait(BOUND).await.expect("wait");
+        (woke, c)
+    });
+    eventually("the consumer is waiting", BOUND, || {
+        counting.reads() >= reads + 2
+    })
+    .await;
+    waiting
 }
 
 /// A producer that flushes before its driver goes, as a process exiting after it sent, has
@@ -278,17 +287,7 @@ async fn a_producer_that_flushes_before_it_goes_wakes_consumers_elsewhere(schema
         .await
         .expect("consumer");
     for round in 0..5 {
-        let reads = counting.reads();
-        let waiting = tokio::spawn(async move {
-            let woke = c.wait(BOUND).await.expect("wait");
-            (woke, c)
-        });
-        // `wait` reads the stream and its head before it sleeps: once it has, only a
-        // notification can wake it before its timeout.
-        eventually("the consumer is waiting", BOUND, || {
-            counting.reads() >= reads + 2
-        })
-        .await;
+        let waiting = asleep_in_wait(c, &counting).await;
         let producer = Producer::new(Arc::new(
             builder(&schema)
                 .connect()

@@ -14,6 +14,7 @@
 mod backoff;
 mod batch;
 mod error;
+mod gather;
 mod notify;
 mod read_buffer;
 
@@ -24,6 +25,7 @@ pub use crate::message::{Headers, Message, NewMessage};
 pub use backoff::Backoff;
 pub use batch::{Applied, Batch, RecordWrite};
 pub use error::{DriverError, Source, StorageErrorKind};
+pub use gather::{GatherQueue, Gathered};
 pub use notify::{ChangeHub, Subscription, Topic};
 pub use read_buffer::ReadBuffer;
 

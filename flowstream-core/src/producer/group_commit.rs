@@ -13,39 +13,37 @@
 //! nothing was stored, and each send is retried alone so one bad send cannot fail its
 //! neighbours.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Weak};
 
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use crate::driver::{Driver, DriverError};
+use crate::driver::{Driver, DriverError, GatherQueue, Gathered};
 use crate::error::Error;
 use crate::message::NewMessage;
 
 /// At most this many messages go into one shared append (a single larger send is never
 /// split).
 const MAX_MESSAGES: usize = 4096;
-/// At most this many body bytes go into one shared append (same caveat).
+/// At most this many bytes of bodies, keys and headers go into one shared append (same
+/// caveat).
 const MAX_BYTES: usize = 4 * 1024 * 1024;
 
 type Reply = Result<Vec<u64>, DriverError>;
 
-struct Request {
-    messages: Vec<NewMessage>,
-    reply: oneshot::Sender<Reply>,
-}
-
-#[derive(Default)]
-struct Queue {
-    waiting: Vec<Request>,
-    /// A flusher task is running and will see anything pushed to `waiting`.
-    flushing: bool,
-}
+type Request = Gathered<Reply>;
 
 /// The queue shared by a producer and its clones.
-#[derive(Default)]
 pub(super) struct GroupCommit {
-    queue: Mutex<Queue>,
+    queue: GatherQueue<Reply>,
+}
+
+impl Default for GroupCommit {
+    fn default() -> Self {
+        GroupCommit {
+            queue: GatherQueue::new(MAX_MESSAGES, MAX_BYTES),
+        }
+    }
 }
 
 impl std::fmt::Debug for GroupCommit {
@@ -55,11 +53,6 @@ impl std::fmt::Debug for GroupCommit {
 }
 
 impl GroupCommit {
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        // The lock is never held across anything that can panic; a poisoned queue is intact.
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Appends `messages` (already validated) as one unit, possibly in a transaction shared
     /// with other sends.
     pub(super) async fn append(
@@ -68,12 +61,7 @@ impl GroupCommit {
         messages: Vec<NewMessage>,
     ) -> Result<Vec<u64>, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
-        let (reply, replied) = oneshot::channel();
-        let start_flusher = {
-            let mut queue = self.lock();
-            queue.waiting.push(Request { messages, reply });
-            !std::mem::replace(&mut queue.flushing, true)
-        };
+        let (replied, start_flusher) = self.queue.join(messages);
         if start_flusher {
             let span = tracing::debug_span!("flowstream.group_commit");
             runtime.spawn(flush(Arc::clone(self), Arc::downgrade(driver)).instrument(span));
@@ -87,30 +75,6 @@ impl GroupCommit {
             ))),
         }
     }
-
-    /// Takes the next group of requests, or marks the flusher gone when none is left.
-    fn next_group(&self) -> Vec<Request> {
-        let mut queue = self.lock();
-        if queue.waiting.is_empty() {
-            queue.flushing = false;
-            return Vec::new();
-        }
-        let mut messages = 0;
-        let mut bytes = 0;
-        let mut take = 0;
-        for request in &queue.waiting {
-            let size: usize = request.messages.iter().map(|m| m.body().len()).sum();
-            if take > 0
-                && (messages + request.messages.len() > MAX_MESSAGES || bytes + size > MAX_BYTES)
-            {
-                break;
-            }
-            messages += request.messages.len();
-            bytes += size;
-            take += 1;
-        }
-        queue.waiting.drain(..take).collect()
-    }
 }
 
 /// Holds the driver only while an append runs: once the last producer is gone, nothing here
@@ -118,7 +82,7 @@ impl GroupCommit {
 async fn flush(queue: Arc<GroupCommit>, driver: Weak<dyn Driver>) {
     let mut running = Running(Some(queue));
     while let Some(queue) = &running.0 {
-        let group = queue.next_group();
+        let group = queue.queue.next_group();
         if group.is_empty() {
             // `next_group` has cleared `flushing`: a later send starts a new flusher.
             running.0 = None;
@@ -153,13 +117,7 @@ struct Running(Option<Arc<GroupCommit>>);
 impl Drop for Running {
     fn drop(&mut self) {
         if let Some(queue) = self.0.take() {
-            let abandoned = {
-                let mut queue = queue.lock();
-                queue.flushing = false;
-                std::mem::take(&mut queue.waiting)
-            };
-            // Dropping the reply senders tells each waiting send it was interrupted.
-            drop(abandoned);
+            queue.queue.abandon();
         }
     }
 }
@@ -230,6 +188,7 @@ async fn append_checked(driver: &dyn Driver, messages: Vec<NewMessage>) -> Reply
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Mutex, MutexGuard, PoisonError};
     use std::time::Duration;
 
     use tokio::sync::Notify;
@@ -372,7 +331,7 @@ mod tests {
     }
 
     fn queued(producer: &Producer) -> usize {
-        producer.group_commit.lock().waiting.len()
+        producer.group_commit.queue.waiting()
     }
 
     fn message(body: &str) -> NewMessage {

@@ -287,8 +287,9 @@ impl Message {
     }
 
     /// Takes the body out of the message as a `Vec<u8>`: without copying when the message
-    /// owns its buffer alone (PostgreSQL's reads), copied when the buffer is shared with other
-    /// messages of its read (redb's). [`body_bytes`](Self::body_bytes) never copies.
+    /// owns its buffer alone (one built from a `Vec<u8>`), copied when it is a slice of a
+    /// buffer shared with the other messages of its read, as the drivers' reads build them.
+    /// [`body_bytes`](Self::body_bytes) never copies.
     pub fn into_body(self) -> Vec<u8> {
         self.body.into()
     }

@@ -103,6 +103,13 @@ async fn main() {
         }
         return;
     }
+    if let Some(backend) = options.produce_child {
+        if let Err(error) = produce_alone(backend, &options).await {
+            eprintln!("{error}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Some((backend, stream)) = &options.memory_child {
         if let Err(error) = consume_alone(*backend, stream, &options).await {
             eprintln!("{error}");
@@ -643,6 +650,20 @@ async fn consume_alone(backend: Backend, stream: &str, options: &Options) -> Res
         .await?;
     println!("elapsed_seconds {}", elapsed.as_secs_f64());
     println!("peak_rss_bytes {rss}");
+    Ok(())
+}
+
+/// The "batches of 1,000" produce row alone, in a process of its own, so that a profiler
+/// sees nothing else: prints the time it took.
+async fn produce_alone(backend: Backend, options: &Options) -> Result<(), BoxError> {
+    let flow = open_flowstream(backend, options).await?;
+    let sizes = options.sizes();
+    let elapsed = flow
+        .produce_batches(1_000, &sizes)
+        .await?
+        .ok_or("the produce row measured nothing")?;
+    println!("elapsed_seconds {}", elapsed.as_secs_f64());
+    println!("messages {}", sizes.produce);
     Ok(())
 }
 

@@ -80,6 +80,9 @@ pub(crate) struct Options {
     pub(crate) idle_for: Duration,
     /// Internal: run as the consumer process of the memory figure, reading this stream.
     pub(crate) memory_child: Option<(Backend, String)>,
+    /// Internal: run alone the "batches of 1,000" produce row on this backend and print its
+    /// time (a process to profile).
+    pub(crate) produce_child: Option<Backend>,
     /// Internal: run as a member process of the partition rows, on this stream.
     pub(crate) member_child: Option<String>,
     /// In a member process: stop once the group committed this many messages (0: never).
@@ -133,6 +136,7 @@ impl Options {
             // safety-net wake-ups cost.
             idle_for: Duration::from_secs(60),
             memory_child: None,
+            produce_child: None,
             member_child: None,
             member_expects: 0,
             fleet_child: None,
@@ -166,6 +170,7 @@ impl Options {
                 "--memory-child" => child_backend = Some(Backend::parse(&value()?)?),
                 "--stream" => child_stream = Some(value()?),
                 "--member-child" => options.member_child = Some(value()?),
+                "--produce-child" => options.produce_child = Some(Backend::parse(&value()?)?),
                 "--member-expects" => options.member_expects = number(&arg, &value()?)?,
                 "--fleet-child" => fleet_millis = Some(number(&arg, &value()?)?),
                 "--fleet-schema" => fleet_schema = Some(value()?),

@@ -106,7 +106,7 @@ impl Relay {
     pub(crate) fn new() -> Self {
         Relay {
             staged: Arc::default(),
-            gather: Gather::default(),
+            gather: crate::staging::gather(),
             task: Mutex::default(),
         }
     }

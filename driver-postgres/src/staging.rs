@@ -31,22 +31,11 @@ const MAX_BYTES: usize = 4 * 1024 * 1024;
 type Reply = Result<(), DriverError>;
 
 /// The queue of a driver's staged sends.
-pub(crate) struct Gather {
-    queue: GatherQueue<Reply>,
-}
+pub(crate) type Gather = GatherQueue<Reply>;
 
-impl Default for Gather {
-    fn default() -> Self {
-        Gather {
-            queue: GatherQueue::new(MAX_MESSAGES, MAX_BYTES),
-        }
-    }
-}
-
-impl std::fmt::Debug for Gather {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gather").finish_non_exhaustive()
-    }
+/// An empty queue for a driver's staged sends.
+pub(crate) fn gather() -> Gather {
+    GatherQueue::new(MAX_MESSAGES, MAX_BYTES)
 }
 
 impl PgDriver {
@@ -58,7 +47,7 @@ impl PgDriver {
         messages: Vec<NewMessage>,
     ) -> Result<(), DriverError> {
         refuse_what_postgres_cannot_store(&messages)?;
-        let (replied, start_flusher) = self.inner.relay.gather.queue.join(messages);
+        let (replied, start_flusher) = self.inner.relay.gather.join(messages);
         if start_flusher {
             // A task of its own: the insert must go on, and its other callers be answered,
             // even if this caller's future is dropped. The guard is made first, so that a
@@ -90,7 +79,7 @@ async fn flush(inner: Weak<Inner>, mut running: Running) {
             return;
         };
         let driver = PgDriver { inner };
-        let group = driver.inner.relay.gather.queue.next_group();
+        let group = driver.inner.relay.gather.next_group();
         if group.is_empty() {
             // `next_group` cleared `flushing`: a later call starts a new flusher.
             running.0 = Weak::new();
@@ -136,7 +125,7 @@ struct Running(Weak<Inner>);
 impl Drop for Running {
     fn drop(&mut self) {
         if let Some(inner) = self.0.upgrade() {
-            inner.relay.gather.queue.abandon();
+            inner.relay.gather.abandon();
         }
     }
 }

@@ -207,13 +207,7 @@ async fn appends_wake_consumers_on_other_driver_instances(schema: String) {
             .await
             .expect("connect the producing driver"),
     );
-    let counting = InstrumentedDriver::new(Arc::new(
-        builder(&schema)
-            .connect()
-            .await
-            .expect("connect the consuming driver"),
-    ));
-    let consuming: Arc<dyn Driver> = counting.clone();
+    let (counting, consuming) = counting_driver(&schema).await;
     produce(&producing, "s", "m", 1).await;
     let mut c = consumer(&consuming, "s", "g")
         .build()
@@ -250,6 +244,18 @@ async fn appends_wake_consumers_on_other_driver_instances(schema: String) {
     admin.close().await;
 }
 
+/// A driver on `schema` that counts its storage calls, and the same driver as a plain one.
+async fn counting_driver(schema: &str) -> (Arc<InstrumentedDriver>, Arc<dyn Driver>) {
+    let counting = InstrumentedDriver::new(Arc::new(
+        builder(schema)
+            .connect()
+            .await
+            .expect("connect the consuming driver"),
+    ));
+    let consuming: Arc<dyn Driver> = counting.clone();
+    (counting, consuming)
+}
+
 /// Starts `c` waiting in a task and returns once it sleeps: `wait` reads the stream and its
 /// head (through `counting`) before it does, and from then on only a notification can wake it
 /// before its timeout. The task returns how it woke, and the consumer.
@@ -275,13 +281,7 @@ async fn asleep_in_wait(
 /// (its notifying connection not yet open) and dropped right after the flush; without the
 /// flush its wake-up went with it.
 async fn a_producer_that_flushes_before_it_goes_wakes_consumers_elsewhere(schema: String) {
-    let counting = InstrumentedDriver::new(Arc::new(
-        builder(&schema)
-            .connect()
-            .await
-            .expect("connect the consuming driver"),
-    ));
-    let consuming: Arc<dyn Driver> = counting.clone();
+    let (counting, consuming) = counting_driver(&schema).await;
     let mut c = consumer(&consuming, "s", "g")
         .build()
         .await

@@ -16,11 +16,20 @@ use crate::message::NewMessage;
 /// so that the next call starts another). Nothing waits on a timer: a lone call is written at
 /// once, and a busy queue writes what arrived while the previous write was in flight. A
 /// flusher that ends abnormally (its task cancelled) must call [`abandon`](Self::abandon).
-#[derive(Debug)]
 pub struct GatherQueue<R> {
     state: Mutex<State<R>>,
     max_messages: usize,
     max_bytes: usize,
+}
+
+impl<R> std::fmt::Debug for GatherQueue<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatherQueue")
+            .field("waiting", &self.waiting())
+            .field("max_messages", &self.max_messages)
+            .field("max_bytes", &self.max_bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One call waiting in a [`GatherQueue`]: its messages, and where its answer goes.
@@ -32,7 +41,6 @@ pub struct Gathered<R> {
     pub reply: oneshot::Sender<R>,
 }
 
-#[derive(Debug)]
 struct State<R> {
     waiting: Vec<Gathered<R>>,
     /// A flusher runs and will see anything pushed to `waiting`.

@@ -34,6 +34,7 @@ type Reply = Result<Vec<u64>, DriverError>;
 type Request = Gathered<Reply>;
 
 /// The queue shared by a producer and its clones.
+#[derive(Debug)]
 pub(super) struct GroupCommit {
     queue: GatherQueue<Reply>,
 }
@@ -43,12 +44,6 @@ impl Default for GroupCommit {
         GroupCommit {
             queue: GatherQueue::new(MAX_MESSAGES, MAX_BYTES),
         }
-    }
-}
-
-impl std::fmt::Debug for GroupCommit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GroupCommit").finish_non_exhaustive()
     }
 }
 

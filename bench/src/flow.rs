@@ -28,6 +28,10 @@ pub(crate) struct Flowstream {
     server: Option<PgPool>,
     /// The driver itself, for sends and commits inside transactions.
     tx: Option<crate::in_tx_rows::TxDriver>,
+    /// On redb: the stream the last produce row wrote, deleted before the next produce row
+    /// (untimed), as the raw redb row deletes its table, so both write into a file whose
+    /// previous row's pages are free.
+    last_produced: Option<std::sync::Mutex<Option<String>>>,
 }
 
 /// What `idle_cpu` measured.
@@ -51,7 +55,30 @@ impl Flowstream {
             producer,
             server,
             tx: None,
+            last_produced: None,
         }
+    }
+
+    /// The same flow, deleting each produce row's stream before the next produce row.
+    pub(crate) fn clearing_produce_rows(mut self) -> Self {
+        self.last_produced = Some(std::sync::Mutex::new(None));
+        self
+    }
+
+    /// The stream for a produce row: deletes the previous row's stream first when clearing.
+    async fn produce_stream(&self, prefix: &str) -> Result<String, BoxError> {
+        let stream = unique(prefix);
+        let Some(last) = &self.last_produced else {
+            return Ok(stream);
+        };
+        let previous = last
+            .lock()
+            .map_err(|_| "a produce row panicked")?
+            .replace(stream.clone());
+        if let Some(previous) = previous {
+            self.driver.delete_log(&previous).await?;
+        }
+        Ok(stream)
     }
 
     /// The same flow, with its driver for transactional calls.
@@ -394,7 +421,7 @@ impl System for Flowstream {
         batch: usize,
         sizes: &Sizes,
     ) -> Result<Option<Duration>, BoxError> {
-        let stream = unique("batches");
+        let stream = self.produce_stream("batches").await?;
         let body = body(sizes.body);
         let start = Instant::now();
         for (_, n) in chunks(sizes.produce, batch) {
@@ -410,7 +437,7 @@ impl System for Flowstream {
         tasks: usize,
         sizes: &Sizes,
     ) -> Result<Option<Duration>, BoxError> {
-        let stream: Arc<str> = unique("singles").into();
+        let stream: Arc<str> = self.produce_stream("singles").await?.into();
         let body = body(sizes.body);
         let start = Instant::now();
         let producer = self.producer.clone();

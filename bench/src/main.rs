@@ -536,6 +536,7 @@ async fn open_flowstream(backend: Backend, options: &Options) -> Result<Flowstre
                 .await?;
             Flowstream::new("flowstream (redb)", Arc::new(driver.clone()), None)
                 .with_tx(in_tx_rows::TxDriver::Redb(driver))
+                .clearing_produce_rows()
         }
     })
 }

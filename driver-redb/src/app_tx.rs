@@ -11,7 +11,7 @@ use redb::{
 };
 
 use crate::errors::storage;
-use crate::schema::{MESSAGES, META, RECORDS, STREAMS};
+use crate::schema::{LOG_PREFIX, META, RECORDS, STREAMS};
 use crate::{RedbDriver, append_in, live_record, refuse_unportable};
 
 /// A write transaction of the application's on the flowstream file, handed to the closure of
@@ -31,12 +31,12 @@ impl std::fmt::Debug for AppTx<'_> {
 
 /// Refuses the names of flowstream's own tables.
 fn check_table(name: &str) -> Result<(), Error> {
-    let ours = [META.name(), STREAMS.name(), MESSAGES.name(), RECORDS.name()];
-    if ours.contains(&name) {
+    let ours = [META.name(), STREAMS.name(), RECORDS.name()];
+    if ours.contains(&name) || name.starts_with(LOG_PREFIX) {
         return Err(Error::Refused {
             reason: format!(
                 "table {name:?} is flowstream's own; the application's tables need other names \
-                 (flowstream uses {ours:?})"
+                 (flowstream uses {ours:?} and names beginning with {LOG_PREFIX:?})"
             ),
         });
     }
@@ -45,7 +45,8 @@ fn check_table(name: &str) -> Result<(), Error> {
 
 impl<'a> AppTx<'a> {
     /// Opens (or creates) one of the application's tables. The names of flowstream's tables
-    /// (`flowstream`, `streams`, `messages`, `records`) are refused ([`Error::Refused`]).
+    /// (`flowstream`, `streams`, `records`, and those beginning with `flowstream/log/`) are
+    /// refused ([`Error::Refused`]).
     pub fn open_table<K: redb::Key + 'static, V: redb::Value + 'static>(
         &self,
         definition: TableDefinition<'_, K, V>,

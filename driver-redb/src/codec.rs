@@ -1,14 +1,16 @@
-//! The byte layout of a stored message (the value of the messages table).
+//! The byte layout of a stored message (the value of a stream's table).
 //!
 //! ```text
-//! u8   layout version: 1 without a key, 2 with one
+//! u8   layout: 1 with headers, 2 with headers and a key, 3 bare (neither)
 //! u64  produced-at, microseconds since the Unix epoch, little-endian
-//! u32  header count, then per header: u32 name length, name, u32 value length, value
-//! (version 2 only) u32 key length, key
+//! (layouts 1 and 2) u32 header count, then per header: u32 name length, name, u32 value
+//!      length, value
+//! (layout 2 only) u32 key length, key
 //! ...  body (the rest)
 //! ```
-//! A version byte leads so the layout can evolve without a migration of old rows; a message
-//! without a key is written as version 1, byte for byte as before keys existed.
+//! A layout byte leads so the layout can evolve without a migration of old rows: values
+//! written in layout 1 or 2 by earlier versions read as they always did. A message with
+//! neither headers nor a key, the common case, is stored bare: nine bytes before its body.
 
 #[cfg(test)]
 use std::sync::Arc;
@@ -18,8 +20,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use flowstream_core::driver::Message;
 use flowstream_core::driver::{DriverError, Headers, ReadBuffer, StorageErrorKind};
 
-const FORMAT_V1: u8 = 1;
-const FORMAT_V2_KEYED: u8 = 2;
+const LAYOUT_HEADERS: u8 = 1;
+const LAYOUT_KEYED: u8 = 2;
+const LAYOUT_BARE: u8 = 3;
 
 #[cfg(test)]
 pub(crate) fn encode(
@@ -55,13 +58,20 @@ pub(crate) fn encode_into(
     key: Option<&[u8]>,
     produced_micros: u64,
 ) {
+    if key.is_none() && headers.is_empty() {
+        out.reserve(1 + 8 + body.len());
+        out.push(LAYOUT_BARE);
+        out.extend_from_slice(&produced_micros.to_le_bytes());
+        out.extend_from_slice(body);
+        return;
+    }
     let header_bytes: usize = headers.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
     let key_bytes = key.map_or(0, |key| 4 + key.len());
     out.reserve(1 + 8 + 4 + header_bytes + key_bytes + body.len());
     out.push(if key.is_some() {
-        FORMAT_V2_KEYED
+        LAYOUT_KEYED
     } else {
-        FORMAT_V1
+        LAYOUT_HEADERS
     });
     out.extend_from_slice(&produced_micros.to_le_bytes());
     out.extend_from_slice(&len_u32(headers.len()).to_le_bytes());
@@ -98,12 +108,17 @@ pub(crate) fn decode_into(
         )
     };
     let mut reader = Reader { bytes };
-    let keyed = match reader.take(1).ok_or_else(|| corrupt("empty"))? {
-        [FORMAT_V1] => false,
-        [FORMAT_V2_KEYED] => true,
-        _ => return Err(corrupt("unknown format version")),
+    let layout = match reader.take(1).ok_or_else(|| corrupt("empty"))? {
+        [layout @ (LAYOUT_HEADERS | LAYOUT_KEYED | LAYOUT_BARE)] => *layout,
+        _ => return Err(corrupt("unknown layout")),
     };
     let micros = u64::from_le_bytes(reader.array().ok_or_else(|| corrupt("truncated time"))?);
+    let produced_at = UNIX_EPOCH + Duration::from_micros(micros);
+    if layout == LAYOUT_BARE {
+        read.push(offset, reader.bytes, Headers::new(), None, produced_at);
+        return Ok(());
+    }
+    let keyed = layout == LAYOUT_KEYED;
     let count = u32::from_le_bytes(reader.array().ok_or_else(|| corrupt("truncated headers"))?);
     let mut headers = Headers::new();
     for _ in 0..count {
@@ -116,13 +131,7 @@ pub(crate) fn decode_into(
     } else {
         None
     };
-    read.push(
-        offset,
-        reader.bytes,
-        headers,
-        key,
-        UNIX_EPOCH + Duration::from_micros(micros),
-    );
+    read.push(offset, reader.bytes, headers, key, produced_at);
     Ok(())
 }
 
@@ -173,7 +182,10 @@ mod tests {
         headers.insert("k".into(), "v".into());
         headers.insert("empty".into(), String::new());
         let at = UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
-        for key in [None, Some(&b""[..]), Some(&b"customer-42"[..])] {
+        for (key, headers) in [None, Some(&b""[..]), Some(&b"customer-42"[..])]
+            .into_iter()
+            .flat_map(|key| [(key, Headers::new()), (key, headers.clone())])
+        {
             let bytes = encode(b"hello", &headers, key, at);
             let msg = decode(&"s".into(), 3, &bytes).expect("decodes");
             assert_eq!(msg.body(), b"hello");
@@ -184,13 +196,28 @@ mod tests {
         }
     }
 
-    /// A message without a key is stored as it was before keys existed, so files written
-    /// before read the same and files written now stay readable by the layout's first version.
+    /// Values written by earlier versions, which never wrote the bare layout, still read.
     #[test]
-    fn a_message_without_a_key_keeps_the_first_layout() {
+    fn a_message_with_headers_and_no_key_keeps_the_first_layout() {
+        let mut headers = Headers::new();
+        headers.insert("k".into(), "v".into());
+        let bytes = encode(b"x", &headers, None, UNIX_EPOCH);
+        assert_eq!(bytes[0], LAYOUT_HEADERS);
+        assert_eq!(bytes.len(), 1 + 8 + 4 + (4 + 1 + 4 + 1) + 1);
+        let earlier = [&[LAYOUT_HEADERS][..], &[0; 8], &[0; 4], b"body"].concat();
+        let msg = decode(&"s".into(), 1, &earlier).expect("decodes");
+        assert_eq!(msg.body(), b"body");
+        assert!(msg.headers().is_empty());
+    }
+
+    #[test]
+    fn a_message_with_neither_headers_nor_key_is_stored_bare() {
         let bytes = encode(b"x", &Headers::new(), None, UNIX_EPOCH);
-        assert_eq!(bytes[0], FORMAT_V1);
-        assert_eq!(bytes.len(), 1 + 8 + 4 + 1);
+        assert_eq!(bytes[0], LAYOUT_BARE);
+        assert_eq!(bytes.len(), 1 + 8 + 1);
+        let msg = decode(&"s".into(), 1, &bytes).expect("decodes");
+        assert_eq!(msg.body(), b"x");
+        assert_eq!(msg.key(), None);
     }
 
     #[test]

@@ -46,7 +46,6 @@ mod durability;
 mod errors;
 mod schema;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -62,7 +61,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 pub use crate::app_tx::AppTx;
 use crate::durability::Deferred;
 use crate::errors::{open_error, storage};
-use crate::schema::{MESSAGES, RECORDS, STREAMS};
+use crate::schema::{LogName, RECORDS, STREAMS};
 /// The redb this driver is built with, so an application names its tables with the same
 /// version's types ([`RedbDriver::write`]).
 pub use redb;
@@ -330,13 +329,20 @@ impl Driver for RedbDriver {
             if first > head {
                 return Ok(Vec::new());
             }
-            let table = txn.open_table(MESSAGES).map_err(storage)?;
-            let range = table.range((id, first)..=(id, head)).map_err(storage)?;
+            let log = LogName::of(id);
+            let table = match txn.open_table(log.table()) {
+                Ok(table) => table,
+                // Only a file moved from an earlier format has streams without a table: those
+                // whose messages were all trimmed before the move.
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(error) => return Err(storage(error)),
+            };
+            let range = table.range(first..=head).map_err(storage)?;
             let wanted = usize::try_from(head - first + 1).unwrap_or(usize::MAX);
             let mut read = ReadBuffer::new(Arc::clone(&stream), limit.min(wanted));
             for entry in range.take(limit) {
                 let (key, value) = entry.map_err(storage)?;
-                codec::decode_into(&mut read, &stream, key.value().1, value.value())?;
+                codec::decode_into(&mut read, &stream, key.value(), value.value())?;
             }
             Ok(read.finish())
         })
@@ -368,9 +374,10 @@ impl Driver for RedbDriver {
                 else {
                     return Ok(0);
                 };
-                let mut table = txn.open_table(MESSAGES).map_err(storage)?;
+                let log = LogName::of(id);
+                let mut table = txn.open_table(log.table()).map_err(storage)?;
                 table
-                    .retain_in((id, 1)..=(id, through), |_, _| {
+                    .retain_in(1..=through, |_, _| {
                         removed += 1;
                         false
                     })
@@ -476,10 +483,7 @@ impl Driver for RedbDriver {
                 let removed = streams.remove(log.as_str()).map_err(storage)?;
                 match removed.map(|v| v.value()) {
                     Some((id, _)) => {
-                        let mut table = txn.open_table(MESSAGES).map_err(storage)?;
-                        table
-                            .retain_in((id, 0)..=(id, u64::MAX), |_, _| false)
-                            .map_err(storage)?;
+                        txn.delete_table(LogName::of(id).table()).map_err(storage)?;
                         true
                     }
                     None => false,
@@ -578,61 +582,54 @@ impl Driver for RedbDriver {
 }
 
 /// Appends `messages` in `txn`; returns their offsets and the streams touched.
+///
+/// Each stream's messages go to its own table, which redb lets a transaction hold open once at
+/// a time: a batch for several streams is taken stream by stream (in input order within each),
+/// so every table is opened once however the streams interleave.
 fn append_in(
     txn: &redb::WriteTransaction,
     messages: Vec<NewMessage>,
 ) -> Result<(Vec<u64>, Vec<String>), DriverError> {
-    let mut offsets = Vec::with_capacity(messages.len());
-    // name -> (id, head) of each stream this batch appends to.
-    let mut touched: HashMap<String, (u64, u64)> = HashMap::new();
-    {
-        let mut streams = txn.open_table(STREAMS).map_err(storage)?;
-        let mut table = txn.open_table(MESSAGES).map_err(storage)?;
-        let produced_micros = codec::micros_since_epoch(SystemTime::now());
-        // One buffer for every encoded value of the batch.
-        let mut value = Vec::new();
-        // The stream of the previous message, its id and head: batches usually go to
-        // one stream, so the map is only consulted when the stream changes.
-        let mut current: Option<(String, u64, u64)> = None;
-        for message in messages {
-            let (stream, body, headers, key) = message.into_parts();
-            let (id, head) = match current.take() {
-                Some((name, id, head)) if name == stream => (id, head),
-                previous => {
-                    if let Some((name, id, head)) = previous {
-                        touched.insert(name, (id, head));
-                    }
-                    match touched.get(&stream) {
-                        Some(&entry) => entry,
-                        None => {
-                            let stored = streams.get(stream.as_str()).map_err(storage)?;
-                            match stored.map(|v| v.value()) {
-                                Some(entry) => entry,
-                                None => (schema::next_stream_id(txn)?, 0),
-                            }
-                        }
-                    }
-                }
-            };
-            let head = head
+    let mut offsets = vec![0; messages.len()];
+    let mut order: Vec<usize> = (0..messages.len()).collect();
+    if messages.windows(2).any(|w| w[0].stream() != w[1].stream()) {
+        // Stable: a stream's messages keep their order, and so their offsets.
+        order.sort_by(|&a, &b| messages[a].stream().cmp(messages[b].stream()));
+    }
+    let mut touched = Vec::new();
+    let mut streams = txn.open_table(STREAMS).map_err(storage)?;
+    let produced_micros = codec::micros_since_epoch(SystemTime::now());
+    // One buffer for every encoded value of the batch.
+    let mut value = Vec::new();
+    for run in order.chunk_by(|&a, &b| messages[a].stream() == messages[b].stream()) {
+        let stream = messages[run[0]].stream();
+        let stored = streams.get(stream).map_err(storage)?.map(|v| v.value());
+        let (id, mut head) = match stored {
+            Some(entry) => entry,
+            None => (schema::next_stream_id(txn)?, 0),
+        };
+        let log = LogName::of(id);
+        let mut table = txn.open_table(log.table()).map_err(storage)?;
+        for &index in run {
+            let message = &messages[index];
+            head = head
                 .checked_add(1)
                 .ok_or_else(|| DriverError::InvalidInput(format!("stream {stream} is full")))?;
             value.clear();
-            codec::encode_into(&mut value, &body, &headers, key.as_deref(), produced_micros);
-            table
-                .insert((id, head), value.as_slice())
-                .map_err(storage)?;
-            offsets.push(head);
-            current = Some((stream, id, head));
+            codec::encode_into(
+                &mut value,
+                message.body(),
+                message.headers(),
+                message.key(),
+                produced_micros,
+            );
+            table.insert(head, value.as_slice()).map_err(storage)?;
+            offsets[index] = head;
         }
-        if let Some((name, id, head)) = current {
-            touched.insert(name, (id, head));
-        }
-        for (stream, entry) in &touched {
-            streams.insert(stream.as_str(), *entry).map_err(storage)?;
-        }
+        streams.insert(stream, (id, head)).map_err(storage)?;
+        touched.push(stream.to_owned());
     }
-    Ok((offsets, touched.into_keys().collect()))
+    Ok((offsets, touched))
 }
 
 /// Writes record `key` in `txn` if `expected` holds; returns its new revision, or the

@@ -160,10 +160,23 @@ async fn a_fenced_consumer_cannot_commit_in_a_transaction(redb: RedbDriver) {
 /// The application cannot open flowstream's tables through its transaction.
 async fn flowstreams_tables_are_out_of_reach(redb: RedbDriver) {
     const RECORDS: TableDefinition<'_, &str, u64> = TableDefinition::new("records");
+    // Where the messages of the file's first stream are kept.
+    const FIRST_LOG: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("flowstream/log/1");
     let refused = redb.write(|tx| tx.open_table(RECORDS).map(drop)).await;
     assert!(matches!(refused, Err(Error::Refused { .. })), "{refused:?}");
     let driver: Arc<dyn Driver> = Arc::new(redb.clone());
     produce(&driver, "s", "m", 1).await;
+    let refused = redb
+        .write(|tx| {
+            tx.open_table(FIRST_LOG)?.insert(2, b"forged".as_slice())?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        })
+        .await;
+    let refused = refused.expect_err("a stream's table is refused");
+    assert!(
+        matches!(refused.downcast_ref::<Error>(), Some(Error::Refused { .. })),
+        "{refused:?}"
+    );
     assert_eq!(
         driver.head("s").await.expect("head"),
         1,

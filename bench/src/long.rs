@@ -106,6 +106,47 @@ pub(crate) async fn rows(
     Ok((stream, total))
 }
 
+/// The raw ceiling filled to the same length the same way (batches of 1,000, `write(head,
+/// count)` storing offsets `head + 1 ..= head + count`), its first and last block timed: what
+/// the store itself does as a table grows, beside flowstream's own figures.
+pub(crate) async fn raw_rows<F, Fut>(
+    name: &str,
+    options: &Options,
+    report: &mut Report,
+    mut write: F,
+) -> Result<(), BoxError>
+where
+    F: FnMut(u64, usize) -> Fut,
+    Fut: std::future::Future<Output = Result<(), BoxError>>,
+{
+    let (total, block) = sizes(options.messages);
+    let mut filled = 0;
+    let mut first_rate = 0.0;
+    let mut block_start = Instant::now();
+    for (head, n) in chunks(total, 1000) {
+        write(head as u64, n).await?;
+        filled += n;
+        if filled == block {
+            first_rate = block as f64 / block_start.elapsed().as_secs_f64();
+        }
+        if filled == total - block {
+            block_start = Instant::now();
+        }
+    }
+    let last_rate = block as f64 / block_start.elapsed().as_secs_f64();
+    for (label, rate) in [("first", first_rate), ("last", last_rate)] {
+        report.rate(
+            &format!(
+                "long stream: produce, batches of 1,000, {label} {}",
+                group_digits(block as f64)
+            ),
+            name,
+            rate,
+        );
+    }
+    Ok(())
+}
+
 /// The stream's length and the block measured at its start and end: whole batches of 1,000,
 /// the block at most 1M and at most half the stream.
 fn sizes(messages: usize) -> (usize, usize) {

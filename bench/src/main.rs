@@ -603,8 +603,49 @@ async fn long_rows(
             );
             ok = false;
         }
+        let _ = settle(options).await;
+        if let Err(error) = raw_long_rows(backend, options, report).await {
+            report.skip(
+                "long stream",
+                &format!("raw {}", backend.name()),
+                error.to_string(),
+            );
+        }
     }
     ok
+}
+
+/// The raw ceiling of `backend` filled as long as flowstream's long stream: whether a
+/// produce rate falling with the length is the store's or flowstream's.
+async fn raw_long_rows(
+    backend: Backend,
+    options: &Options,
+    report: &mut Report,
+) -> Result<(), BoxError> {
+    let body: Arc<[u8]> = workload::body(options.body).into();
+    match backend {
+        Backend::Postgres => {
+            RawPg::reset(&options.pg_url).await?;
+            let raw = RawPg::connect(&options.pg_url, Write::LockedInsert).await?;
+            let stream = workload::unique("long");
+            raw.create_stream(&stream).await?;
+            let name = raw.name();
+            long::raw_rows(&name, options, report, |head, n| {
+                let (raw, stream, body) = (&raw, &stream, Arc::clone(&body));
+                async move { raw.write_batch(stream, head as i64, n, &body).await }
+            })
+            .await
+        }
+        Backend::Redb => {
+            let raw = RawRedb::create(&options.dir.join(RAW_FILE), options.redb_cache)?;
+            raw.clear().await?;
+            let name = raw.name();
+            long::raw_rows(&name, options, report, |head, n| {
+                raw.write_batch(head, n, Arc::clone(&body))
+            })
+            .await
+        }
+    }
 }
 
 /// Runs this program again to consume `count` messages of `stream` and report its peak

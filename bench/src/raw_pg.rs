@@ -61,7 +61,7 @@ impl RawPg {
         Ok(())
     }
 
-    async fn create_stream(&self, stream: &str) -> Result<(), BoxError> {
+    pub(crate) async fn create_stream(&self, stream: &str) -> Result<(), BoxError> {
         sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO {SCHEMA}.streams VALUES ($1, 0)"
         )))
@@ -73,7 +73,7 @@ impl RawPg {
 
     /// Appends `count` copies of `body` to `stream`, whose head is `head` before the call
     /// (ignored by `LockedInsert`, which takes it from the head row).
-    async fn write_batch(
+    pub(crate) async fn write_batch(
         &self,
         stream: &str,
         head: i64,

@@ -28,7 +28,12 @@ impl RawRedb {
 
     /// Appends `count` copies of `body` after `head` in one durable transaction, on a
     /// blocking thread.
-    async fn write_batch(&self, head: u64, count: usize, body: Arc<[u8]>) -> Result<(), BoxError> {
+    pub(crate) async fn write_batch(
+        &self,
+        head: u64,
+        count: usize,
+        body: Arc<[u8]>,
+    ) -> Result<(), BoxError> {
         let db = Arc::clone(&self.db);
         tokio::task::spawn_blocking(move || {
             let tx = db.begin_write()?;
@@ -44,7 +49,7 @@ impl RawRedb {
         .await?
     }
 
-    async fn clear(&self) -> Result<(), BoxError> {
+    pub(crate) async fn clear(&self) -> Result<(), BoxError> {
         let db = Arc::clone(&self.db);
         tokio::task::spawn_blocking(move || {
             let tx = db.begin_write()?;

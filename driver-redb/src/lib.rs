@@ -33,10 +33,11 @@
 //! offsets are assigned in commit order and readers (who see committed snapshots) never see a
 //! gap.
 //!
-//! The file carries a format version; a file written in another format is refused with
-//! [`StorageErrorKind::Incompatible`] and left as it was. Its other tables are the
-//! application's own: the driver opens only its own. [`RedbDriver::builder`] sets the page
-//! cache and [`RecordDurability`].
+//! The file carries a format version. Each stream's messages have a table of their own, keyed
+//! by offset (format 4); a file of format 2 or 3 is moved to format 4 when it opens, and a file
+//! of any other format is refused with [`StorageErrorKind::Incompatible`] and left as it was.
+//! Its other tables are the application's own: the driver opens only its own.
+//! [`RedbDriver::builder`] sets the page cache and [`RecordDurability`].
 //!
 //! [redb]: https://docs.rs/redb
 
@@ -124,9 +125,11 @@ impl RedbBuilder {
     ///
     /// Errors: [`Error::Storage`] of kind [`StorageErrorKind::Locked`] when another process
     /// has the file open; of kind [`StorageErrorKind::Corrupt`] when it is not a readable redb
-    /// file; of kind [`StorageErrorKind::Incompatible`] when it holds flowstream data in
-    /// another format than this version's (the file is left as it was);
-    /// [`Error::InvalidConfig`] for a zero `Deferred::within`.
+    /// file; of kind [`StorageErrorKind::Incompatible`] when it holds flowstream data in a
+    /// format this version neither reads nor moves (the file is left as it was);
+    /// [`Error::InvalidConfig`] for a zero `Deferred::within`. A file of format 2 or 3, written
+    /// by earlier versions, is moved to this version's format 4 before this returns (every
+    /// message kept, in steps that a crash does not undo), after which those versions refuse it.
     ///
     /// # Cancel safety
     ///

@@ -51,13 +51,35 @@ impl LogName {
     }
 }
 
-/// How many messages of an earlier format one migration transaction moves: bounded, so that
-/// moving a large file never holds it all in one transaction.
-const MIGRATION_CHUNK: usize = 50_000;
+/// How much of an earlier format one migration transaction moves at most: this many
+/// messages, and this many bytes of them (but always one message), so that moving a large
+/// file never holds it all in one transaction.
+const MIGRATION_CHUNK: Chunk = Chunk {
+    messages: 50_000,
+    bytes: 64 << 20,
+};
+
+/// The bounds of one migration transaction.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Chunk {
+    pub(crate) messages: usize,
+    pub(crate) bytes: usize,
+}
 
 /// Creates the tables of a new file, or checks that an existing one has this format, moving
 /// one of an earlier format to it. `location` names the file in errors.
 pub(crate) fn prepare(db: &Database, location: &str) -> Result<(), DriverError> {
+    prepare_with(db, location, MIGRATION_CHUNK, usize::MAX)
+}
+
+/// [`prepare`], moving an earlier format's messages in at most `steps` transactions of at
+/// most `chunk` (tests stop a move part way with it).
+pub(crate) fn prepare_with(
+    db: &Database,
+    location: &str,
+    chunk: Chunk,
+    steps: usize,
+) -> Result<(), DriverError> {
     let txn = db.begin_write().map_err(storage)?;
     let tables: Vec<String> = txn
         .list_tables()
@@ -97,7 +119,7 @@ pub(crate) fn prepare(db: &Database, location: &str) -> Result<(), DriverError> 
                 .is_some();
             drop(txn);
             if migrating {
-                migrate(db, MIGRATION_CHUNK)?;
+                migrate(db, chunk, steps)?;
             }
             Ok(())
         }
@@ -112,7 +134,7 @@ pub(crate) fn prepare(db: &Database, location: &str) -> Result<(), DriverError> 
             }
             txn.commit().map_err(storage)?;
             tracing::info!(path = %location, from = earlier, to = FORMAT, "moving a redb file to this version's format");
-            migrate(db, MIGRATION_CHUNK)
+            migrate(db, chunk, steps)
         }
         Some(older) if older < FORMAT => Err(DriverError::storage(
             StorageErrorKind::Incompatible,
@@ -141,19 +163,28 @@ pub(crate) fn prepare(db: &Database, location: &str) -> Result<(), DriverError> 
 /// crash between two leaves a file that the next open goes on moving (the format number is
 /// already this one, so no earlier version reads it meanwhile). The stored values are copied
 /// as they are: every layout they may have is one this version decodes.
-pub(crate) fn migrate(db: &Database, chunk: usize) -> Result<(), DriverError> {
-    while !migrate_step(db, chunk)? {}
+fn migrate(db: &Database, chunk: Chunk, steps: usize) -> Result<(), DriverError> {
+    for _ in 0..steps {
+        if migrate_step(db, chunk)? {
+            break;
+        }
+    }
     Ok(())
 }
 
 /// One transaction of [`migrate`]; true once nothing is left to move.
-pub(crate) fn migrate_step(db: &Database, chunk: usize) -> Result<bool, DriverError> {
+fn migrate_step(db: &Database, chunk: Chunk) -> Result<bool, DriverError> {
     let txn = db.begin_write().map_err(storage)?;
     let done = {
         let mut old = txn.open_table(OLD_MESSAGES).map_err(storage)?;
         let mut run: Vec<((u64, u64), Vec<u8>)> = Vec::new();
-        for entry in old.iter().map_err(storage)?.take(chunk) {
+        let mut bytes = 0;
+        for entry in old.iter().map_err(storage)? {
+            if !run.is_empty() && (run.len() >= chunk.messages || bytes >= chunk.bytes) {
+                break;
+            }
             let (key, value) = entry.map_err(storage)?;
+            bytes += value.value().len();
             run.push((key.value(), value.value().to_vec()));
         }
         if let (Some(&(first, _)), Some(&(last, _))) = (run.first(), run.last()) {
@@ -390,19 +421,52 @@ mod tests {
         let expected = write_earlier_format(&path, 3);
         {
             let db = Database::create(&path).expect("open");
-            let txn = db.begin_write().expect("write");
-            let mut meta = txn.open_table(META).expect("meta");
-            meta.insert(FORMAT_KEY, FORMAT).expect("format");
-            meta.insert(MIGRATING_KEY, 3).expect("migrating");
-            drop(meta);
-            txn.commit().expect("commit");
-            assert!(!migrate_step(&db, 2).expect("one step"), "more is left");
+            let two = Chunk {
+                messages: 2,
+                bytes: usize::MAX,
+            };
+            prepare_with(&db, "interrupted.redb", two, 1).expect("one step of the move");
             let txn = db.begin_read().expect("read");
+            let meta = txn.open_table(META).expect("meta");
+            assert_eq!(
+                meta.get(FORMAT_KEY).expect("get").map(|v| v.value()),
+                Some(FORMAT),
+                "the file says format 4 while half of it is still in the old table"
+            );
+            assert_eq!(
+                meta.get(MIGRATING_KEY).expect("get").map(|v| v.value()),
+                Some(3)
+            );
             let old = txn.open_table(OLD_MESSAGES).expect("old");
             assert_eq!(
                 redb::ReadableTableMetadata::len(&old).expect("len"),
                 3,
                 "two of five moved"
+            );
+        }
+        let driver = RedbDriver::open(&path).await.expect("opens");
+        assert_moved(&driver, &expected).await;
+    }
+
+    /// A step moves at most its bytes' worth, and always at least one message, however large.
+    #[tokio::test]
+    async fn a_step_of_the_move_is_bounded_in_bytes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("bytes.redb");
+        let expected = write_earlier_format(&path, 2);
+        {
+            let db = Database::create(&path).expect("open");
+            let one_byte = Chunk {
+                messages: usize::MAX,
+                bytes: 1,
+            };
+            prepare_with(&db, "bytes.redb", one_byte, 2).expect("two steps of the move");
+            let txn = db.begin_read().expect("read");
+            let old = txn.open_table(OLD_MESSAGES).expect("old");
+            assert_eq!(
+                redb::ReadableTableMetadata::len(&old).expect("len"),
+                3,
+                "one message per step"
             );
         }
         let driver = RedbDriver::open(&path).await.expect("opens");

@@ -68,7 +68,9 @@ impl<'a> AppTx<'a> {
     /// Appends messages ([`Producer::prepare`](flowstream_core::Producer::prepare)) in this
     /// transaction: they are stored, with their offsets, if and only if it commits, and waiting
     /// consumers are woken then. Returns their offsets (final: redb runs one write transaction
-    /// at a time, so no other append can come between).
+    /// at a time, so no other append can come between). [`Error::Refused`] for a batch no
+    /// store accepts (a NUL in a header, a stream whose offsets would run out): nothing of it
+    /// is written, so the transaction may still commit the rest of its work.
     pub fn send(&mut self, messages: PreparedSend) -> Result<Vec<u64>, Error> {
         let messages = messages.into_messages();
         refuse_unportable(&messages)?;
@@ -206,5 +208,56 @@ impl RedbDriver {
             Ok(done) => done,
             Err(failed) => Err(E::from(Error::from(failed))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use flowstream_core::{Driver, NewMessage, Producer};
+
+    use crate::RedbDriver;
+    use crate::schema::STREAMS;
+
+    /// A batch refused because one of its streams is full writes nothing for the others
+    /// either, even when the application ignores the error and commits its transaction.
+    #[tokio::test]
+    async fn a_refused_send_leaves_nothing_in_a_transaction_committed_anyway() {
+        let redb = RedbDriver::in_memory().expect("store");
+        let driver: Arc<dyn Driver> = Arc::new(redb.clone());
+        driver
+            .append(vec![NewMessage::new("full", "1")])
+            .await
+            .expect("creates the stream");
+        redb.write(|tx| {
+            tx.txn
+                .open_table(STREAMS)?
+                .insert("full", (1, u64::MAX - 1))?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        })
+        .await
+        .expect("the stream is made nearly full");
+        let batch =
+            ["a-first", "full", "full", "z-last"].map(|stream| NewMessage::new(stream, "m"));
+        let prepared = Producer::new(driver.clone())
+            .prepare(batch)
+            .await
+            .expect("prepared");
+        let refused = redb
+            .write(move |tx| {
+                let refused = tx.send(prepared);
+                Ok::<_, flowstream_core::Error>(refused)
+            })
+            .await
+            .expect("the transaction commits");
+        assert!(
+            matches!(refused, Err(flowstream_core::Error::Refused { .. })),
+            "{refused:?}"
+        );
+        for stream in ["a-first", "z-last"] {
+            assert_eq!(driver.head(stream).await.expect("head"), 0, "{stream}");
+        }
+        assert_eq!(driver.head("full").await.expect("head"), u64::MAX - 1);
     }
 }

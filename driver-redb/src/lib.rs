@@ -599,14 +599,31 @@ fn append_in(
         // Stable: a stream's messages keep their order, and so their offsets.
         order.sort_by(|&a, &b| messages[a].stream().cmp(messages[b].stream()));
     }
-    let mut touched = Vec::new();
+    let runs: Vec<&[usize]> = order
+        .chunk_by(|&a, &b| messages[a].stream() == messages[b].stream())
+        .collect();
     let mut streams = txn.open_table(STREAMS).map_err(storage)?;
+    // Every stream's room is checked before anything is written, so that a refused batch
+    // leaves nothing behind in a transaction the application may still commit (`AppTx`).
+    let mut heads = Vec::with_capacity(runs.len());
+    for run in &runs {
+        let stream = messages[run[0]].stream();
+        let stored = streams.get(stream).map_err(storage)?.map(|v| v.value());
+        let head = stored.map_or(0, |(_, head)| head);
+        let count = u64::try_from(run.len()).unwrap_or(u64::MAX);
+        if head.checked_add(count).is_none() {
+            return Err(DriverError::InvalidInput(format!(
+                "stream {stream} is full"
+            )));
+        }
+        heads.push(stored);
+    }
+    let mut touched = Vec::with_capacity(runs.len());
     let produced_micros = codec::micros_since_epoch(SystemTime::now());
     // One buffer for every encoded value of the batch.
     let mut value = Vec::new();
-    for run in order.chunk_by(|&a, &b| messages[a].stream() == messages[b].stream()) {
+    for (run, stored) in runs.into_iter().zip(heads) {
         let stream = messages[run[0]].stream();
-        let stored = streams.get(stream).map_err(storage)?.map(|v| v.value());
         let (id, mut head) = match stored {
             Some(entry) => entry,
             None => (schema::next_stream_id(txn)?, 0),
@@ -615,9 +632,8 @@ fn append_in(
         let mut table = txn.open_table(log.table()).map_err(storage)?;
         for &index in run {
             let message = &messages[index];
-            head = head
-                .checked_add(1)
-                .ok_or_else(|| DriverError::InvalidInput(format!("stream {stream} is full")))?;
+            // Checked above: no overflow.
+            head += 1;
             value.clear();
             codec::encode_into(
                 &mut value,

@@ -411,6 +411,21 @@ mod tests {
         }
     }
 
+    /// Runs `steps` transactions of the move of the earlier-format file at `path`, as an open
+    /// cut short would; returns its format number, its migration marker and how many messages
+    /// are left in the old table.
+    fn move_part(path: &std::path::Path, chunk: Chunk, steps: usize) -> (u64, Option<u64>, u64) {
+        let db = Database::create(path).expect("open");
+        prepare_with(&db, "part.redb", chunk, steps).expect("part of the move");
+        let txn = db.begin_read().expect("read");
+        let meta = txn.open_table(META).expect("meta");
+        let format = meta.get(FORMAT_KEY).expect("get").map(|v| v.value());
+        let marker = meta.get(MIGRATING_KEY).expect("get").map(|v| v.value());
+        let old = txn.open_table(OLD_MESSAGES).expect("old");
+        let left = redb::ReadableTableMetadata::len(&old).expect("len");
+        (format.expect("a format"), marker, left)
+    }
+
     /// A move stopped between two of its transactions (a crash) is finished by the next open;
     /// meanwhile the file says format 4, so that a version reading only format 3 refuses it
     /// rather than reading the part not yet moved as the whole.
@@ -419,31 +434,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("interrupted.redb");
         let expected = write_earlier_format(&path, 3);
-        {
-            let db = Database::create(&path).expect("open");
-            let two = Chunk {
-                messages: 2,
-                bytes: usize::MAX,
-            };
-            prepare_with(&db, "interrupted.redb", two, 1).expect("one step of the move");
-            let txn = db.begin_read().expect("read");
-            let meta = txn.open_table(META).expect("meta");
-            assert_eq!(
-                meta.get(FORMAT_KEY).expect("get").map(|v| v.value()),
-                Some(FORMAT),
-                "the file says format 4 while half of it is still in the old table"
-            );
-            assert_eq!(
-                meta.get(MIGRATING_KEY).expect("get").map(|v| v.value()),
-                Some(3)
-            );
-            let old = txn.open_table(OLD_MESSAGES).expect("old");
-            assert_eq!(
-                redb::ReadableTableMetadata::len(&old).expect("len"),
-                3,
-                "two of five moved"
-            );
-        }
+        let two = Chunk {
+            messages: 2,
+            bytes: usize::MAX,
+        };
+        let (format, marker, left) = move_part(&path, two, 1);
+        assert_eq!(
+            format, FORMAT,
+            "format 4 while part is still in the old table"
+        );
+        assert_eq!(marker, Some(3));
+        assert_eq!(left, 3, "two of five moved");
         let driver = RedbDriver::open(&path).await.expect("opens");
         assert_moved(&driver, &expected).await;
     }
@@ -454,21 +455,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("bytes.redb");
         let expected = write_earlier_format(&path, 2);
-        {
-            let db = Database::create(&path).expect("open");
-            let one_byte = Chunk {
-                messages: usize::MAX,
-                bytes: 1,
-            };
-            prepare_with(&db, "bytes.redb", one_byte, 2).expect("two steps of the move");
-            let txn = db.begin_read().expect("read");
-            let old = txn.open_table(OLD_MESSAGES).expect("old");
-            assert_eq!(
-                redb::ReadableTableMetadata::len(&old).expect("len"),
-                3,
-                "one message per step"
-            );
-        }
+        let one_byte = Chunk {
+            messages: usize::MAX,
+            bytes: 1,
+        };
+        let (_, _, left) = move_part(&path, one_byte, 2);
+        assert_eq!(left, 3, "one message per step");
         let driver = RedbDriver::open(&path).await.expect("opens");
         assert_moved(&driver, &expected).await;
     }

@@ -253,7 +253,9 @@ impl Lane {
                 self.cursor.fetched = last.offset();
                 read = true;
             }
-            self.cursor.buffer.extend(batch);
+            // The buffer is empty here: take the read's vector as it is rather than move each
+            // message into the old buffer's allocation.
+            self.cursor.buffer = VecDeque::from(batch);
             if full {
                 // More is likely stored: fetch it while the application handles this batch.
                 // A short batch means the head was reached, and `wait` takes over from there.

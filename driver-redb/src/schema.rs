@@ -1,7 +1,7 @@
 //! The tables of a flowstream redb file and its format version.
 //!
 //! Format 4 gives each stream's messages a table of their own, keyed by offset alone
-//! ([`log`]). Format 3 kept every stream's messages in one table keyed by `(stream id,
+//! ([`LogName`]). Format 3 kept every stream's messages in one table keyed by `(stream id,
 //! offset)`: a file holding many messages made every append descend, and copy on write, a
 //! tree that held every other stream too, and its keys were twice as long. A file of format 2
 //! or 3 is moved to format 4 when it opens ([`migrate`]); the stored values are the same in

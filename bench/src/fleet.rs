@@ -172,11 +172,8 @@ pub(crate) async fn child(
             .await?
         }
     };
-    if let Some(driver) = &staged {
-        outbox_emptied(driver).await?;
-    }
-    // The process exits next: its last wake-ups must leave first, or the latency rows'
-    // consumer finds the last messages only at its next poll.
+    // The process exits next: what it staged must be relayed and its last wake-ups must
+    // leave first, or the latency rows' consumer finds the last messages only at its next poll.
     producer.flush().await?;
     println!("sent {sent}");
     Ok(())
@@ -224,26 +221,6 @@ async fn flat_out(
         sent += done??;
     }
     Ok(sent)
-}
-
-/// Waits (at most a minute) until the relays have moved every staged message.
-async fn outbox_emptied(driver: &PgDriver) -> Result<(), BoxError> {
-    let count = format!("SELECT count(*) FROM {}.outbox", driver.schema());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let left: i64 = sqlx::query_scalar(AssertSqlSafe(count.clone()))
-            .fetch_one(driver.pool())
-            .await?;
-        if left == 0 {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(
-                format!("{left} staged messages still in the outbox after a minute").into(),
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
 }
 
 /// Another application in the same database that notifies in its transactions, as job queues

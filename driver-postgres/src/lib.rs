@@ -385,6 +385,7 @@ impl Driver for PgDriver {
     }
 
     async fn flush_wakeups(&self) -> Result<(), DriverError> {
+        self.settle_staged().await?;
         self.inner.notifier.flush().await
     }
 }

@@ -59,6 +59,8 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
 #[derive(Debug, Default)]
 pub(crate) struct Staged {
     xids: Mutex<Vec<String>>,
+    /// Set once this driver has staged anything: only then does a flush run a relay round.
+    used: AtomicBool,
     /// Set when a staged row's insert ends (committed, or given up on after the call's
     /// timeout): a round may have work now.
     committed: AtomicBool,
@@ -78,11 +80,13 @@ impl Staged {
             xids.push(xid);
         }
         drop(xids);
+        self.used.store(true, Ordering::Release);
         self.wake.notify_one();
     }
 
     /// Tells the relay that rows committed (or may have: a spurious round finds nothing).
     pub(crate) fn committed(&self) {
+        self.used.store(true, Ordering::Release);
         self.committed.store(true, Ordering::Release);
         self.wake.notify_one();
     }
@@ -99,6 +103,10 @@ pub(crate) struct Relay {
     pub(crate) staged: Arc<Staged>,
     /// Staged sends waiting to share a row.
     pub(crate) gather: Gather,
+    /// Held shared by each relay round of this driver from before it takes the lock until it
+    /// has handed its streams to the notifier; a flush takes it exclusively to wait for
+    /// rounds that committed before its own found nothing left.
+    rounds: tokio::sync::RwLock<()>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -107,6 +115,7 @@ impl Relay {
         Relay {
             staged: Arc::default(),
             gather: crate::staging::gather(),
+            rounds: tokio::sync::RwLock::new(()),
             task: Mutex::default(),
         }
     }
@@ -419,8 +428,37 @@ impl PgDriver {
         }
     }
 
+    /// Sees every staged call of this driver that was committed when it was called appended
+    /// to its logs and their wake-ups handed to the notifier, so that a flush of the
+    /// notifier after it covers them; a driver that never staged anything has nothing to
+    /// wait for. Another relay in a round makes it try again (backing off from 1 ms to
+    /// 50 ms) until it has run one of its own: rows the other round left are moved then.
+    pub(crate) async fn settle_staged(&self) -> Result<(), DriverError> {
+        if self.inner.relay.staged.used.load(Ordering::Acquire) {
+            let deadline = tokio::time::Instant::now() + self.inner.operation_timeout;
+            let mut pause = Duration::ZERO;
+            while self.relay().await? == Round::Busy {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(DriverError::unavailable(format!(
+                        "another relay held the outbox for {:?}: staged messages may reach \
+                         consumers in other processes only at their next poll",
+                        self.inner.operation_timeout
+                    )));
+                }
+                pause = (pause * 2).clamp(Duration::from_millis(1), MAX_POLL);
+                tokio::time::sleep(pause).await;
+            }
+        }
+        // A round of this driver's relay task may have committed before ours took the lock
+        // and not yet handed over its streams: it does before it lets go of this.
+        drop(self.inner.relay.rounds.write().await);
+        Ok(())
+    }
+
     /// One relay round: the oldest committed staged calls, appended in one transaction.
     async fn relay_round(&self) -> Result<Round, DriverError> {
+        // Declared first, so dropped last: after the wake-up below is handed over.
+        let _round = self.inner.relay.rounds.read().await;
         let mut streams: Vec<String> = Vec::new();
         let work = async {
             // Whatever the server's default: each statement must see what committed before

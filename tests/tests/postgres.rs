@@ -311,6 +311,59 @@ async fn a_producer_that_flushes_before_it_goes_wakes_consumers_elsewhere(schema
     }
 }
 
+/// A process that stages its sends (`send_staged`) and flushes before it goes has told
+/// consumers elsewhere too: the flush waits until what it staged is appended to the stream,
+/// here while another relay holds the outbox, and the wake-up of that append is sent. Without
+/// the wait its rows stayed staged until some relay's sweep, ten minutes away.
+async fn a_staged_sender_that_flushes_before_it_goes_wakes_consumers_elsewhere(schema: String) {
+    let (counting, consuming) = counting_driver(&schema).await;
+    let c = consumer(&consuming, "s", "g")
+        .build()
+        .await
+        .expect("consumer");
+    let waiting = asleep_in_wait(c, &counting).await;
+    let pg = builder(&schema)
+        .connect()
+        .await
+        .expect("connect the producing driver");
+    let producer = Producer::new(Arc::new(pg.clone()));
+    let admin = sqlx::PgPool::connect(&DATABASE.url()).await.expect("pool");
+    let mut relay_held = admin.begin().await.expect("begin");
+    sqlx::query(AssertSqlSafe(format!(
+        "SELECT pg_advisory_xact_lock(hashtext('flowstream.outbox'), hashtext('{schema}'))"
+    )))
+    .execute(&mut *relay_held)
+    .await
+    .expect("hold the relay");
+
+    let staged = producer
+        .prepare([NewMessage::new("s", "staged")])
+        .await
+        .expect("prepare");
+    pg.send_staged(staged).await.expect("staged");
+    {
+        let mut flush = std::pin::pin!(producer.flush());
+        assert!(
+            pg_in_tx::poll_once(flush.as_mut()).await.is_none(),
+            "a flush waits for the staged message's relay"
+        );
+        relay_held.commit().await.expect("let the relay go");
+        flush.await.expect("flush");
+    }
+    drop(producer);
+    drop(pg);
+
+    let (woke, mut c) = waiting.await.expect("task");
+    assert_eq!(woke, Wake::Messages, "woken by a gone staging producer");
+    let bodies: Vec<Vec<u8>> = drain(&mut c)
+        .await
+        .iter()
+        .map(|m| m.body().to_vec())
+        .collect();
+    assert_eq!(bodies, [b"staged".to_vec()]);
+    admin.close().await;
+}
+
 /// A process that only produces holds no LISTEN connection (and so receives none of the
 /// other processes' notifications); its first waiter starts one, and is woken through it.
 async fn a_driver_that_only_produces_does_not_listen(schema: String) {
@@ -953,6 +1006,11 @@ fn main() -> ExitCode {
             "postgres",
             "a_producer_that_flushes_before_it_goes_wakes_consumers_elsewhere",
             a_producer_that_flushes_before_it_goes_wakes_consumers_elsewhere,
+        ),
+        schema_trial(
+            "postgres",
+            "a_staged_sender_that_flushes_before_it_goes_wakes_consumers_elsewhere",
+            a_staged_sender_that_flushes_before_it_goes_wakes_consumers_elsewhere,
         ),
         schema_trial(
             "postgres",

@@ -269,13 +269,15 @@ pub trait Driver: Send + Sync + std::fmt::Debug + 'static {
     /// process, for drivers that send them to other processes after the write (PostgreSQL
     /// sends a `NOTIFY` once an append has committed). Without it a process that exits right
     /// after writing may take its last wake-ups with it, and consumers elsewhere find those
-    /// messages only at their next poll. A driver whose wake-ups never leave the process, or
-    /// go out inside the write, has nothing to wait for: the default returns at once.
-    /// Wrappers around another driver must forward it.
+    /// messages only at their next poll. Writes the driver finishes in the background (an
+    /// outbox's relay) are finished first when they were committed before the call. A driver
+    /// whose wake-ups never leave the process, or go out inside the write, has nothing to wait
+    /// for: the default returns at once. Wrappers around another driver must forward it.
     ///
     /// # Cancel safety
     ///
-    /// Cancel-safe: it only waits.
+    /// Cancel-safe: dropping it loses nothing stored. A background write it was finishing
+    /// (a relay round) commits whole or not at all; its wake-up may then be late.
     async fn flush_wakeups(&self) -> Result<(), DriverError> {
         Ok(())
     }

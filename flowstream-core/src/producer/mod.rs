@@ -145,14 +145,18 @@ impl Producer {
     /// command-line tool, a job, a shutdown): on PostgreSQL the wake-up for an append leaves
     /// after the append commits, and a process that exits first takes it along, so consumers
     /// elsewhere would find the messages only at their next poll (`fallback_poll`, 30 s by
-    /// default). The messages themselves are durable either way. Returns at once on redb.
+    /// default). On PostgreSQL it covers messages staged through the outbox too
+    /// (`PgDriver::send_staged`, and `PgDriver::send_in` in transactions that committed
+    /// before the call): they are appended to their streams first. The messages themselves
+    /// are durable either way. Returns at once on redb.
     ///
-    /// [`Error::Storage`] if the wake-ups could not be sent within the driver's operation
-    /// timeout (the messages are still stored).
+    /// [`Error::Storage`] if the wake-ups could not be sent, or the staged messages appended,
+    /// within the driver's operation timeout (the messages are still stored).
     ///
     /// # Cancel safety
     ///
-    /// Cancel-safe: it only waits.
+    /// Cancel-safe: dropping it loses nothing stored (a relay round it ran on PostgreSQL
+    /// commits whole or not at all; its wake-up may then be late).
     pub async fn flush(&self) -> Result<(), Error> {
         Ok(self.driver.flush_wakeups().await?)
     }

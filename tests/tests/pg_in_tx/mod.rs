@@ -503,7 +503,9 @@ pub(crate) async fn staged_sends_in_flight_together_share_a_row(schema: String) 
 }
 
 /// Polls `future` once: its output if that finished it.
-async fn poll_once<F: std::future::Future>(mut future: std::pin::Pin<&mut F>) -> Option<F::Output> {
+pub(crate) async fn poll_once<F: std::future::Future>(
+    mut future: std::pin::Pin<&mut F>,
+) -> Option<F::Output> {
     use std::task::Poll;
     std::future::poll_fn(|cx| match future.as_mut().poll(cx) {
         Poll::Ready(output) => Poll::Ready(Some(output)),

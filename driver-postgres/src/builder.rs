@@ -12,13 +12,11 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 
 use crate::errors::cause;
+use crate::held::{Held, PING_IF_IDLE_FOR};
 use crate::notifier::Notifier;
 use crate::outbox::Relay;
 use crate::schema::{self, Queries, validate_schema};
 use crate::{Inner, PgDriver, listener, migrate};
-
-/// A pooled connection idle at least this long is pinged before use; see `connect`.
-const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// Configures a [`PgDriver`]; made by [`PgDriver::builder`].
 #[must_use = "call .connect().await"]
@@ -60,7 +58,9 @@ impl PgDriverBuilder {
     }
 
     /// Most connections the pool opens, including the one kept for LISTEN (default 10, at
-    /// least 2). The driver opens one more, outside the pool, to send notifications.
+    /// least 2). The driver opens two more, outside the pool: one to send notifications, and
+    /// one for appends and staged sends, opened at the first of them (a statement run through
+    /// the pool costs a second round trip: sqlx pings each connection it takes back).
     pub fn max_connections(mut self, connections: u32) -> Self {
         self.max_connections = connections;
         self
@@ -245,6 +245,7 @@ impl PgDriverBuilder {
                 relay: Relay::new(),
                 listen_health: health,
                 _listener: listener,
+                appends: Held::new(options),
             }),
         };
         driver

@@ -57,6 +57,7 @@ mod batch;
 mod builder;
 mod catalog;
 mod errors;
+mod held;
 mod in_tx;
 mod listener;
 mod migrate;
@@ -114,6 +115,8 @@ struct Inner {
     relay: outbox::Relay,
     listen_health: Arc<listener::Health>,
     _listener: ListenerTask,
+    /// The connection appends take when it is free.
+    appends: held::Held,
 }
 
 impl std::fmt::Debug for PgDriver {

@@ -192,22 +192,31 @@ impl PgDriver {
             streams: &prepared.names,
         };
         let what = || format!("appending to {}", prepared.names.join(", "));
+        let (held, pool) = (&self.inner.appends, &self.inner.pool);
         if let Some(one) = prepared.single(&self.inner.sql.append_one) {
-            let offset = self.run(what, one.fetch_one(&self.inner.pool)).await?;
+            let append = async {
+                let mut connection = held.connection(pool).await?;
+                let offset = one.fetch_one(&mut *connection).await?;
+                connection.keep();
+                Ok(offset)
+            };
+            let offset = self.run(what, append).await?;
             return u64::try_from(offset)
                 .ok()
                 .filter(|&o| o > 0)
                 .map(|o| vec![o])
                 .ok_or_else(|| DriverError::failed(format!("append computed offset {offset}")));
         }
-        let rows = self
-            .run(
-                what,
-                prepared
-                    .query(&self.inner.sql.append)
-                    .fetch_all(&self.inner.pool),
-            )
-            .await?;
+        let append = async {
+            let mut connection = held.connection(pool).await?;
+            let rows = prepared
+                .query(&self.inner.sql.append)
+                .fetch_all(&mut *connection)
+                .await?;
+            connection.keep();
+            Ok(rows)
+        };
+        let rows = self.run(what, append).await?;
         prepared.offsets(rows)
     }
 }

@@ -106,14 +106,20 @@ impl PgDriver {
     /// One insert of one outbox row, in a transaction of its own.
     async fn stage_row(&self, messages: Vec<NewMessage>) -> Result<(), DriverError> {
         let staged = PreparedAppend::new(messages)?;
-        self.run(
-            || format!("staging messages to {}", staged.names.join(", ")),
+        let insert = async {
+            let mut connection = self.inner.appends.connection(&self.inner.pool).await?;
             staged
                 .stage(&self.inner.sql.stage)
-                .execute(&self.inner.pool),
+                .execute(&mut *connection)
+                .await?;
+            connection.keep();
+            Ok(())
+        };
+        self.run(
+            || format!("staging messages to {}", staged.names.join(", ")),
+            insert,
         )
-        .await?;
-        Ok(())
+        .await
     }
 }
 

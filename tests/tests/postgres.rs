@@ -750,14 +750,7 @@ async fn consumer_recovers_after_its_connections_are_killed(schema: String) {
     assert_eq!(c.next().await.expect("next").expect("message").offset(), 1);
     c.commit(1).await.expect("commit");
 
-    let killed: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
-    )
-    .bind(&app)
-    .fetch_all(admin.pool())
-    .await
-    .expect("terminate");
-    assert!(!killed.is_empty(), "the driver had connections to kill");
+    kill_connections(&admin, &app).await;
     produce(&other, "s", "after", 1).await;
 
     let deadline = Instant::now() + BOUND;
@@ -781,6 +774,18 @@ async fn consumer_recovers_after_its_connections_are_killed(schema: String) {
     assert_eq!(stored_group(&other, "s", "g").await.committed, 2);
 }
 
+/// Terminates, on the server, every connection named `app`; there must be some.
+async fn kill_connections(admin: &PgDriver, app: &str) {
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(app)
+    .fetch_all(admin.pool())
+    .await
+    .expect("terminate");
+    assert!(!killed.is_empty(), "the driver had connections to kill");
+}
+
 /// A producer's appends survive their connection being killed: after a second of idleness
 /// the connection is found dead before use and replaced, so the send succeeds; killed while
 /// in steady use, one send may fail (retryable) and the next succeeds. Nothing is lost or
@@ -795,21 +800,11 @@ async fn a_producer_recovers_after_its_connections_are_killed(schema: String) {
             .expect("connect"),
     ));
     let admin = builder(&schema).connect().await.expect("admin connection");
-    let kill = async || {
-        let killed: Vec<bool> = sqlx::query_scalar(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
-        )
-        .bind(&app)
-        .fetch_all(admin.pool())
-        .await
-        .expect("terminate");
-        assert!(!killed.is_empty(), "the driver had connections to kill");
-    };
     victim
         .send(NewMessage::new("s", "before"))
         .await
         .expect("send");
-    kill().await;
+    kill_connections(&admin, &app).await;
     // Idle past the point where a connection is checked before use.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     victim
@@ -817,7 +812,7 @@ async fn a_producer_recovers_after_its_connections_are_killed(schema: String) {
         .await
         .expect("a send after idling finds its connection dead and opens another");
 
-    kill().await;
+    kill_connections(&admin, &app).await;
     let sent = victim.send(NewMessage::new("s", "at once")).await;
     if let Err(error) = &sent {
         assert!(error.is_retryable(), "not retryable: {error}");

@@ -388,8 +388,20 @@ impl Driver for PgDriver {
     }
 
     async fn flush_wakeups(&self) -> Result<(), DriverError> {
-        self.settle_staged().await?;
-        self.inner.notifier.flush().await
+        let limit = self.inner.operation_timeout;
+        let deadline = tokio::time::Instant::now() + limit;
+        let flush = async {
+            self.settle_staged(deadline).await?;
+            self.inner.notifier.flush().await
+        };
+        tokio::time::timeout_at(deadline, flush)
+            .await
+            .unwrap_or_else(|_| {
+                Err(DriverError::unavailable(format!(
+                    "staged messages not relayed, or wake-ups not sent, within {limit:?}: \
+                     consumers in other processes find those messages at their next poll"
+                )))
+            })
     }
 }
 

@@ -51,6 +51,9 @@ const ROUND_MESSAGES: i64 = 20_000;
 /// Longest pause between two looks at a staging transaction that is still running.
 const MAX_POLL: Duration = Duration::from_millis(50);
 
+/// SQLSTATE of a lock not taken within `lock_timeout`.
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+
 /// Longest pause between two attempts after the server failed the relay.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
 
@@ -219,7 +222,7 @@ async fn run(inner: Weak<Inner>, staged: Arc<Staged>, fallback: Duration) {
             }
         }
         if committed {
-            match driver.relay().await {
+            match driver.relay(None).await {
                 Ok(round) => busy = round == Round::Busy,
                 Err(error) => {
                     failed = true;
@@ -409,11 +412,16 @@ impl PgDriver {
 
     /// Moves every committed staged call to its logs, in rounds, unless another relay is in a
     /// round: then it returns [`Round::Busy`] at once, and the caller tries again shortly
-    /// (the other round may have started before the rows it came for committed).
-    pub(crate) async fn relay(&self) -> Result<Round, DriverError> {
+    /// (the other round may have started before the rows it came for committed). With a
+    /// deadline it waits in line for the other round instead, until then (a flush: relays
+    /// that only try would keep taking the lock before it).
+    pub(crate) async fn relay(
+        &self,
+        wait_until: Option<tokio::time::Instant>,
+    ) -> Result<Round, DriverError> {
         let mut moved = 0;
         loop {
-            match self.relay_round().await? {
+            match self.relay_round(wait_until).await? {
                 Round::Moved { calls, full } => {
                     moved += calls;
                     if !full {
@@ -428,26 +436,24 @@ impl PgDriver {
         }
     }
 
-    /// Sees every staged call of this driver that was committed when it was called appended
-    /// to its logs and their wake-ups handed to the notifier, so that a flush of the
+    /// Sees every staged call that was committed when it was called appended to its logs, and
+    /// the wake-ups of this driver's rounds handed to the notifier, so that a flush of the
     /// notifier after it covers them; a driver that never staged anything has nothing to
-    /// wait for. Another relay in a round makes it try again (backing off from 1 ms to
-    /// 50 ms) until it has run one of its own: rows the other round left are moved then.
-    pub(crate) async fn settle_staged(&self) -> Result<(), DriverError> {
-        if self.inner.relay.staged.used.load(Ordering::Acquire) {
-            let deadline = tokio::time::Instant::now() + self.inner.operation_timeout;
-            let mut pause = Duration::ZERO;
-            while self.relay().await? == Round::Busy {
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(DriverError::unavailable(format!(
-                        "another relay held the outbox for {:?}: staged messages may reach \
-                         consumers in other processes only at their next poll",
-                        self.inner.operation_timeout
-                    )));
-                }
-                pause = (pause * 2).clamp(Duration::from_millis(1), MAX_POLL);
-                tokio::time::sleep(pause).await;
-            }
+    /// wait for. It waits in line for the relay lock, at most until `deadline`, and runs
+    /// rounds until one stops short of its limits: then no committed row is left, and rows
+    /// a round of another relay took before are appended.
+    pub(crate) async fn settle_staged(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), DriverError> {
+        if self.inner.relay.staged.used.load(Ordering::Acquire)
+            && self.relay(Some(deadline)).await? == Round::Busy
+        {
+            return Err(DriverError::unavailable(format!(
+                "another relay held the outbox for {:?}: staged messages may reach consumers \
+                 in other processes only at their next poll",
+                self.inner.operation_timeout
+            )));
         }
         // A round of this driver's relay task may have committed before ours took the lock
         // and not yet handed over its streams: it does before it lets go of this.
@@ -455,8 +461,12 @@ impl PgDriver {
         Ok(())
     }
 
-    /// One relay round: the oldest committed staged calls, appended in one transaction.
-    async fn relay_round(&self) -> Result<Round, DriverError> {
+    /// One relay round: the oldest committed staged calls, appended in one transaction. With
+    /// `wait_until`, it waits for the relay lock until then (`Busy` if it is still held).
+    async fn relay_round(
+        &self,
+        wait_until: Option<tokio::time::Instant>,
+    ) -> Result<Round, DriverError> {
         // Declared first, so dropped last: after the wake-up below is handed over.
         let _round = self.inner.relay.rounds.read().await;
         let mut streams: Vec<String> = Vec::new();
@@ -470,10 +480,36 @@ impl PgDriver {
             // Relays waiting in line for the lock would each hold a connection and run a
             // round of their own for the few rows that committed meanwhile; instead they
             // leave, and try again a moment later unless the holder has moved their rows.
-            let locked: bool =
-                sqlx::query_scalar(AssertSqlSafe(Arc::clone(&self.inner.sql.relay_lock)))
-                    .fetch_one(&mut *tx)
-                    .await?;
+            let locked = match wait_until {
+                None => {
+                    sqlx::query_scalar(AssertSqlSafe(Arc::clone(&self.inner.sql.relay_lock)))
+                        .fetch_one(&mut *tx)
+                        .await?
+                }
+                Some(until) => {
+                    let left = until.saturating_duration_since(tokio::time::Instant::now());
+                    // `lock_timeout` 0 would wait for ever. It holds for the rest of the
+                    // round too (the append waits on head rows), which ends by the deadline
+                    // anyway.
+                    let millis = left.as_millis().clamp(1, u128::from(u32::MAX));
+                    sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+                        .bind(format!("{millis}ms"))
+                        .execute(&mut *tx)
+                        .await?;
+                    match sqlx::query(AssertSqlSafe(Arc::clone(&self.inner.sql.relay_lock_wait)))
+                        .execute(&mut *tx)
+                        .await
+                    {
+                        Ok(_) => true,
+                        Err(sqlx::Error::Database(e))
+                            if e.code().as_deref() == Some(LOCK_NOT_AVAILABLE) =>
+                        {
+                            false
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
             if !locked {
                 tx.rollback().await?;
                 return Ok(Ok(Round::Busy));
@@ -493,17 +529,21 @@ impl PgDriver {
             }
             rows.sort_by_key(|row| row.try_get::<i64, _>("id").unwrap_or(i64::MAX));
             let calls = rows.len();
+            // The rows taken are the oldest ones up to the limits; the round stopped at one if
+            // the bytes or messages through its last row reached it (the next row's start).
+            let through = |column: &str| {
+                rows.iter()
+                    .filter_map(|row| row.try_get::<i64, _>(column).ok())
+                    .max()
+                    .unwrap_or(i64::MAX)
+            };
+            let full = i64::try_from(calls).unwrap_or(i64::MAX) >= ROUND
+                || through("through") >= ROUND_BYTES
+                || through("counted_through") >= ROUND_MESSAGES;
             let messages = match staged_messages(&rows) {
                 Ok(messages) => messages,
                 Err(error) => return Ok(Err(error)),
             };
-            let bytes: usize = messages
-                .iter()
-                .map(|m| m.body().len() + m.key().map_or(0, <[u8]>::len))
-                .sum();
-            let full = i64::try_from(calls).unwrap_or(i64::MAX) >= ROUND
-                || i64::try_from(bytes).unwrap_or(i64::MAX) >= ROUND_BYTES / 2
-                || i64::try_from(messages.len()).unwrap_or(i64::MAX) >= ROUND_MESSAGES;
             let append = match PreparedAppend::new(messages) {
                 Ok(append) => append,
                 Err(error) => return Ok(Err(error)),
@@ -512,8 +552,11 @@ impl PgDriver {
                 .query(&self.inner.sql.append)
                 .fetch_all(&mut *tx)
                 .await?;
-            tx.commit().await?;
+            // Named before the commit: a commit whose reply is lost (a timeout) may still
+            // have moved them, and a spurious wake-up costs a read where a missing one costs
+            // a consumer its promptness (and a flush its promise).
             streams.clone_from(&append.names);
+            tx.commit().await?;
             Ok(Ok(Round::Moved { calls, full }))
         };
         let moved = self

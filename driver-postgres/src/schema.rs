@@ -93,6 +93,8 @@ pub(crate) struct Queries {
     /// The relay's lock: one relay round at a time per schema, so staged messages reach their
     /// logs in staging order.
     pub(crate) relay_lock: Arc<str>,
+    /// The same lock, waited for (under the transaction's `lock_timeout`): a flush's round.
+    pub(crate) relay_lock_wait: Arc<str>,
     /// The oldest staged calls whose transactions committed, taken out of the outbox (a
     /// bounded number, and bytes).
     pub(crate) take_staged: Arc<str>,
@@ -202,18 +204,26 @@ impl Queries {
                 "SELECT pg_try_advisory_xact_lock(hashtext('flowstream.outbox'), hashtext('{s}'))"
             )
             .into(),
+            relay_lock_wait: format!(
+                "SELECT pg_advisory_xact_lock(hashtext('flowstream.outbox'), hashtext('{s}'))"
+            )
+            .into(),
             // The oldest calls, up to $1 of them, $2 bytes and $3 messages (the first one
-            // whatever its size).
+            // whatever its size), with the bytes and messages up to and including each: a
+            // round stopped at a limit if the last of these reaches it.
             take_staged: format!(
-                "DELETE FROM {s}.outbox WHERE id IN ( \
-                   SELECT id FROM ( \
-                     SELECT id, sum(size) OVER (ORDER BY id) - size AS before, \
+                "DELETE FROM {s}.outbox AS o USING ( \
+                   SELECT id, before + size AS through, counted_before + count AS counted_through \
+                   FROM ( \
+                     SELECT id, size, count, sum(size) OVER (ORDER BY id) - size AS before, \
                             sum(count) OVER (ORDER BY id) - count AS counted_before FROM ( \
                        SELECT id, pg_column_size(bodies) + pg_column_size(headers) \
                               + pg_column_size(keys) AS size, cardinality(streams) AS count \
                        FROM {s}.outbox ORDER BY id LIMIT $1) AS oldest) AS sized \
-                   WHERE before < $2 AND counted_before < $3) \
-                 RETURNING id, streams, bodies, headers, keys"
+                   WHERE before < $2 AND counted_before < $3) AS taken \
+                 WHERE o.id = taken.id \
+                 RETURNING o.id, o.streams, o.bodies, o.headers, o.keys, \
+                           taken.through, taken.counted_through"
             )
             .into(),
             overwrite_record: format!(

@@ -312,9 +312,9 @@ async fn a_producer_that_flushes_before_it_goes_wakes_consumers_elsewhere(schema
 }
 
 /// A process that stages its sends (`send_staged`) and flushes before it goes has told
-/// consumers elsewhere too: the flush waits until what it staged is appended to the stream,
-/// here while another relay holds the outbox, and the wake-up of that append is sent. Without
-/// the wait its rows stayed staged until some relay's sweep, ten minutes away.
+/// consumers elsewhere too: the flush waits in line for the outbox, held here by another
+/// relay, appends what was staged once it has it, and sends the wake-up of that append.
+/// Without that its rows stayed staged until some relay's sweep, ten minutes away.
 async fn a_staged_sender_that_flushes_before_it_goes_wakes_consumers_elsewhere(schema: String) {
     let (counting, consuming) = counting_driver(&schema).await;
     let c = consumer(&consuming, "s", "g")
@@ -341,15 +341,26 @@ async fn a_staged_sender_that_flushes_before_it_goes_wakes_consumers_elsewhere(s
         .await
         .expect("prepare");
     pg.send_staged(staged).await.expect("staged");
-    {
-        let mut flush = std::pin::pin!(producer.flush());
-        assert!(
-            pg_in_tx::poll_once(flush.as_mut()).await.is_none(),
-            "a flush waits for the staged message's relay"
-        );
-        relay_held.commit().await.expect("let the relay go");
-        flush.await.expect("flush");
-    }
+    let flush = {
+        let producer = producer.clone();
+        tokio::spawn(async move { producer.flush().await })
+    };
+    let in_line = async || -> bool {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+             AND wait_event = 'advisory' AND query LIKE 'SELECT pg_advisory_xact_lock%' \
+             AND query LIKE '%' || $1 || '%'",
+        )
+        .bind(format!("hashtext('{schema}')"))
+        .fetch_one(&admin)
+        .await
+        .expect("pg_stat_activity");
+        waiting == 1
+    };
+    eventually_async("the flush waits in line for the outbox", BOUND, in_line).await;
+    assert!(!flush.is_finished(), "a flush waits for the staged message");
+    relay_held.commit().await.expect("let the relay go");
+    flush.await.expect("task").expect("flush");
     drop(producer);
     drop(pg);
 
@@ -774,6 +785,20 @@ async fn consumer_recovers_after_its_connections_are_killed(schema: String) {
     assert_eq!(stored_group(&other, "s", "g").await.committed, 2);
 }
 
+/// How many of the server's connections named `app` last ran a single-message append: sends
+/// one after another share the connection a driver keeps for appends (a pooled one would
+/// change hands while sqlx pings it on its way back).
+async fn append_backends(admin: &PgDriver, app: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 \
+         AND query LIKE 'WITH head AS%'",
+    )
+    .bind(app)
+    .fetch_one(admin.pool())
+    .await
+    .expect("pg_stat_activity")
+}
+
 /// Terminates, on the server, every connection named `app`; there must be some.
 async fn kill_connections(admin: &PgDriver, app: &str) {
     let killed: Vec<bool> = sqlx::query_scalar(
@@ -800,10 +825,17 @@ async fn a_producer_recovers_after_its_connections_are_killed(schema: String) {
             .expect("connect"),
     ));
     let admin = builder(&schema).connect().await.expect("admin connection");
-    victim
-        .send(NewMessage::new("s", "before"))
-        .await
-        .expect("send");
+    for _ in 0..5 {
+        victim
+            .send(NewMessage::new("s", "before"))
+            .await
+            .expect("send");
+    }
+    assert_eq!(
+        append_backends(&admin, &app).await,
+        1,
+        "five sends in a row went through one connection"
+    );
     kill_connections(&admin, &app).await;
     // Idle past the point where a connection is checked before use.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
@@ -828,8 +860,19 @@ async fn a_producer_recovers_after_its_connections_are_killed(schema: String) {
         .iter()
         .map(|m| String::from_utf8_lossy(m.body()).into_owned())
         .collect();
-    let (first, again) = stored.split_at(2.min(stored.len()));
-    assert_eq!(first, ["before", "after idling"], "{stored:?}");
+    let (first, again) = stored.split_at(6.min(stored.len()));
+    assert_eq!(
+        first,
+        [
+            "before",
+            "before",
+            "before",
+            "before",
+            "before",
+            "after idling"
+        ],
+        "{stored:?}"
+    );
     // A failed send's outcome is unknown in general (a reply lost after the commit): the
     // retry may store the message a second time, never lose it.
     assert!(

@@ -11,7 +11,8 @@
 //! A connection left idle for [`PING_IF_IDLE_FOR`] is pinged before it is used again, as the
 //! pool does with its own (the server may have restarted or dropped it meanwhile). One whose
 //! statement failed, or whose caller was dropped mid-statement, is closed: the next append
-//! opens a new one.
+//! opens a new one. Unlike the pool's, it has no idle timeout or maximum lifetime: it stays
+//! open while the driver lives.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Mutex, MutexGuard, PoisonError};

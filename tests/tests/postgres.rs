@@ -746,14 +746,7 @@ async fn bad_settings_and_schemas_fail_at_connect(schema: String) {
 /// at most as retryable errors, and the consumer loop recovers: it is woken and receives new
 /// messages once reconnected.
 async fn consumer_recovers_after_its_connections_are_killed(schema: String) {
-    let app = format!("fs-{schema}");
-    let victim: Arc<dyn Driver> = Arc::new(
-        builder(&schema)
-            .application_name(app.as_str())
-            .connect()
-            .await
-            .expect("connect"),
-    );
+    let (app, victim) = named_driver(&schema).await;
     let admin = builder(&schema).connect().await.expect("admin connection");
     let other: Arc<dyn Driver> = Arc::new(admin.clone());
     let mut c = consumer(&victim, "s", "g").build().await.expect("consumer");
@@ -785,6 +778,18 @@ async fn consumer_recovers_after_its_connections_are_killed(schema: String) {
     assert_eq!(stored_group(&other, "s", "g").await.committed, 2);
 }
 
+/// A driver whose connections carry a name of their own (`fs-{schema}`), to find them in
+/// `pg_stat_activity`; returns the name and the driver.
+async fn named_driver(schema: &str) -> (String, Arc<dyn Driver>) {
+    let app = format!("fs-{schema}");
+    let driver = builder(schema)
+        .application_name(app.as_str())
+        .connect()
+        .await
+        .expect("connect");
+    (app, Arc::new(driver))
+}
+
 /// How many of the server's connections named `app` last ran a single-message append: sends
 /// one after another share the connection a driver keeps for appends (a pooled one would
 /// change hands while sqlx pings it on its way back).
@@ -813,17 +818,11 @@ async fn kill_connections(admin: &PgDriver, app: &str) {
 
 /// A producer's appends survive their connection being killed: after a second of idleness
 /// the connection is found dead before use and replaced, so the send succeeds; killed while
-/// in steady use, one send may fail (retryable) and the next succeeds. Nothing is lost or
-/// stored twice.
+/// in steady use, one send may fail (retryable) and the next succeeds. Nothing is lost. Sends
+/// one after another share one connection.
 async fn a_producer_recovers_after_its_connections_are_killed(schema: String) {
-    let app = format!("fs-{schema}");
-    let victim = Producer::new(Arc::new(
-        builder(&schema)
-            .application_name(app.as_str())
-            .connect()
-            .await
-            .expect("connect"),
-    ));
+    let (app, victim) = named_driver(&schema).await;
+    let victim = Producer::new(victim);
     let admin = builder(&schema).connect().await.expect("admin connection");
     for _ in 0..5 {
         victim
@@ -883,14 +882,7 @@ async fn a_producer_recovers_after_its_connections_are_killed(schema: String) {
 
 /// Guarantee 8 on PostgreSQL: a thousand consumers on one driver share one LISTEN connection.
 async fn thousand_consumers_share_one_listening_connection(schema: String) {
-    let app = format!("fs-{schema}");
-    let driver: Arc<dyn Driver> = Arc::new(
-        builder(&schema)
-            .application_name(app.as_str())
-            .connect()
-            .await
-            .expect("connect"),
-    );
+    let (app, driver) = named_driver(&schema).await;
     let mut consumers = Vec::new();
     for i in 0..1_000 {
         consumers.push(

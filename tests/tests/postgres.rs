@@ -836,7 +836,8 @@ async fn a_producer_recovers_after_its_connections_are_killed(schema: String) {
         "five sends in a row went through one connection"
     );
     kill_connections(&admin, &app).await;
-    // Idle past the point where a connection is checked before use.
+    // Not a wait for something to happen: the case under test is a connection left idle past
+    // the driver's one-second rule (checked before use after that), and only time makes it so.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     victim
         .send(NewMessage::new("s", "after idling"))
